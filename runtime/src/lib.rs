@@ -1,0 +1,1 @@
+//! Model inspection; runtimes come later.
