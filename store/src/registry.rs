@@ -1,0 +1,715 @@
+//! The registry proper: packs, tags and chunk rows in redb; chunk bytes in a [`BlobStore`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use aq_pack::archive::{ArchiveWriter, VerifiedArchive};
+use aq_pack::chunk::decompress_verified;
+use aq_pack::reference::{LATEST, Selector, validate_tag};
+use aq_pack::signature::SignedManifest;
+use aq_pack::trust::{TrustPolicy, Verdict};
+use aq_pack::{Digest, Manifest, PackRef};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::blobs::{BlobStore, FsBlobStore};
+use crate::error::{StoreError, io_err};
+
+/// `name:version` -> stored pack record (JSON, see [`PackRecord`]).
+const PACKS: TableDefinition<&str, &[u8]> = TableDefinition::new("packs");
+/// `name:tag` -> version string.
+const TAGS: TableDefinition<&str, &str> = TableDefinition::new("tags");
+/// chunk digest (32 bytes) -> (uncompressed size, stored size).
+const CHUNKS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("chunks");
+/// Registry-wide settings, e.g. the layout version.
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+/// Version of the on-disk registry layout (tables and record encoding).
+pub const LAYOUT_VERSION: &str = "1";
+const DB_FILE: &str = "registry.redb";
+
+/// What a pack row holds. A disk format of its own, versioned apart from the manifest.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PackRecord {
+    format_version: u32,
+    /// Canonical manifest bytes (UTF-8 JSON).
+    manifest: String,
+    /// Signature envelope JSON, if signed.
+    signature: Option<String>,
+    saved_at: String,
+}
+
+/// A pack as stored: manifest, signature, when it was saved and its tags.
+#[derive(Debug, Clone)]
+pub struct StoredPack {
+    pub signed: SignedManifest,
+    pub saved_at: String,
+    pub tags: Vec<String>,
+}
+
+impl StoredPack {
+    pub fn manifest(&self) -> &Manifest {
+        &self.signed.manifest
+    }
+}
+
+/// One line of `aq pack list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackSummary {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub format: String,
+    pub size: u64,
+    pub files: usize,
+    pub signed_by: Option<String>,
+    pub tags: Vec<String>,
+    pub saved_at: String,
+}
+
+/// What `import` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    pub id: String,
+    pub digest: String,
+    pub chunks_total: usize,
+    pub chunks_new: usize,
+    pub bytes_new: u64,
+    pub signed_by: Option<String>,
+}
+
+/// What `verify` checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub id: String,
+    pub digest: String,
+    pub signed_by: Option<String>,
+    pub signer_label: Option<String>,
+    pub chunks_checked: usize,
+    pub files_checked: usize,
+    pub bytes_checked: u64,
+}
+
+/// What `gc` removed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcReport {
+    pub chunks_removed: usize,
+    pub bytes_freed: u64,
+    pub orphan_files_removed: usize,
+}
+
+/// The local registry in a data directory.
+pub struct Registry {
+    root: PathBuf,
+    db: Database,
+    blobs: Box<dyn BlobStore>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("root", &self.root).finish()
+    }
+}
+
+fn pack_key(name: &str, version: &semver::Version) -> String {
+    format!("{name}:{version}")
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+impl Registry {
+    /// Opens (creating if needed) the registry in `root`.
+    pub fn open(root: &Path) -> Result<Registry, StoreError> {
+        std::fs::create_dir_all(root).map_err(io_err("create data directory", root))?;
+        let blobs = FsBlobStore::open(&root.join("blobs"), &root.join("tmp"))
+            .map_err(io_err("open content store in", root))?;
+        let db_path = root.join(DB_FILE);
+        let db = Database::create(&db_path)?;
+        Registry::with_parts(root, db, Box::new(blobs))
+    }
+
+    /// Builds a registry from an open database and a blob store (tests inject faulty ones).
+    pub fn with_parts(
+        root: &Path,
+        db: Database,
+        blobs: Box<dyn BlobStore>,
+    ) -> Result<Registry, StoreError> {
+        let registry = Registry {
+            root: root.to_owned(),
+            db,
+            blobs,
+        };
+        registry.init_tables()?;
+        Ok(registry)
+    }
+
+    /// The redb file of a registry rooted at `root`.
+    pub fn db_path(root: &Path) -> PathBuf {
+        root.join(DB_FILE)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn init_tables(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            txn.open_table(PACKS)?;
+            txn.open_table(TAGS)?;
+            txn.open_table(CHUNKS)?;
+            let mut meta = txn.open_table(META)?;
+            let existing = meta.get("layout_version")?.map(|v| v.value().to_owned());
+            match existing {
+                None => {
+                    meta.insert("layout_version", LAYOUT_VERSION)?;
+                }
+                Some(v) if v == LAYOUT_VERSION => {}
+                Some(v) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "registry layout version {v} is not supported by this build (it reads {LAYOUT_VERSION})"
+                    )));
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    // ----- reading -------------------------------------------------------------------------
+
+    fn decode_record(key: &str, bytes: &[u8]) -> Result<(SignedManifest, String), StoreError> {
+        let record: PackRecord = serde_json::from_slice(bytes)
+            .map_err(|e| StoreError::Corrupt(format!("pack record {key}: {e}")))?;
+        let signed = SignedManifest::parse(
+            record.manifest.as_bytes(),
+            record.signature.as_deref().map(str::as_bytes),
+        )
+        .map_err(|e| StoreError::Corrupt(format!("pack record {key}: {e}")))?;
+        Ok((signed, record.saved_at))
+    }
+
+    /// Resolves a reference to a version.
+    fn resolve_version(
+        &self,
+        tags: &impl ReadableTable<&'static str, &'static str>,
+        reference: &PackRef,
+    ) -> Result<semver::Version, StoreError> {
+        match &reference.selector {
+            Selector::Version(v) => Ok(v.clone()),
+            Selector::Tag(tag) => {
+                let key = format!("{}:{tag}", reference.name);
+                let v = tags
+                    .get(key.as_str())?
+                    .ok_or_else(|| StoreError::NotFound(reference.to_string()))?;
+                semver::Version::parse(v.value())
+                    .map_err(|e| StoreError::Corrupt(format!("tag {key}: {e}")))
+            }
+        }
+    }
+
+    fn tags_by_version(
+        tags: &impl ReadableTable<&'static str, &'static str>,
+    ) -> Result<HashMap<String, Vec<String>>, StoreError> {
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for entry in tags.iter()? {
+            let (k, v) = entry?;
+            if let Some((name, tag)) = k.value().split_once(':') {
+                out.entry(format!("{name}:{}", v.value()))
+                    .or_default()
+                    .push(tag.to_owned());
+            }
+        }
+        for list in out.values_mut() {
+            list.sort();
+        }
+        Ok(out)
+    }
+
+    /// Looks up one pack.
+    pub fn get(&self, reference: &PackRef) -> Result<StoredPack, StoreError> {
+        let txn = self.db.begin_read()?;
+        let packs = txn.open_table(PACKS)?;
+        let tags = txn.open_table(TAGS)?;
+        let version = self.resolve_version(&tags, reference)?;
+        let key = pack_key(&reference.name, &version);
+        let bytes = packs
+            .get(key.as_str())?
+            .ok_or_else(|| StoreError::NotFound(reference.to_string()))?;
+        let (signed, saved_at) = Self::decode_record(&key, bytes.value())?;
+        let tags = Self::tags_by_version(&tags)?.remove(&key).unwrap_or_default();
+        Ok(StoredPack {
+            signed,
+            saved_at,
+            tags,
+        })
+    }
+
+    /// Every pack, sorted by name then version.
+    pub fn list(&self) -> Result<Vec<PackSummary>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let packs = txn.open_table(PACKS)?;
+        let tags = Self::tags_by_version(&txn.open_table(TAGS)?)?;
+        let mut out = Vec::new();
+        for entry in packs.iter()? {
+            let (k, v) = entry?;
+            let key = k.value();
+            let (signed, saved_at) = Self::decode_record(key, v.value())?;
+            let m = &signed.manifest;
+            out.push((
+                (m.name.clone(), m.version.clone()),
+                PackSummary {
+                    name: m.name.clone(),
+                    version: m.version.to_string(),
+                    digest: signed.digest().to_string(),
+                    format: m.model.format.to_string(),
+                    size: m.total_size(),
+                    files: m.files.len(),
+                    signed_by: signed.signature.as_ref().map(|s| s.key_id.clone()),
+                    tags: tags.get(key).cloned().unwrap_or_default(),
+                    saved_at,
+                },
+            ));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out.into_iter().map(|(_, s)| s).collect())
+    }
+
+    /// Reads and verifies one chunk's uncompressed bytes.
+    pub fn read_chunk(&self, digest: &Digest, size: u64) -> Result<Vec<u8>, StoreError> {
+        let compressed = self.read_stored_chunk(digest)?;
+        Ok(decompress_verified(&compressed, *digest, size)?)
+    }
+
+    fn read_stored_chunk(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        self.blobs.get(digest).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                StoreError::Corrupt(format!("chunk {digest} is missing from the content store"))
+            } else {
+                StoreError::Io {
+                    action: "read chunk",
+                    path: digest.to_string(),
+                    source: e,
+                }
+            }
+        })
+    }
+
+    /// Checks a stored pack: the signature against `policy`, then every chunk and every file
+    /// digest.
+    pub fn verify(
+        &self,
+        reference: &PackRef,
+        policy: &TrustPolicy,
+        now: SystemTime,
+        allow_unsigned: bool,
+    ) -> Result<VerifyReport, StoreError> {
+        let pack = self.get(reference)?;
+        let verdict = policy.verify(&pack.signed, now, allow_unsigned)?;
+        let m = pack.manifest();
+        let mut cache: HashMap<Digest, Vec<u8>> = HashMap::new();
+        let mut bytes_checked = 0;
+        for file in &m.files {
+            let mut hasher = blake3::Hasher::new();
+            for c in &file.chunks {
+                if let Some(data) = cache.get(&c.digest) {
+                    hasher.update(data);
+                    continue;
+                }
+                let data = self.read_chunk(&c.digest, c.size)?;
+                bytes_checked += data.len() as u64;
+                hasher.update(&data);
+                // Keep only small repeated chunks around; most chunks appear once.
+                if cache.len() < 64 {
+                    cache.insert(c.digest, data);
+                }
+            }
+            if Digest(*hasher.finalize().as_bytes()) != file.digest {
+                return Err(StoreError::Corrupt(format!(
+                    "file {} of {} does not match its digest",
+                    file.path,
+                    m.id()
+                )));
+            }
+        }
+        let (signed_by, signer_label) = match verdict {
+            Verdict::Trusted { key_id, label } => (Some(key_id), Some(label)),
+            Verdict::UnsignedAllowed => (None, None),
+        };
+        Ok(VerifyReport {
+            id: m.id(),
+            digest: pack.signed.digest().to_string(),
+            signed_by,
+            signer_label,
+            chunks_checked: m.unique_chunks().len(),
+            files_checked: m.files.len(),
+            bytes_checked,
+        })
+    }
+
+    /// Writes a file of the pack, chunk by chunk, to `out`; checks the file digest.
+    pub fn write_file(
+        &self,
+        manifest: &Manifest,
+        path: &str,
+        out: &mut dyn Write,
+    ) -> Result<u64, StoreError> {
+        let file = manifest
+            .files
+            .iter()
+            .find(|f| f.path == path)
+            .ok_or_else(|| StoreError::NotFound(format!("{} in {}", path, manifest.id())))?;
+        let mut hasher = blake3::Hasher::new();
+        for c in &file.chunks {
+            let data = self.read_chunk(&c.digest, c.size)?;
+            hasher.update(&data);
+            out.write_all(&data).map_err(io_err("write", Path::new(path)))?;
+        }
+        if Digest(*hasher.finalize().as_bytes()) != file.digest {
+            return Err(StoreError::Corrupt(format!(
+                "file {path} of {} does not match its digest",
+                manifest.id()
+            )));
+        }
+        Ok(file.size)
+    }
+
+    /// Writes the single-file `.aqpack` form of a pack.
+    pub fn export<W: Write>(&self, reference: &PackRef, out: W) -> Result<W, StoreError> {
+        let pack = self.get(reference)?;
+        let mut writer = ArchiveWriter::new(out, &pack.signed)?;
+        for c in pack.manifest().unique_chunks() {
+            let stored = self.read_stored_chunk(&c.digest)?;
+            // Never export bytes we cannot vouch for.
+            decompress_verified(&stored, c.digest, c.size)?;
+            writer.write_chunk(&c.digest, &stored)?;
+        }
+        Ok(writer.finish()?)
+    }
+
+    // ----- writing -------------------------------------------------------------------------
+
+    /// Starts adding a pack: fails early if `name:version` exists. Chunks go to the content
+    /// store as they come; nothing is visible until [`PackWriter::commit`].
+    pub fn begin_pack(&self, signed: SignedManifest) -> Result<PackWriter<'_>, StoreError> {
+        let key = pack_key(&signed.manifest.name, &signed.manifest.version);
+        let txn = self.db.begin_read()?;
+        let packs = txn.open_table(PACKS)?;
+        if let Some(existing) = packs.get(key.as_str())? {
+            let (other, _) = Self::decode_record(&key, existing.value())?;
+            return Err(StoreError::AlreadyExists {
+                id: key,
+                digest: other.digest().to_string(),
+            });
+        }
+        let chunks = txn.open_table(CHUNKS)?;
+        let mut needed = HashMap::new();
+        for c in signed.manifest.unique_chunks() {
+            if chunks.get(&c.digest.0[..])?.is_none() {
+                needed.insert(c.digest, c.size);
+            }
+        }
+        Ok(PackWriter {
+            registry: self,
+            key,
+            signed,
+            needed,
+            staged: Vec::new(),
+            bytes_new: 0,
+        })
+    }
+
+    /// Imports a verified archive as one atomic change.
+    pub fn import<R: Read>(
+        &self,
+        mut archive: VerifiedArchive<R>,
+        signed_by: Option<String>,
+    ) -> Result<ImportReport, StoreError> {
+        let signed = archive.signed().clone();
+        let mut writer = self.begin_pack(signed)?;
+        while let Some(chunk) = archive.next_chunk()? {
+            writer.add_chunk(&chunk.digest, chunk.size, &chunk.compressed)?;
+        }
+        let mut report = writer.commit()?;
+        report.signed_by = signed_by;
+        Ok(report)
+    }
+
+    /// Points `name:tag` at the version `reference` resolves to.
+    pub fn tag(&self, reference: &PackRef, tag: &str) -> Result<String, StoreError> {
+        validate_tag(tag).map_err(StoreError::InvalidInput)?;
+        let txn = self.db.begin_write()?;
+        let version;
+        {
+            let packs = txn.open_table(PACKS)?;
+            let mut tags = txn.open_table(TAGS)?;
+            version = self.resolve_version(&tags, reference)?;
+            let key = pack_key(&reference.name, &version);
+            if packs.get(key.as_str())?.is_none() {
+                return Err(StoreError::NotFound(reference.to_string()));
+            }
+            let version_text = version.to_string();
+            tags.insert(format!("{}:{tag}", reference.name).as_str(), version_text.as_str())?;
+        }
+        txn.commit()?;
+        Ok(pack_key(&reference.name, &version))
+    }
+
+    /// Removes the tag `name:tag`.
+    pub fn untag(&self, name: &str, tag: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut tags = txn.open_table(TAGS)?;
+            let key = format!("{name}:{tag}");
+            if tags.remove(key.as_str())?.is_none() {
+                return Err(StoreError::NotFound(key));
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Removes a pack and its tags (`latest` moves to the newest remaining version). Chunks stay
+    /// until `gc`.
+    pub fn remove(&self, reference: &PackRef) -> Result<String, StoreError> {
+        let txn = self.db.begin_write()?;
+        let key;
+        {
+            let mut packs = txn.open_table(PACKS)?;
+            let mut tags = txn.open_table(TAGS)?;
+            let version = self.resolve_version(&tags, reference)?;
+            key = pack_key(&reference.name, &version);
+            if packs.remove(key.as_str())?.is_none() {
+                return Err(StoreError::NotFound(reference.to_string()));
+            }
+            let version_text = version.to_string();
+            let prefix = format!("{}:", reference.name);
+            let stale: Vec<String> = tags
+                .iter()?
+                .filter_map(Result::ok)
+                .filter(|(k, v)| k.value().starts_with(&prefix) && v.value() == version_text)
+                .map(|(k, _)| k.value().to_owned())
+                .collect();
+            for t in stale {
+                tags.remove(t.as_str())?;
+            }
+            let newest = Self::newest_version(&packs, &reference.name)?;
+            if let Some(v) = newest {
+                let latest = format!("{}:{LATEST}", reference.name);
+                if tags.get(latest.as_str())?.is_none() {
+                    tags.insert(latest.as_str(), v.to_string().as_str())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(key)
+    }
+
+    fn newest_version(
+        packs: &impl ReadableTable<&'static str, &'static [u8]>,
+        name: &str,
+    ) -> Result<Option<semver::Version>, StoreError> {
+        let prefix = format!("{name}:");
+        let mut newest: Option<semver::Version> = None;
+        for entry in packs.iter()? {
+            let (k, _) = entry?;
+            if let Some(v) = k.value().strip_prefix(&prefix)
+                && let Ok(v) = semver::Version::parse(v)
+                && newest.as_ref().is_none_or(|n| v > *n)
+            {
+                newest = Some(v);
+            }
+        }
+        Ok(newest)
+    }
+
+    /// Removes chunk rows and files that no pack references, and leftover files.
+    pub fn gc(&self) -> Result<GcReport, StoreError> {
+        let mut report = GcReport::default();
+        let txn = self.db.begin_write()?;
+        let mut removed = Vec::new();
+        let live: HashSet<Digest>;
+        {
+            let packs = txn.open_table(PACKS)?;
+            let mut referenced = HashSet::new();
+            for entry in packs.iter()? {
+                let (k, v) = entry?;
+                let (signed, _) = Self::decode_record(k.value(), v.value())?;
+                referenced.extend(signed.manifest.unique_chunks().into_iter().map(|c| c.digest));
+            }
+            let mut chunks = txn.open_table(CHUNKS)?;
+            let mut rows = Vec::new();
+            for entry in chunks.iter()? {
+                let (k, v) = entry?;
+                let digest = Digest(k.value().try_into().map_err(|_| {
+                    StoreError::Corrupt("chunk row key is not 32 bytes".into())
+                })?);
+                rows.push((digest, v.value().1));
+            }
+            for (digest, stored) in rows {
+                if !referenced.contains(&digest) {
+                    chunks.remove(&digest.0[..])?;
+                    report.chunks_removed += 1;
+                    report.bytes_freed += stored;
+                    removed.push(digest);
+                }
+            }
+            live = referenced;
+        }
+        txn.commit()?;
+        // Rows are gone, so deleting files now can never leave a row without its file.
+        for d in &removed {
+            self.blobs.remove(d).map_err(io_err("remove chunk", Path::new(&d.to_string())))?;
+        }
+        let on_disk = self.blobs.list().map_err(io_err("list content store", &self.root))?;
+        for d in on_disk {
+            if !live.contains(&d) {
+                self.blobs.remove(&d).map_err(io_err("remove chunk", Path::new(&d.to_string())))?;
+                report.orphan_files_removed += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Every `name:version` with its pack digest, and every tag: what tests compare before
+    /// and after an interrupted change.
+    pub fn snapshot(&self) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut packs = BTreeMap::new();
+        for entry in txn.open_table(PACKS)?.iter()? {
+            let (k, v) = entry?;
+            let (signed, _) = Self::decode_record(k.value(), v.value())?;
+            packs.insert(k.value().to_owned(), signed.digest().to_string());
+        }
+        let mut tags = BTreeMap::new();
+        for entry in txn.open_table(TAGS)?.iter()? {
+            let (k, v) = entry?;
+            tags.insert(k.value().to_owned(), v.value().to_owned());
+        }
+        Ok((packs, tags))
+    }
+}
+
+/// An in-progress pack addition. Dropping it without `commit` leaves the registry unchanged
+/// (chunk files already written become orphans for `gc`).
+pub struct PackWriter<'r> {
+    registry: &'r Registry,
+    key: String,
+    signed: SignedManifest,
+    /// Chunks the pack references that the registry has no row for, with their sizes.
+    needed: HashMap<Digest, u64>,
+    staged: Vec<(Digest, u64, u64)>,
+    bytes_new: u64,
+}
+
+impl PackWriter<'_> {
+    /// True when the chunk still has to be supplied.
+    pub fn needs(&self, digest: &Digest) -> bool {
+        self.needed.contains_key(digest) && !self.staged.iter().any(|(d, _, _)| d == digest)
+    }
+
+    /// Stores one chunk's compressed bytes. The caller vouches that they decompress to `size`
+    /// bytes with this digest (the archive reader and the chunker both check it).
+    pub fn add_chunk(&mut self, digest: &Digest, size: u64, compressed: &[u8]) -> Result<(), StoreError> {
+        match self.needed.get(digest) {
+            None => return Ok(()),
+            Some(&declared) if declared != size => {
+                return Err(StoreError::Corrupt(format!(
+                    "chunk {digest} is {size} bytes but the manifest says {declared}"
+                )));
+            }
+            Some(_) => {}
+        }
+        if self.staged.iter().any(|(d, _, _)| d == digest) {
+            return Ok(());
+        }
+        self.registry
+            .blobs
+            .put(digest, compressed)
+            .map_err(io_err("write chunk", Path::new(&digest.to_string())))?;
+        self.staged.push((*digest, size, compressed.len() as u64));
+        self.bytes_new += compressed.len() as u64;
+        Ok(())
+    }
+
+    /// Makes the pack visible: one redb transaction adds the chunk rows, the pack row and moves
+    /// `latest` if this is the newest version.
+    pub fn commit(self) -> Result<ImportReport, StoreError> {
+        let missing = self
+            .needed
+            .keys()
+            .filter(|d| !self.staged.iter().any(|(s, _, _)| s == *d))
+            .count();
+        if missing > 0 {
+            return Err(StoreError::Corrupt(format!(
+                "{missing} chunk(s) of {} were never supplied",
+                self.key
+            )));
+        }
+        self.registry
+            .blobs
+            .sync()
+            .map_err(io_err("sync content store", &self.registry.root))?;
+        let m = &self.signed.manifest;
+        let record = PackRecord {
+            format_version: 1,
+            manifest: String::from_utf8(self.signed.manifest_bytes.clone())
+                .map_err(|_| StoreError::Corrupt("manifest is not UTF-8".into()))?,
+            signature: self
+                .signed
+                .signature
+                .as_ref()
+                .map(|s| String::from_utf8_lossy(&s.to_bytes()).into_owned()),
+            saved_at: now_rfc3339(),
+        };
+        let record_bytes = serde_json::to_vec(&record)
+            .map_err(|e| StoreError::Corrupt(format!("encode pack record: {e}")))?;
+        let txn = self.registry.db.begin_write()?;
+        {
+            let mut packs = txn.open_table(PACKS)?;
+            if let Some(existing) = packs.get(self.key.as_str())? {
+                let (other, _) = Registry::decode_record(&self.key, existing.value())?;
+                return Err(StoreError::AlreadyExists {
+                    id: self.key.clone(),
+                    digest: other.digest().to_string(),
+                });
+            }
+            let mut chunks = txn.open_table(CHUNKS)?;
+            for (d, size, stored) in &self.staged {
+                chunks.insert(&d.0[..], (*size, *stored))?;
+            }
+            // Every referenced chunk must now have a row (rows added since begin_pack count).
+            for c in m.unique_chunks() {
+                if chunks.get(&c.digest.0[..])?.is_none() {
+                    return Err(StoreError::Corrupt(format!(
+                        "chunk {} of {} has no row",
+                        c.digest, self.key
+                    )));
+                }
+            }
+            packs.insert(self.key.as_str(), record_bytes.as_slice())?;
+            let mut tags = txn.open_table(TAGS)?;
+            let latest_key = format!("{}:{LATEST}", m.name);
+            let current = tags
+                .get(latest_key.as_str())?
+                .and_then(|v| semver::Version::parse(v.value()).ok());
+            if current.as_ref().is_none_or(|c| m.version > *c) {
+                tags.insert(latest_key.as_str(), m.version.to_string().as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(ImportReport {
+            id: self.key,
+            digest: self.signed.digest().to_string(),
+            chunks_total: m.unique_chunks().len(),
+            chunks_new: self.staged.len(),
+            bytes_new: self.bytes_new,
+            signed_by: self.signed.signature.as_ref().map(|s| s.key_id.clone()),
+        })
+    }
+}

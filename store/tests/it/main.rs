@@ -1,0 +1,6 @@
+//! Integration tests of the local registry (one test binary for the crate).
+
+mod crash;
+mod model;
+mod registry;
+mod support;
