@@ -1,0 +1,325 @@
+//! Reading a model's signature (inputs and outputs) without running it.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use aq_pack::manifest::{Dim, ModelFormat, TensorSpec};
+
+/// A model's inputs and outputs as tract sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSignature {
+    pub format: ModelFormat,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+/// Errors from inspecting a model file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InspectError {
+    #[error("failed to read {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid {format} model: {reason}")]
+    NotAModel {
+        path: String,
+        format: &'static str,
+        reason: String,
+    },
+    #[error("{path} is neither an ONNX nor a TFLite model ({reason})")]
+    UnknownFormat { path: String, reason: String },
+    #[error("tract panicked while reading {path} as {format} (the file is malformed or uses a feature tract does not handle): {message}")]
+    Panicked {
+        path: String,
+        format: &'static str,
+        message: String,
+    },
+}
+
+/// TFLite flatbuffers carry the file identifier "TFL3" at bytes 4..8.
+fn is_tflite(head: &[u8]) -> bool {
+    head.len() >= 8 && &head[4..8] == b"TFL3"
+}
+
+/// Decides the format from the file's content (and its extension when the content is
+/// ambiguous: ONNX protobuf has no magic number).
+pub fn detect_format(path: &Path) -> Result<ModelFormat, InspectError> {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    let mut f = std::fs::File::open(path).map_err(|source| InspectError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let n = f.read(&mut head).map_err(|source| InspectError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    if is_tflite(&head[..n]) {
+        return Ok(ModelFormat::Tflite);
+    }
+    if path.extension().and_then(|e| e.to_str()) == Some("tflite") {
+        return Err(InspectError::NotAModel {
+            path: path.display().to_string(),
+            format: "TFLite",
+            reason: "the file lacks the TFL3 identifier".into(),
+        });
+    }
+    Ok(ModelFormat::Onnx)
+}
+
+/// Reads the signature of the model at `path`.
+pub fn inspect(path: &Path) -> Result<ModelSignature, InspectError> {
+    let format = detect_format(path)?;
+    let (name, result) = match format {
+        ModelFormat::Onnx => ("ONNX", guarded(|| onnx_signature(path))),
+        ModelFormat::Tflite => ("TFLite", guarded(|| tflite_signature(path))),
+    };
+    match result {
+        Ok(Ok((inputs, outputs))) => Ok(ModelSignature {
+            format,
+            inputs,
+            outputs,
+        }),
+        Ok(Err(reason)) => Err(match format {
+            ModelFormat::Onnx if reason.contains("decode Protobuf") || reason.contains("does not contain a graph") => {
+                InspectError::UnknownFormat {
+                    path: path.display().to_string(),
+                    reason,
+                }
+            }
+            _ => InspectError::NotAModel {
+                path: path.display().to_string(),
+                format: name,
+                reason,
+            },
+        }),
+        Err(message) => Err(InspectError::Panicked {
+            path: path.display().to_string(),
+            format: name,
+            message,
+        }),
+    }
+}
+
+type Signature = (Vec<TensorSpec>, Vec<TensorSpec>);
+
+/// Runs `f`, turning a panic into its message.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into())
+    })
+}
+
+fn datum_name(dt: tract_onnx::prelude::DatumType) -> String {
+    use tract_onnx::prelude::DatumType as D;
+    match dt {
+        D::Bool => "bool",
+        D::U8 => "u8",
+        D::U16 => "u16",
+        D::U32 => "u32",
+        D::U64 => "u64",
+        D::I8 => "i8",
+        D::I16 => "i16",
+        D::I32 => "i32",
+        D::I64 => "i64",
+        D::F16 => "f16",
+        D::F32 => "f32",
+        D::F64 => "f64",
+        D::String => "string",
+        D::QI8(_) => "qi8",
+        D::QU8(_) => "qu8",
+        D::QI32(_) => "qi32",
+        _ => "?",
+    }
+    .to_owned()
+}
+
+fn tdim(d: &tract_onnx::prelude::TDim) -> Dim {
+    match d.to_i64() {
+        Ok(v) if v >= 0 => Dim::Fixed(v as u64),
+        Ok(_) => Dim::Symbol("?".into()),
+        Err(_) => Dim::Symbol(d.to_string()),
+    }
+}
+
+fn onnx_signature(path: &Path) -> Result<Signature, String> {
+    use tract_onnx::prelude::*;
+    use tract_onnx::tract_hir::infer::GenericFactoid;
+    let model = tract_onnx::onnx()
+        .with_ignore_output_shapes(false)
+        .model_for_path(path)
+        .map_err(|e| format!("{e:#}"))?;
+    let spec = |outlet: OutletId, name: String| -> Result<TensorSpec, String> {
+        let fact: &InferenceFact = model.outlet_fact(outlet).map_err(|e| format!("{e:#}"))?;
+        let shape = if fact.shape.is_open() {
+            None
+        } else {
+            Some(
+                fact.shape
+                    .dims()
+                    .map(|d| match d {
+                        GenericFactoid::Only(t) => tdim(t),
+                        GenericFactoid::Any => Dim::Symbol("?".into()),
+                    })
+                    .collect(),
+            )
+        };
+        Ok(TensorSpec {
+            name,
+            dtype: fact.datum_type().map(datum_name).unwrap_or_else(|| "?".into()),
+            shape,
+        })
+    };
+    // Symbol names are rendered while `model` (which owns the symbol scope) is alive.
+    let inputs = model
+        .input_outlets()
+        .map_err(|e| format!("{e:#}"))?
+        .iter()
+        .map(|o| spec(*o, model.node(o.node).name.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outputs = model
+        .output_outlets()
+        .map_err(|e| format!("{e:#}"))?
+        .iter()
+        .map(|o| {
+            let name = model
+                .outlet_label(*o)
+                .map(String::from)
+                .unwrap_or_else(|| model.node(o.node).name.clone());
+            spec(*o, name)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((inputs, outputs))
+}
+
+fn tflite_signature(path: &Path) -> Result<Signature, String> {
+    use tract_tflite::prelude::Framework;
+    use tract_tflite::tflite::TensorType as T;
+    let proto = tract_tflite::tflite()
+        .proto_model_for_path(path)
+        .map_err(|e| format!("{e:#}"))?;
+    let root = proto.root();
+    let subgraphs = root.subgraphs().ok_or("the model has no subgraphs")?;
+    if subgraphs.is_empty() {
+        return Err("the model has no subgraphs".into());
+    }
+    let graph = subgraphs.get(0);
+    let tensors = graph.tensors().ok_or("the main subgraph has no tensors")?;
+    let spec = |index: i32| -> Result<TensorSpec, String> {
+        let i = usize::try_from(index).map_err(|_| format!("bad tensor index {index}"))?;
+        if i >= tensors.len() {
+            return Err(format!("tensor index {index} is out of range"));
+        }
+        let t = tensors.get(i);
+        let quantized = t
+            .quantization()
+            .and_then(|q| q.scale())
+            .is_some_and(|s| !s.is_empty());
+        let dtype = match t.type_() {
+            T::FLOAT32 => "f32",
+            T::FLOAT16 => "f16",
+            T::FLOAT64 => "f64",
+            T::INT32 if quantized => "qi32",
+            T::INT32 => "i32",
+            T::UINT8 if quantized => "qu8",
+            T::UINT8 => "u8",
+            T::INT8 if quantized => "qi8",
+            T::INT8 => "i8",
+            T::INT16 => "i16",
+            T::INT64 => "i64",
+            T::UINT16 => "u16",
+            T::UINT32 => "u32",
+            T::UINT64 => "u64",
+            T::BOOL => "bool",
+            T::STRING => "string",
+            _ => "?",
+        };
+        let shape = t.shape_signature().or(t.shape()).map(|v| {
+            v.iter()
+                .map(|d| {
+                    u64::try_from(d)
+                        .map(Dim::Fixed)
+                        .unwrap_or_else(|_| Dim::Symbol("?".into()))
+                })
+                .collect()
+        });
+        Ok(TensorSpec {
+            name: t.name().unwrap_or("").to_owned(),
+            dtype: dtype.into(),
+            shape,
+        })
+    };
+    let inputs = graph
+        .inputs()
+        .ok_or("the main subgraph declares no inputs")?
+        .iter()
+        .map(spec)
+        .collect::<Result<Vec<_>, _>>()?;
+    let outputs = graph
+        .outputs()
+        .ok_or("the main subgraph declares no outputs")?
+        .iter()
+        .map(spec)
+        .collect::<Result<Vec<_>, _>>()?;
+    // Check that tract can translate the graph too, so `pack save` refuses what we could not
+    // serve. Unsupported ops give an error naming the op.
+    tract_tflite::tflite()
+        .model_for_path(path)
+        .map_err(|e| format!("{e:#}"))?;
+    Ok((inputs, outputs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models").join(name)
+    }
+
+    #[test]
+    fn onnx_with_symbolic_batch() {
+        let sig = inspect(&fixture("ppocr_cls.onnx")).unwrap();
+        assert_eq!(sig.format, ModelFormat::Onnx);
+        assert_eq!(sig.inputs.len(), 1);
+        assert_eq!(sig.inputs[0].name, "x");
+        assert_eq!(sig.inputs[0].dtype, "f32");
+        let shape = sig.inputs[0].shape.clone().unwrap();
+        assert_eq!(shape.len(), 4);
+        assert_eq!(shape[1], Dim::Fixed(3));
+        assert!(matches!(shape[0], Dim::Symbol(_)), "{shape:?}");
+    }
+
+    #[test]
+    fn tflite_float_model() {
+        let sig = inspect(&fixture("sine_float.tflite")).unwrap();
+        assert_eq!(sig.format, ModelFormat::Tflite);
+        assert_eq!(sig.inputs[0].dtype, "f32");
+        assert_eq!(sig.outputs.len(), 1);
+    }
+
+    #[test]
+    fn not_a_model() {
+        let dir = std::env::temp_dir().join(format!("aq-inspect-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = dir.join("notes.onnx");
+        std::fs::write(&text, b"this is not a model, just some text\n").unwrap();
+        let err = inspect(&text).unwrap_err();
+        assert!(matches!(err, InspectError::UnknownFormat { .. } | InspectError::NotAModel { .. }), "{err}");
+        let fake = dir.join("fake.tflite");
+        std::fs::write(&fake, b"garbage!garbage!").unwrap();
+        assert!(matches!(inspect(&fake).unwrap_err(), InspectError::NotAModel { .. }));
+        let truncated = dir.join("trunc.tflite");
+        let bytes = std::fs::read(fixture("sine_float.tflite")).unwrap();
+        std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(inspect(&truncated).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
