@@ -63,21 +63,27 @@ impl StoreError {
             StoreError::Corrupt(_) | StoreError::Chunk(_) => ErrorKind::Integrity,
             StoreError::InvalidInput(_) | StoreError::Manifest(_) => ErrorKind::InvalidInput,
             StoreError::Trust(t) => trust_kind(t),
-            StoreError::Archive(a) => match a {
-                ArchiveError::Io(_) | ArchiveError::Write(_) => ErrorKind::Io,
-                ArchiveError::Trust(t) => trust_kind(t),
-                ArchiveError::Chunk(_)
-                | ArchiveError::ChecksumMismatch
-                | ArchiveError::UnknownChunk(_)
-                | ArchiveError::DuplicateChunk(_)
-                | ArchiveError::MissingChunks { .. } => ErrorKind::Integrity,
-                _ => ErrorKind::InvalidInput,
-            },
+            StoreError::Archive(a) => archive_kind(a),
         }
     }
 }
 
-fn trust_kind(t: &TrustError) -> ErrorKind {
+/// The kind of an archive error (also for callers that get one outside a [`StoreError`]).
+pub fn archive_kind(a: &ArchiveError) -> ErrorKind {
+    match a {
+        ArchiveError::Io(_) | ArchiveError::Write(_) => ErrorKind::Io,
+        ArchiveError::Trust(t) => trust_kind(t),
+        ArchiveError::Chunk(_)
+        | ArchiveError::ChecksumMismatch
+        | ArchiveError::UnknownChunk(_)
+        | ArchiveError::DuplicateChunk(_)
+        | ArchiveError::MissingChunks { .. } => ErrorKind::Integrity,
+        _ => ErrorKind::InvalidInput,
+    }
+}
+
+/// The kind of a trust error.
+pub fn trust_kind(t: &TrustError) -> ErrorKind {
     match t {
         TrustError::Manifest(_) | TrustError::InvalidPolicy(_) | TrustError::Signature(_) => {
             ErrorKind::InvalidInput

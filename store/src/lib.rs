@@ -17,7 +17,7 @@ mod registry;
 mod unpack;
 
 pub use blobs::{BlobStore, FsBlobStore};
-pub use error::{ErrorKind, StoreError};
+pub use error::{ErrorKind, StoreError, archive_kind, trust_kind};
 pub use registry::{
     GcReport, ImportReport, PackSummary, PackWriter, Registry, StoredPack, VerifyReport,
 };

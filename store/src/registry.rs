@@ -394,31 +394,56 @@ impl Registry {
 
     // ----- writing -------------------------------------------------------------------------
 
-    /// Starts adding a pack: fails early if `name:version` exists. Chunks go to the content
-    /// store as they come; nothing is visible until [`PackWriter::commit`].
-    pub fn begin_pack(&self, signed: SignedManifest) -> Result<PackWriter<'_>, StoreError> {
-        let key = pack_key(&signed.manifest.name, &signed.manifest.version);
+    fn check_absent(&self, key: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_read()?;
         let packs = txn.open_table(PACKS)?;
-        if let Some(existing) = packs.get(key.as_str())? {
-            let (other, _) = Self::decode_record(&key, existing.value())?;
+        if let Some(existing) = packs.get(key)? {
+            let (other, _) = Self::decode_record(key, existing.value())?;
             return Err(StoreError::AlreadyExists {
-                id: key,
+                id: key.to_owned(),
                 digest: other.digest().to_string(),
             });
         }
-        let chunks = txn.open_table(CHUNKS)?;
+        Ok(())
+    }
+
+    fn has_chunk_row(&self, digest: &Digest) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(CHUNKS)?.get(&digest.0[..])?.is_some())
+    }
+
+    /// Starts adding a pack whose manifest is known (an import): fails early if
+    /// `name:version` exists. Chunks go to the content store as they come; nothing is visible
+    /// until [`PackWriter::commit`].
+    pub fn begin_pack(&self, signed: SignedManifest) -> Result<PackWriter<'_>, StoreError> {
+        let key = pack_key(&signed.manifest.name, &signed.manifest.version);
+        self.check_absent(&key)?;
         let mut needed = HashMap::new();
         for c in signed.manifest.unique_chunks() {
-            if chunks.get(&c.digest.0[..])?.is_none() {
+            if !self.has_chunk_row(&c.digest)? {
                 needed.insert(c.digest, c.size);
             }
         }
         Ok(PackWriter {
             registry: self,
             key,
-            signed,
-            needed,
+            signed: Some(signed),
+            needed: Some(needed),
+            staged: Vec::new(),
+            bytes_new: 0,
+        })
+    }
+
+    /// Starts saving a pack whose manifest is built as its chunks are cut (`pack save`): fails
+    /// early if `name:version` exists. Finish with [`PackWriter::commit_manifest`].
+    pub fn begin_save(&self, name: &str, version: &semver::Version) -> Result<PackWriter<'_>, StoreError> {
+        let key = pack_key(name, version);
+        self.check_absent(&key)?;
+        Ok(PackWriter {
+            registry: self,
+            key,
+            signed: None,
+            needed: None,
             staged: Vec::new(),
             bytes_new: 0,
         })
@@ -595,37 +620,48 @@ impl Registry {
     }
 }
 
-/// An in-progress pack addition. Dropping it without `commit` leaves the registry unchanged
+/// An in-progress pack addition. Dropping it without committing leaves the registry unchanged
 /// (chunk files already written become orphans for `gc`).
 pub struct PackWriter<'r> {
     registry: &'r Registry,
     key: String,
-    signed: SignedManifest,
-    /// Chunks the pack references that the registry has no row for, with their sizes.
-    needed: HashMap<Digest, u64>,
+    /// The manifest, when known up front (imports).
+    signed: Option<SignedManifest>,
+    /// For imports: chunks the pack references that have no row yet, with their sizes.
+    needed: Option<HashMap<Digest, u64>>,
     staged: Vec<(Digest, u64, u64)>,
     bytes_new: u64,
 }
 
 impl PackWriter<'_> {
-    /// True when the chunk still has to be supplied.
-    pub fn needs(&self, digest: &Digest) -> bool {
-        self.needed.contains_key(digest) && !self.staged.iter().any(|(d, _, _)| d == digest)
+    fn is_staged(&self, digest: &Digest) -> bool {
+        self.staged.iter().any(|(d, _, _)| d == digest)
     }
 
-    /// Stores one chunk's compressed bytes. The caller vouches that they decompress to `size`
-    /// bytes with this digest (the archive reader and the chunker both check it).
-    pub fn add_chunk(&mut self, digest: &Digest, size: u64, compressed: &[u8]) -> Result<(), StoreError> {
-        match self.needed.get(digest) {
-            None => return Ok(()),
-            Some(&declared) if declared != size => {
-                return Err(StoreError::Corrupt(format!(
-                    "chunk {digest} is {size} bytes but the manifest says {declared}"
-                )));
-            }
-            Some(_) => {}
+    /// True when the registry lacks this chunk and it has not been supplied yet.
+    pub fn needs(&self, digest: &Digest) -> Result<bool, StoreError> {
+        if self.is_staged(digest) {
+            return Ok(false);
         }
-        if self.staged.iter().any(|(d, _, _)| d == digest) {
+        match &self.needed {
+            Some(needed) => Ok(needed.contains_key(digest)),
+            None => Ok(!self.registry.has_chunk_row(digest)?),
+        }
+    }
+
+    /// Stores one chunk's compressed bytes if the registry lacks it. The caller vouches that
+    /// they decompress to `size` bytes with this digest (the archive reader and the chunker
+    /// both check it).
+    pub fn add_chunk(&mut self, digest: &Digest, size: u64, compressed: &[u8]) -> Result<(), StoreError> {
+        if let Some(needed) = &self.needed
+            && let Some(&declared) = needed.get(digest)
+            && declared != size
+        {
+            return Err(StoreError::Corrupt(format!(
+                "chunk {digest} is {size} bytes but the manifest says {declared}"
+            )));
+        }
+        if !self.needs(digest)? {
             return Ok(());
         }
         self.registry
@@ -637,31 +673,40 @@ impl PackWriter<'_> {
         Ok(())
     }
 
-    /// Makes the pack visible: one redb transaction adds the chunk rows, the pack row and moves
-    /// `latest` if this is the newest version.
-    pub fn commit(self) -> Result<ImportReport, StoreError> {
-        let missing = self
-            .needed
-            .keys()
-            .filter(|d| !self.staged.iter().any(|(s, _, _)| s == *d))
-            .count();
-        if missing > 0 {
-            return Err(StoreError::Corrupt(format!(
-                "{missing} chunk(s) of {} were never supplied",
+    /// Commits a pack begun with [`Registry::begin_pack`].
+    pub fn commit(mut self) -> Result<ImportReport, StoreError> {
+        let signed = self
+            .signed
+            .take()
+            .ok_or_else(|| StoreError::InvalidInput("no manifest to commit".into()))?;
+        self.finish(signed)
+    }
+
+    /// Commits a pack begun with [`Registry::begin_save`], now that its manifest is built.
+    pub fn commit_manifest(self, signed: SignedManifest) -> Result<ImportReport, StoreError> {
+        let key = pack_key(&signed.manifest.name, &signed.manifest.version);
+        if key != self.key {
+            return Err(StoreError::InvalidInput(format!(
+                "manifest is for {key}, but the save was begun for {}",
                 self.key
             )));
         }
+        self.finish(signed)
+    }
+
+    /// Makes the pack visible: one redb transaction adds the chunk rows and the pack row, and
+    /// moves `latest` if this is the newest version.
+    fn finish(self, signed: SignedManifest) -> Result<ImportReport, StoreError> {
         self.registry
             .blobs
             .sync()
             .map_err(io_err("sync content store", &self.registry.root))?;
-        let m = &self.signed.manifest;
+        let m = &signed.manifest;
         let record = PackRecord {
             format_version: 1,
-            manifest: String::from_utf8(self.signed.manifest_bytes.clone())
+            manifest: String::from_utf8(signed.manifest_bytes.clone())
                 .map_err(|_| StoreError::Corrupt("manifest is not UTF-8".into()))?,
-            signature: self
-                .signed
+            signature: signed
                 .signature
                 .as_ref()
                 .map(|s| String::from_utf8_lossy(&s.to_bytes()).into_owned()),
@@ -683,14 +728,18 @@ impl PackWriter<'_> {
             for (d, size, stored) in &self.staged {
                 chunks.insert(&d.0[..], (*size, *stored))?;
             }
-            // Every referenced chunk must now have a row (rows added since begin_pack count).
+            // Every referenced chunk must now have a row; otherwise nothing is committed.
+            let mut missing = 0;
             for c in m.unique_chunks() {
                 if chunks.get(&c.digest.0[..])?.is_none() {
-                    return Err(StoreError::Corrupt(format!(
-                        "chunk {} of {} has no row",
-                        c.digest, self.key
-                    )));
+                    missing += 1;
                 }
+            }
+            if missing > 0 {
+                return Err(StoreError::Corrupt(format!(
+                    "{missing} chunk(s) of {} were never supplied",
+                    self.key
+                )));
             }
             packs.insert(self.key.as_str(), record_bytes.as_slice())?;
             let mut tags = txn.open_table(TAGS)?;
@@ -705,11 +754,11 @@ impl PackWriter<'_> {
         txn.commit()?;
         Ok(ImportReport {
             id: self.key,
-            digest: self.signed.digest().to_string(),
+            digest: signed.digest().to_string(),
             chunks_total: m.unique_chunks().len(),
             chunks_new: self.staged.len(),
             bytes_new: self.bytes_new,
-            signed_by: self.signed.signature.as_ref().map(|s| s.key_id.clone()),
+            signed_by: signed.signature.as_ref().map(|s| s.key_id.clone()),
         })
     }
 }

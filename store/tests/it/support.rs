@@ -76,12 +76,13 @@ pub fn make_pack(name: &str, version: &str, data: &[u8]) -> (SignedManifest, Vec
 }
 
 pub fn save(reg: &Registry, name: &str, version: &str, data: &[u8]) -> Result<(), StoreError> {
+    // The `pack save` path: chunks first, manifest last.
     let (signed, chunks) = make_pack(name, version, data);
-    let mut w = reg.begin_pack(signed)?;
+    let mut w = reg.begin_save(name, &signed.manifest.version)?;
     for (d, size, c) in &chunks {
         w.add_chunk(d, *size, c)?;
     }
-    w.commit().map(|_| ())
+    w.commit_manifest(signed).map(|_| ())
 }
 
 /// A shared countdown: after `n` fallible operations, every further one fails.

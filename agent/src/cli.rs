@@ -1,0 +1,195 @@
+//! The command-line grammar (clap types only; no behaviour).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "aq", version, about = "Aquilia Edge: package, verify and move ML models to edge devices")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Registry data directory [default: $XDG_DATA_HOME/aquilia, ~/.local/share/aquilia, or /var/lib/aquilia]
+    #[arg(long, global = true, env = "AQ_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout (errors as JSON on stderr)
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print nothing but errors
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage signing keys and the trust policy
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Save, inspect, verify and move modelpacks in the local registry
+    #[command(subcommand)]
+    Pack(PackCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Make an ed25519 key pair: KEY (secret, mode 0600) and KEY.pub
+    Gen(KeyGenArgs),
+    /// Print the public key and key id of a secret or public key file
+    Show(KeyShowArgs),
+    /// Add a public key to a trust policy, allowed to sign the given pack names
+    Trust(KeyTrustArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyGenArgs {
+    /// Where to write the secret key (the public key goes to FILE.pub)
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Overwrite existing files
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyShowArgs {
+    /// A secret key file, a .pub file, or a public key ("ed25519:...")
+    pub key: String,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyTrustArgs {
+    /// A secret key file, a .pub file, or a public key ("ed25519:...")
+    pub key: String,
+    /// Pack name patterns this key may sign ("*" matches any run of characters)
+    #[arg(long = "packs", required = true, num_args = 1..)]
+    pub packs: Vec<String>,
+    /// A label for the key in the policy
+    #[arg(long)]
+    pub label: Option<String>,
+    /// The key stops being trusted after this RFC 3339 time
+    #[arg(long)]
+    pub not_after: Option<String>,
+    /// Policy file to change [default: DATA_DIR/trust.toml]
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TrustArgs {
+    /// Trust policy file [default: DATA_DIR/trust.toml if it exists, else trust no key]
+    #[arg(long, value_name = "POLICY")]
+    pub trust: Option<PathBuf>,
+    /// Accept packs that carry no signature
+    #[arg(long)]
+    pub allow_unsigned: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PackCommand {
+    /// Inspect a model, chunk, compress, sign and record it in the registry
+    Save(SaveArgs),
+    /// List the packs in the registry
+    List,
+    /// Show a pack's manifest: signature, files, inputs and outputs
+    Inspect(RefArgs),
+    /// Check a pack's signature against a trust policy, and every chunk and file digest
+    Verify(VerifyArgs),
+    /// Point NAME:TAG at the version REF resolves to
+    Tag(TagArgs),
+    /// Remove a tag
+    Untag(UntagArgs),
+    /// Remove a pack (its chunks stay until `gc`)
+    Rm(RefArgs),
+    /// Remove chunks that no pack references
+    Gc,
+    /// Write a pack as one .aqpack file (for air-gapped transfer)
+    Export(ExportArgs),
+    /// Verify and add an .aqpack file to the registry
+    Import(ImportArgs),
+    /// Write a pack's original files, byte for byte, into a new directory
+    Unpack(UnpackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// The model file (.onnx or .tflite)
+    pub model: PathBuf,
+    /// Pack name (a-z, 0-9, '.', '_', '-')
+    #[arg(long)]
+    pub name: String,
+    /// Semantic version, e.g. 1.2.0
+    #[arg(long)]
+    pub version: String,
+    /// Secret key to sign the manifest with (unsigned without it)
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Metadata to record, KEY=VALUE (repeatable)
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    /// Extra files to carry in the pack (labels, external weights); repeatable
+    #[arg(long = "file", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// zstd compression level (1-19)
+    #[arg(long, default_value_t = aq_pack::chunk::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+}
+
+#[derive(Debug, Args)]
+pub struct RefArgs {
+    /// NAME, NAME:VERSION or NAME:TAG
+    pub reference: String,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// NAME, NAME:VERSION or NAME:TAG
+    pub reference: String,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// NAME:VERSION (or NAME:TAG) to point the tag at
+    pub reference: String,
+    /// The tag, e.g. prod (never a version)
+    pub tag: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UntagArgs {
+    /// NAME:TAG
+    pub reference: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// NAME, NAME:VERSION or NAME:TAG
+    pub reference: String,
+    /// Output file (.aqpack)
+    #[arg(long, short)]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The .aqpack file
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UnpackArgs {
+    /// NAME, NAME:VERSION or NAME:TAG
+    pub reference: String,
+    /// Directory to create (must not exist, or be empty)
+    #[arg(long, short)]
+    pub output: PathBuf,
+}

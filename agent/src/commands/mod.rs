@@ -1,0 +1,74 @@
+//! One module per command; `dispatch` routes the parsed command line to them.
+
+mod key;
+mod pack;
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use aq_pack::{PackRef, TrustPolicy};
+use aq_store::Registry;
+
+use crate::cli::{Command, KeyCommand, PackCommand, TrustArgs};
+use crate::exit::{ExitCode, user_error};
+use crate::printer::Printer;
+use crate::settings::Settings;
+
+pub fn dispatch(command: Command, settings: &Settings, printer: &Printer) -> anyhow::Result<()> {
+    match command {
+        Command::Key(KeyCommand::Gen(args)) => key::gen_key(args, printer),
+        Command::Key(KeyCommand::Show(args)) => key::show(args, printer),
+        Command::Key(KeyCommand::Trust(args)) => key::trust(args, settings, printer),
+        Command::Pack(cmd) => match cmd {
+            PackCommand::Save(args) => pack::save::run(args, settings, printer),
+            PackCommand::List => pack::list::run(settings, printer),
+            PackCommand::Inspect(args) => pack::inspect::run(args, settings, printer),
+            PackCommand::Verify(args) => pack::verify::run(args, settings, printer),
+            PackCommand::Tag(args) => pack::tag::run(args, settings, printer),
+            PackCommand::Untag(args) => pack::tag::untag(args, settings, printer),
+            PackCommand::Rm(args) => pack::rm::run(args, settings, printer),
+            PackCommand::Gc => pack::gc::run(settings, printer),
+            PackCommand::Export(args) => pack::export::run(args, settings, printer),
+            PackCommand::Import(args) => pack::import::run(args, settings, printer),
+            PackCommand::Unpack(args) => pack::unpack::run(args, settings, printer),
+        },
+    }
+}
+
+/// Opens the registry in the data directory.
+pub fn open_registry(settings: &Settings) -> anyhow::Result<Registry> {
+    Registry::open(&settings.data_dir)
+        .with_context(|| format!("failed to open the registry in {}", settings.data_dir.display()))
+}
+
+/// Parses a user-typed pack reference.
+pub fn parse_ref(text: &str) -> anyhow::Result<PackRef> {
+    text.parse::<PackRef>()
+        .map_err(|e| user_error(ExitCode::InvalidInput, e.to_string()))
+}
+
+/// Loads the trust policy named by `--trust`, or the data directory's, or an empty one.
+pub fn load_policy(args: &TrustArgs, settings: &Settings) -> anyhow::Result<TrustPolicy> {
+    let path = match &args.trust {
+        Some(p) => p.clone(),
+        None => {
+            let default = settings.trust_file();
+            if !default.exists() {
+                return Ok(TrustPolicy::empty());
+            }
+            default
+        }
+    };
+    read_policy(&path)
+}
+
+pub fn read_policy(path: &Path) -> anyhow::Result<TrustPolicy> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read trust policy {}", path.display()))?;
+    TrustPolicy::parse(&text).with_context(|| format!("in trust policy {}", path.display()))
+}
+
+pub fn now() -> SystemTime {
+    SystemTime::now()
+}

@@ -1,0 +1,132 @@
+//! `aq pack save`: inspect a model, chunk it, compress, sign and record it.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use anyhow::Context;
+use aq_pack::chunk::{chunk_stream, compress};
+use aq_pack::manifest::{self, ChunkRef, FileEntry, Manifest, ModelInfo, Provenance};
+use aq_pack::{Digest, SignedManifest};
+use aq_store::PackWriter;
+
+use crate::cli::SaveArgs;
+use crate::commands::key::load_secret;
+use crate::exit::{ExitCode, user_error};
+use crate::printer::{Printer, human_bytes};
+use crate::settings::Settings;
+
+pub fn run(args: SaveArgs, settings: &Settings, printer: &Printer) -> anyhow::Result<()> {
+    manifest::validate_name(&args.name)
+        .map_err(|r| user_error(ExitCode::InvalidInput, format!("invalid --name: {r}")))?;
+    let version = semver::Version::parse(&args.version).map_err(|e| {
+        user_error(
+            ExitCode::InvalidInput,
+            format!("invalid --version {:?}: {e} (expected semantic version like 1.2.0)", args.version),
+        )
+    })?;
+    let meta = parse_meta(&args.meta)?;
+    let key = args.key.as_deref().map(load_secret).transpose()?;
+    let signature = aq_runtime::inspect(&args.model)
+        .with_context(|| format!("failed to inspect {}", args.model.display()))?;
+
+    let entry = file_name(&args.model)?;
+    let mut paths = vec![(entry.clone(), args.model.clone())];
+    for extra in &args.files {
+        let name = file_name(extra)?;
+        if paths.iter().any(|(p, _)| *p == name) {
+            return Err(user_error(ExitCode::InvalidInput, format!("two files are named {name:?}")));
+        }
+        paths.push((name, extra.clone()));
+    }
+
+    let registry = super::super::open_registry(settings)?;
+    let mut writer = registry.begin_save(&args.name, &version)?;
+    let mut files = Vec::new();
+    for (name, path) in &paths {
+        files.push(chunk_file(&mut writer, name, path, args.level)?);
+    }
+    let manifest = Manifest {
+        format_version: manifest::FORMAT_VERSION,
+        name: args.name.clone(),
+        version,
+        created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        model: ModelInfo {
+            format: signature.format,
+            entry,
+            inputs: signature.inputs,
+            outputs: signature.outputs,
+        },
+        files,
+        meta,
+        provenance: Provenance {
+            tool: format!("aq {}", env!("CARGO_PKG_VERSION")),
+            source: args.model.file_name().map(|n| n.to_string_lossy().into_owned()),
+            created_by: std::env::var("USER").ok().filter(|u| !u.is_empty()),
+        },
+    };
+    let signed = SignedManifest::seal(manifest, key.as_ref()).context("failed to build the manifest")?;
+    let total = signed.manifest.total_size();
+    let report = writer.commit_manifest(signed)?;
+    printer.result(&report, || {
+        format!(
+            "Saved {} ({})\n  digest  {}\n  chunks  {} ({} new, {} stored)\n  signed  {}",
+            report.id,
+            human_bytes(total),
+            report.digest,
+            report.chunks_total,
+            report.chunks_new,
+            human_bytes(report.bytes_new),
+            report.signed_by.as_deref().unwrap_or("no (unsigned)"),
+        )
+    });
+    Ok(())
+}
+
+fn file_name(path: &Path) -> anyhow::Result<String> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| user_error(ExitCode::InvalidInput, format!("{} has no usable file name", path.display())))?;
+    manifest::validate_path(name).map_err(|r| user_error(ExitCode::InvalidInput, r))?;
+    Ok(name.to_owned())
+}
+
+fn parse_meta(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut meta = BTreeMap::new();
+    for pair in pairs {
+        let (k, v) = pair.split_once('=').ok_or_else(|| {
+            user_error(ExitCode::InvalidInput, format!("--meta {pair:?} is not KEY=VALUE"))
+        })?;
+        if meta.insert(k.to_owned(), v.to_owned()).is_some() {
+            return Err(user_error(ExitCode::InvalidInput, format!("--meta key {k:?} given twice")));
+        }
+    }
+    Ok(meta)
+}
+
+/// Cuts one file into chunks, storing those the registry lacks, and describes it.
+fn chunk_file(writer: &mut PackWriter<'_>, name: &str, path: &Path, level: i32) -> anyhow::Result<FileEntry> {
+    let file = File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut chunks = Vec::new();
+    let mut size = 0u64;
+    for chunk in chunk_stream(BufReader::with_capacity(1 << 20, file)) {
+        let chunk = chunk.with_context(|| format!("failed to read {}", path.display()))?;
+        hasher.update(&chunk.data);
+        let len = chunk.data.len() as u64;
+        size += len;
+        if writer.needs(&chunk.digest)? {
+            let compressed = compress(&chunk.data, level)?;
+            writer.add_chunk(&chunk.digest, len, &compressed)?;
+        }
+        chunks.push(ChunkRef { digest: chunk.digest, size: len });
+    }
+    Ok(FileEntry {
+        path: name.to_owned(),
+        size,
+        digest: Digest(*hasher.finalize().as_bytes()),
+        chunks,
+    })
+}

@@ -1,0 +1,107 @@
+//! Exit codes, and how errors map to them. Documented in README.md ("Exit codes").
+
+use aq_pack::archive::ArchiveError;
+use aq_pack::manifest::ManifestError;
+use aq_pack::trust::TrustError;
+use aq_runtime::InspectError;
+use aq_store::{ErrorKind, StoreError};
+
+/// A documented exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// 1: an unexpected failure (I/O, a bug).
+    Failure,
+    /// 3: the named pack, tag or file does not exist.
+    NotFound,
+    /// 4: verification failed: bad or missing signature, untrusted key, or data that does not
+    /// match its digest.
+    Verification,
+    /// 5: invalid input: a malformed archive, manifest, model file, name or argument.
+    InvalidInput,
+    /// 6: conflict: the pack or file already exists.
+    Conflict,
+    /// 7: the registry is in use by another process.
+    Busy,
+}
+
+impl ExitCode {
+    pub fn as_u8(self) -> u8 {
+        match self {
+            ExitCode::Failure => 1,
+            ExitCode::NotFound => 3,
+            ExitCode::Verification => 4,
+            ExitCode::InvalidInput => 5,
+            ExitCode::Conflict => 6,
+            ExitCode::Busy => 7,
+        }
+    }
+
+    pub fn kind(self) -> &'static str {
+        match self {
+            ExitCode::Failure => "failure",
+            ExitCode::NotFound => "not_found",
+            ExitCode::Verification => "verification_failed",
+            ExitCode::InvalidInput => "invalid_input",
+            ExitCode::Conflict => "conflict",
+            ExitCode::Busy => "busy",
+        }
+    }
+}
+
+/// An error the CLI itself detects in what the user asked for.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct UserError {
+    pub code: ExitCode,
+    pub message: String,
+}
+
+pub fn user_error(code: ExitCode, message: impl Into<String>) -> anyhow::Error {
+    UserError {
+        code,
+        message: message.into(),
+    }
+    .into()
+}
+
+fn from_store_kind(kind: ErrorKind) -> ExitCode {
+    match kind {
+        ErrorKind::NotFound => ExitCode::NotFound,
+        ErrorKind::Conflict => ExitCode::Conflict,
+        ErrorKind::Integrity | ErrorKind::Untrusted => ExitCode::Verification,
+        ErrorKind::InvalidInput => ExitCode::InvalidInput,
+        ErrorKind::Busy => ExitCode::Busy,
+        ErrorKind::Io => ExitCode::Failure,
+    }
+}
+
+/// The exit code for an error: the first typed error in its chain decides.
+pub fn code_for(err: &anyhow::Error) -> ExitCode {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<UserError>() {
+            return e.code;
+        }
+        if let Some(e) = cause.downcast_ref::<StoreError>() {
+            return from_store_kind(e.kind());
+        }
+        if let Some(e) = cause.downcast_ref::<ArchiveError>() {
+            return from_store_kind(aq_store::archive_kind(e));
+        }
+        if let Some(e) = cause.downcast_ref::<TrustError>() {
+            return from_store_kind(aq_store::trust_kind(e));
+        }
+        if cause.downcast_ref::<ManifestError>().is_some()
+            || cause.downcast_ref::<InspectError>().is_some_and(|e| !matches!(e, InspectError::Io { .. }))
+            || cause.downcast_ref::<aq_pack::keys::KeyError>().is_some()
+        {
+            return ExitCode::InvalidInput;
+        }
+        if let Some(e) = cause.downcast_ref::<std::io::Error>()
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            return ExitCode::NotFound;
+        }
+    }
+    ExitCode::Failure
+}
+
