@@ -32,6 +32,15 @@ impl Printer {
         }
     }
 
+    /// Prints a warning on stderr (also in JSON mode, where stdout stays machine-readable).
+    pub fn warn(&self, message: &str) {
+        if self.json {
+            eprintln!("{}", serde_json::json!({ "warning": message }));
+        } else {
+            eprintln!("warning: {message}");
+        }
+    }
+
     /// Prints a failure with its chain of causes.
     pub fn error(&self, err: &anyhow::Error, code: ExitCode) {
         let causes: Vec<String> = err.chain().skip(1).map(ToString::to_string).collect();

@@ -11,6 +11,9 @@ pub struct ModelSignature {
     pub format: ModelFormat,
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
+    /// Things a user should know that do not stop the model from being packed, e.g. that
+    /// tract cannot load it yet.
+    pub warnings: Vec<String>,
 }
 
 /// Errors from inspecting a model file.
@@ -78,10 +81,11 @@ pub fn inspect(path: &Path) -> Result<ModelSignature, InspectError> {
         ModelFormat::Tflite => ("TFLite", guarded(|| tflite_signature(path))),
     };
     match result {
-        Ok(Ok((inputs, outputs))) => Ok(ModelSignature {
+        Ok(Ok((inputs, outputs, warnings))) => Ok(ModelSignature {
             format,
             inputs,
             outputs,
+            warnings,
         }),
         Ok(Err(reason)) => Err(match format {
             ModelFormat::Onnx if reason.contains("decode Protobuf") || reason.contains("does not contain a graph") => {
@@ -104,7 +108,13 @@ pub fn inspect(path: &Path) -> Result<ModelSignature, InspectError> {
     }
 }
 
-type Signature = (Vec<TensorSpec>, Vec<TensorSpec>);
+type Signature = (Vec<TensorSpec>, Vec<TensorSpec>, Vec<String>);
+
+/// The first line of a (possibly long, multi-line) tract error, capped in length.
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("").trim_end_matches([' ', '{', ':']);
+    line.chars().take(300).collect()
+}
 
 /// Runs `f`, turning a panic into its message.
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
@@ -196,7 +206,7 @@ fn onnx_signature(path: &Path) -> Result<Signature, String> {
             spec(*o, name)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((inputs, outputs))
+    Ok((inputs, outputs, Vec::new()))
 }
 
 fn tflite_signature(path: &Path) -> Result<Signature, String> {
@@ -268,12 +278,18 @@ fn tflite_signature(path: &Path) -> Result<Signature, String> {
         .iter()
         .map(spec)
         .collect::<Result<Vec<_>, _>>()?;
-    // Check that tract can translate the graph too, so `pack save` refuses what we could not
-    // serve. Unsupported ops give an error naming the op.
-    tract_tflite::tflite()
-        .model_for_path(path)
-        .map_err(|e| format!("{e:#}"))?;
-    Ok((inputs, outputs))
+    // Tell the user now if tract cannot translate the graph (an unsupported op, say): the pack
+    // is still valid for runtimes that can, such as LiteRT.
+    let mut warnings = Vec::new();
+    match guarded(|| tract_tflite::tflite().model_for_path(path)) {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warnings.push(format!(
+            "tract cannot load this model yet: {}",
+            first_line(&format!("{e:#}"))
+        )),
+        Err(panic) => warnings.push(format!("tract panicked loading this model: {}", first_line(&panic))),
+    }
+    Ok((inputs, outputs, warnings))
 }
 
 #[cfg(test)]
@@ -303,6 +319,15 @@ mod tests {
         assert_eq!(sig.format, ModelFormat::Tflite);
         assert_eq!(sig.inputs[0].dtype, "f32");
         assert_eq!(sig.outputs.len(), 1);
+    }
+
+    #[test]
+    fn tflite_model_tract_cannot_load_gets_a_warning() {
+        let sig = inspect(&fixture("okay_nabu.tflite")).unwrap();
+        assert!(!sig.inputs.is_empty());
+        assert_eq!(sig.warnings.len(), 1, "{:?}", sig.warnings);
+        assert!(sig.warnings[0].contains("tract cannot load"), "{:?}", sig.warnings);
+        assert!(!sig.warnings[0].contains('\n'));
     }
 
     #[test]

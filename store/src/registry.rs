@@ -158,6 +158,22 @@ impl Registry {
     }
 
     fn init_tables(&self) -> Result<(), StoreError> {
+        // Opening an initialised registry writes nothing, so a refused command leaves every
+        // byte of the data directory as it was.
+        {
+            let txn = self.db.begin_read()?;
+            if let Ok(meta) = txn.open_table(META)
+                && let Some(v) = meta.get("layout_version")?
+            {
+                if v.value() == LAYOUT_VERSION {
+                    return Ok(());
+                }
+                return Err(StoreError::Corrupt(format!(
+                    "registry layout version {} is not supported by this build (it reads {LAYOUT_VERSION})",
+                    v.value()
+                )));
+            }
+        }
         let txn = self.db.begin_write()?;
         {
             txn.open_table(PACKS)?;
@@ -696,7 +712,7 @@ impl PackWriter<'_> {
 
     /// Makes the pack visible: one redb transaction adds the chunk rows and the pack row, and
     /// moves `latest` if this is the newest version.
-    fn finish(self, signed: SignedManifest) -> Result<ImportReport, StoreError> {
+    fn finish(mut self, signed: SignedManifest) -> Result<ImportReport, StoreError> {
         self.registry
             .blobs
             .sync()
@@ -751,14 +767,27 @@ impl PackWriter<'_> {
                 tags.insert(latest_key.as_str(), m.version.to_string().as_str())?;
             }
         }
+        // From here on the chunk files must stay even if the commit reports failure: a commit
+        // can fail after its data became durable, and a row must never lack its file.
+        let staged = std::mem::take(&mut self.staged);
         txn.commit()?;
         Ok(ImportReport {
-            id: self.key,
+            id: self.key.clone(),
             digest: signed.digest().to_string(),
             chunks_total: m.unique_chunks().len(),
-            chunks_new: self.staged.len(),
+            chunks_new: staged.len(),
             bytes_new: self.bytes_new,
             signed_by: signed.signature.as_ref().map(|s| s.key_id.clone()),
         })
+    }
+}
+
+impl Drop for PackWriter<'_> {
+    /// An abandoned writer removes the chunk files it wrote (they have no rows, and no other
+    /// pack can reference a chunk without a row). Best effort: what a crash leaves, `gc` takes.
+    fn drop(&mut self) {
+        for (digest, _, _) in self.staged.drain(..) {
+            let _ = self.registry.blobs.remove(&digest);
+        }
     }
 }

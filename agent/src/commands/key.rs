@@ -88,8 +88,8 @@ pub fn gen_key(args: KeyGenArgs, printer: &Printer) -> anyhow::Result<()> {
 
 /// Reads a public key from a literal, a .pub file, or a secret key file.
 fn load_public(spec: &str) -> anyhow::Result<PublicKey> {
-    if let Ok(key) = spec.parse::<PublicKey>() {
-        return Ok(key);
+    if spec.starts_with("ed25519:") {
+        return Ok(spec.parse::<PublicKey>()?);
     }
     let text = fs::read_to_string(spec).with_context(|| format!("failed to read key file {spec}"))?;
     if let Ok(key) = text.trim().parse::<PublicKey>() {

@@ -31,6 +31,9 @@ pub fn run(args: SaveArgs, settings: &Settings, printer: &Printer) -> anyhow::Re
     let signature = aq_runtime::inspect(&args.model)
         .with_context(|| format!("failed to inspect {}", args.model.display()))?;
 
+    for warning in &signature.warnings {
+        printer.warn(&format!("{}: {warning}", args.model.display()));
+    }
     let entry = file_name(&args.model)?;
     let mut paths = vec![(entry.clone(), args.model.clone())];
     for extra in &args.files {

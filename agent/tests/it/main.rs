@@ -1,0 +1,6 @@
+//! End-to-end tests of the `aq` binary: real processes, real redb files, real model files.
+
+mod bad_input;
+mod flow;
+mod kill;
+mod support;
