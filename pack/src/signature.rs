@@ -79,6 +79,10 @@ impl SignatureEnvelope {
             ));
         }
         env.signature_bytes()?;
+        // One encoding per envelope, as for manifests: archives re-encode byte for byte.
+        if env.to_bytes() != bytes {
+            return Err(SignatureError::Invalid("envelope is not in canonical form".into()));
+        }
         Ok(env)
     }
 
@@ -184,5 +188,8 @@ mod tests {
         bad.signature = "AAAA".into();
         assert!(SignatureEnvelope::parse(&bad.to_bytes()).is_err());
         assert!(SignatureEnvelope::parse(b"{}").is_err());
+        let mut spaced = env.to_bytes();
+        spaced.insert(1, b' ');
+        assert!(SignatureEnvelope::parse(&spaced).is_err());
     }
 }

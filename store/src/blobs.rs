@@ -25,13 +25,22 @@ pub trait BlobStore: Send + Sync {
     fn sync(&self) -> io::Result<()>;
 }
 
-/// A directory of files `ab/abcdef...` (two-hex-digit shards), written via a temporary file,
-/// fsync and rename.
+/// A directory of files `ab/abcdef...` (two-hex-digit shards), each written to a temporary
+/// file and renamed into place (atomic). Durability is batched: `sync` makes every `put` since
+/// the last `sync` durable at once, with one `syncfs(2)` on Linux (a fsync per file costs about
+/// half of a large save's time), or a fsync of each new file and its directory elsewhere.
 #[derive(Debug)]
 pub struct FsBlobStore {
     root: PathBuf,
     tmp: PathBuf,
-    dirty_dirs: Mutex<HashSet<PathBuf>>,
+    /// Files and directories written since the last `sync`.
+    dirty: Mutex<Dirty>,
+}
+
+#[derive(Debug, Default)]
+struct Dirty {
+    files: Vec<PathBuf>,
+    dirs: HashSet<PathBuf>,
 }
 
 impl FsBlobStore {
@@ -49,7 +58,7 @@ impl FsBlobStore {
         Ok(FsBlobStore {
             root: root.to_owned(),
             tmp: tmp.to_owned(),
-            dirty_dirs: Mutex::new(HashSet::new()),
+            dirty: Mutex::new(Dirty::default()),
         })
     }
 
@@ -58,13 +67,12 @@ impl FsBlobStore {
         self.root.join(&hex[..2]).join(hex)
     }
 
-    fn mark_dirty(&self, dir: PathBuf) {
-        // A poisoned lock only means another thread panicked mid-insert; the set is still usable.
-        let mut dirs = match self.dirty_dirs.lock() {
+    fn dirty(&self) -> std::sync::MutexGuard<'_, Dirty> {
+        // A poisoned lock only means another thread panicked mid-update; the lists stay usable.
+        match self.dirty.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
-        };
-        dirs.insert(dir);
+        }
     }
 }
 
@@ -88,15 +96,16 @@ impl BlobStore for FsBlobStore {
         let result = (|| {
             let mut f = File::create(&tmp)?;
             f.write_all(bytes)?;
-            f.sync_all()?;
             fs::rename(&tmp, &target)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
         result?;
-        self.mark_dirty(shard);
-        self.mark_dirty(self.root.clone());
+        let mut dirty = self.dirty();
+        dirty.files.push(target);
+        dirty.dirs.insert(shard);
+        dirty.dirs.insert(self.root.clone());
         Ok(())
     }
 
@@ -130,16 +139,42 @@ impl BlobStore for FsBlobStore {
     }
 
     fn sync(&self) -> io::Result<()> {
-        let dirs: Vec<PathBuf> = {
-            let mut guard = match self.dirty_dirs.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            guard.drain().collect()
-        };
-        for dir in dirs {
-            File::open(&dir)?.sync_all()?;
+        let pending = std::mem::take(&mut *self.dirty());
+        if pending.files.is_empty() && pending.dirs.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let result = sync_all(&self.root, &pending);
+        if result.is_err() {
+            // Keep the work for the next attempt.
+            let mut dirty = self.dirty();
+            dirty.files.extend(pending.files);
+            dirty.dirs.extend(pending.dirs);
+        }
+        result
     }
+}
+
+/// Makes the pending files and directory entries durable.
+#[cfg(target_os = "linux")]
+fn sync_all(root: &Path, _pending: &Dirty) -> io::Result<()> {
+    // syncfs writes back and waits for every dirty page and inode of the filesystem, ours
+    // included: one call instead of a fsync per chunk file.
+    let dir = File::open(root)?;
+    rustix::fs::syncfs(&dir).map_err(io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sync_all(_root: &Path, pending: &Dirty) -> io::Result<()> {
+    for file in &pending.files {
+        match File::open(file) {
+            Ok(f) => f.sync_all()?,
+            // Removed since (an abandoned writer cleaned up): nothing to make durable.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for dir in &pending.dirs {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }

