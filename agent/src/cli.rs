@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "aq", version, about = "Aquilia Edge: package, verify and move ML models to edge devices")]
+#[command(
+    name = "aq",
+    version,
+    about = "Aquilia Edge: package, verify and move ML models to edge devices"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

@@ -91,7 +91,9 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
             return from_store_kind(aq_store::trust_kind(e));
         }
         if cause.downcast_ref::<ManifestError>().is_some()
-            || cause.downcast_ref::<InspectError>().is_some_and(|e| !matches!(e, InspectError::Io { .. }))
+            || cause
+                .downcast_ref::<InspectError>()
+                .is_some_and(|e| !matches!(e, InspectError::Io { .. }))
             || cause.downcast_ref::<aq_pack::keys::KeyError>().is_some()
         {
             return ExitCode::InvalidInput;
@@ -104,4 +106,3 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
     }
     ExitCode::Failure
 }
-

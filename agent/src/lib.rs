@@ -30,6 +30,7 @@ where
             return std::process::ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    aq_runtime::install_quiet_panic_hook();
     let printer = printer::Printer::new(cli.global.json, cli.global.quiet);
     let result = settings::Settings::resolve(&cli.global)
         .and_then(|settings| commands::dispatch(cli.command, &settings, &printer));

@@ -16,7 +16,8 @@ impl Settings {
     pub fn resolve(global: &GlobalArgs) -> anyhow::Result<Settings> {
         let data_dir = match &global.data_dir {
             Some(d) => d.clone(),
-            None => default_data_dir().context("cannot choose a data directory; pass --data-dir or set AQ_DATA_DIR")?,
+            None => default_data_dir()
+                .context("cannot choose a data directory; pass --data-dir or set AQ_DATA_DIR")?,
         };
         Ok(Settings { data_dir })
     }

@@ -1,5 +1,10 @@
 //! Shared helpers for the benchmarks: generated model files, and running `aq` in-process.
-#![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,7 +17,11 @@ pub fn aq(data_dir: &Path, args: &[&str]) {
     let mut full = vec!["aq", "--quiet", "--data-dir", data_dir.to_str().unwrap()];
     full.extend_from_slice(args);
     let code = aq_agent::run(full.clone());
-    assert_eq!(format!("{code:?}"), format!("{:?}", std::process::ExitCode::SUCCESS), "aq {full:?} failed");
+    assert_eq!(
+        format!("{code:?}"),
+        format!("{:?}", std::process::ExitCode::SUCCESS),
+        "aq {full:?} failed"
+    );
 }
 
 /// Runs `aq --json` in-process; returns nothing (the JSON goes to stdout) and panics on failure.
@@ -67,7 +76,10 @@ pub fn big_onnx(bytes: usize) -> Vec<u8> {
     };
     let model = pb::ModelProto {
         ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 13 }],
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
         producer_name: "aq-benches".into(),
         graph: Some(pb::GraphProto {
             name: "big".into(),
@@ -129,7 +141,11 @@ pub fn dir_size(dir: &Path) -> u64 {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             let p = e.path();
-            total += if p.is_dir() { dir_size(&p) } else { e.metadata().map(|m| m.len()).unwrap_or(0) };
+            total += if p.is_dir() {
+                dir_size(&p)
+            } else {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            };
         }
     }
     total

@@ -192,11 +192,12 @@ pub fn open<R: Read>(inner: R) -> Result<PendingArchive<R>, ArchiveError> {
     } else {
         None
     };
-    let signed = SignedManifest::parse(&manifest_bytes, signature.as_deref()).map_err(|e| match e {
-        TrustError::Manifest(m) => ArchiveError::Manifest(m),
-        TrustError::Signature(s) => ArchiveError::Signature(s),
-        other => ArchiveError::Trust(other),
-    })?;
+    let signed =
+        SignedManifest::parse(&manifest_bytes, signature.as_deref()).map_err(|e| match e {
+            TrustError::Manifest(m) => ArchiveError::Manifest(m),
+            TrustError::Signature(s) => ArchiveError::Signature(s),
+            other => ArchiveError::Trust(other),
+        })?;
     Ok(PendingArchive {
         reader,
         signed,
@@ -415,7 +416,10 @@ mod tests {
         let mut refs = Vec::new();
         for c in chunk::chunk_stream(data) {
             let c = c.unwrap();
-            refs.push(ChunkRef { digest: c.digest, size: c.data.len() as u64 });
+            refs.push(ChunkRef {
+                digest: c.digest,
+                size: c.data.len() as u64,
+            });
             if !chunks.iter().any(|(d, _)| *d == c.digest) {
                 chunks.push((c.digest, chunk::compress(&c.data, 3).unwrap()));
             }
@@ -445,7 +449,11 @@ mod tests {
         .unwrap()
     }
 
-    fn read_all(bytes: &[u8], policy: &TrustPolicy, allow_unsigned: bool) -> Result<(Manifest, Vec<VerifiedChunk>), ArchiveError> {
+    fn read_all(
+        bytes: &[u8],
+        policy: &TrustPolicy,
+        allow_unsigned: bool,
+    ) -> Result<(Manifest, Vec<VerifiedChunk>), ArchiveError> {
         let pending = open(bytes)?;
         let (mut verified, _) = pending.verify(policy, SystemTime::now(), allow_unsigned)?;
         let mut out = Vec::new();
@@ -456,7 +464,9 @@ mod tests {
     }
 
     fn data(len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()
+        (0..len)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect()
     }
 
     #[test]
@@ -475,7 +485,10 @@ mod tests {
         let (signed, chunks) = build(&data(70_000), Some(&key));
         let bytes = write(&signed, &chunks);
         for cut in (0..bytes.len()).step_by(997).chain([bytes.len() - 1]) {
-            assert!(read_all(&bytes[..cut], &policy(&key), false).is_err(), "cut at {cut}");
+            assert!(
+                read_all(&bytes[..cut], &policy(&key), false).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 
@@ -497,19 +510,31 @@ mod tests {
         let (signed, chunks) = build(&data(100_000), Some(&key));
         let mut bytes = write(&signed, &chunks);
         bytes.push(0);
-        assert!(matches!(read_all(&bytes, &policy(&key), false), Err(ArchiveError::TrailingData)));
+        assert!(matches!(
+            read_all(&bytes, &policy(&key), false),
+            Err(ArchiveError::TrailingData)
+        ));
 
         let mut dup = chunks.clone();
         dup.push(chunks[0].clone());
-        assert!(matches!(read_all(&write(&signed, &dup), &policy(&key), false), Err(ArchiveError::DuplicateChunk(_))));
+        assert!(matches!(
+            read_all(&write(&signed, &dup), &policy(&key), false),
+            Err(ArchiveError::DuplicateChunk(_))
+        ));
 
         let stranger = (Digest::of(b"x"), chunk::compress(b"x", 3).unwrap());
         let mut extra = chunks.clone();
         extra.insert(0, stranger);
-        assert!(matches!(read_all(&write(&signed, &extra), &policy(&key), false), Err(ArchiveError::UnknownChunk(_))));
+        assert!(matches!(
+            read_all(&write(&signed, &extra), &policy(&key), false),
+            Err(ArchiveError::UnknownChunk(_))
+        ));
 
         let missing = &chunks[1..];
-        assert!(matches!(read_all(&write(&signed, missing), &policy(&key), false), Err(ArchiveError::MissingChunks { missing: 1 })));
+        assert!(matches!(
+            read_all(&write(&signed, missing), &policy(&key), false),
+            Err(ArchiveError::MissingChunks { missing: 1 })
+        ));
     }
 
     #[test]
@@ -521,7 +546,10 @@ mod tests {
         let bomb = chunk::compress(&vec![0u8; 1 << 20], 19).unwrap();
         let bytes = write(&signed, &[(Digest::of(&small), bomb)]);
         let err = read_all(&bytes, &policy(&key), false).unwrap_err();
-        assert!(matches!(err, ArchiveError::Chunk(ChunkError::Decompress { .. })), "{err}");
+        assert!(
+            matches!(err, ArchiveError::Chunk(ChunkError::Decompress { .. })),
+            "{err}"
+        );
     }
 
     #[test]
@@ -530,10 +558,16 @@ mod tests {
         let stranger = SecretKey::from_seed([10; 32]);
         let (signed, chunks) = build(&data(1000), Some(&stranger));
         let bytes = write(&signed, &chunks);
-        assert!(matches!(read_all(&bytes, &policy(&key), true), Err(ArchiveError::Trust(TrustError::UnknownKey { .. }))));
+        assert!(matches!(
+            read_all(&bytes, &policy(&key), true),
+            Err(ArchiveError::Trust(TrustError::UnknownKey { .. }))
+        ));
         let (unsigned, chunks) = build(&data(1000), None);
         let bytes = write(&unsigned, &chunks);
-        assert!(matches!(read_all(&bytes, &policy(&key), false), Err(ArchiveError::Trust(TrustError::Unsigned { .. }))));
+        assert!(matches!(
+            read_all(&bytes, &policy(&key), false),
+            Err(ArchiveError::Trust(TrustError::Unsigned { .. }))
+        ));
         assert!(read_all(&bytes, &policy(&key), true).is_ok());
     }
 
@@ -541,9 +575,18 @@ mod tests {
     fn oversized_frames_are_refused_before_allocation() {
         let mut bytes = b"AQPACK\0\x01M".to_vec();
         bytes.extend_from_slice(&u64::MAX.to_le_bytes());
-        assert!(matches!(open(&bytes[..]), Err(ArchiveError::FrameTooLarge { .. })));
-        assert!(matches!(open(&b"PK\x03\x04 zip file"[..]), Err(ArchiveError::BadMagic)));
-        assert!(matches!(open(&b"AQPACK\0\x02"[..]), Err(ArchiveError::UnsupportedVersion(2))));
+        assert!(matches!(
+            open(&bytes[..]),
+            Err(ArchiveError::FrameTooLarge { .. })
+        ));
+        assert!(matches!(
+            open(&b"PK\x03\x04 zip file"[..]),
+            Err(ArchiveError::BadMagic)
+        ));
+        assert!(matches!(
+            open(&b"AQPACK\0\x02"[..]),
+            Err(ArchiveError::UnsupportedVersion(2))
+        ));
     }
 
     proptest! {

@@ -102,13 +102,12 @@ pub fn decompress_verified(
     }
     // Bounded by READER_MAX_CHUNK_SIZE above, so the cast cannot truncate.
     let capacity = declared_size as usize;
-    let data = zstd::bulk::decompress(compressed, capacity).map_err(|source| {
-        ChunkError::Decompress {
+    let data =
+        zstd::bulk::decompress(compressed, capacity).map_err(|source| ChunkError::Decompress {
             digest: expected,
             declared: declared_size,
             source,
-        }
-    })?;
+        })?;
     if data.len() as u64 != declared_size {
         return Err(ChunkError::SizeMismatch {
             digest: expected,
@@ -144,7 +143,11 @@ mod tests {
     fn chunks_reassemble_and_respect_bounds() {
         let input = pseudo_random(3 * 1024 * 1024 + 17, 7);
         let chunks: Vec<_> = chunk_stream(&input[..]).collect::<Result<_, _>>().unwrap();
-        assert!(chunks.len() > 10, "expected many chunks, got {}", chunks.len());
+        assert!(
+            chunks.len() > 10,
+            "expected many chunks, got {}",
+            chunks.len()
+        );
         let (last, body) = chunks.split_last().unwrap();
         for c in body {
             assert!(c.data.len() >= MIN_CHUNK_SIZE as usize);
@@ -171,7 +174,10 @@ mod tests {
             .filter(|c| !before.contains(&c.digest))
             .map(|c| c.data.len())
             .sum();
-        assert!(new_bytes < 10_000 + 2 * MAX_CHUNK_SIZE as usize, "new bytes {new_bytes}");
+        assert!(
+            new_bytes < 10_000 + 2 * MAX_CHUNK_SIZE as usize,
+            "new bytes {new_bytes}"
+        );
     }
 
     #[test]
@@ -186,11 +192,11 @@ mod tests {
     fn wrong_digest_and_size_are_refused() {
         let data = b"hello chunk".to_vec();
         let compressed = compress(&data, 3).unwrap();
-        let err = decompress_verified(&compressed, Digest::of(b"other"), data.len() as u64)
-            .unwrap_err();
+        let err =
+            decompress_verified(&compressed, Digest::of(b"other"), data.len() as u64).unwrap_err();
         assert!(matches!(err, ChunkError::DigestMismatch { .. }));
-        let err = decompress_verified(&compressed, Digest::of(&data), data.len() as u64 + 5)
-            .unwrap_err();
+        let err =
+            decompress_verified(&compressed, Digest::of(&data), data.len() as u64 + 5).unwrap_err();
         assert!(matches!(err, ChunkError::SizeMismatch { .. }));
         let err = decompress_verified(&compressed, Digest::of(&data), READER_MAX_CHUNK_SIZE + 1)
             .unwrap_err();

@@ -23,7 +23,9 @@ const SECRET_PREFIX: &str = "aq-ed25519-secret:";
 pub enum KeyError {
     #[error("invalid public key: expected \"ed25519:\" followed by base64 of 32 bytes")]
     InvalidPublicKey,
-    #[error("invalid secret key file: expected one line \"aq-ed25519-secret:<base64 of 32 bytes>\"")]
+    #[error(
+        "invalid secret key file: expected one line \"aq-ed25519-secret:<base64 of 32 bytes>\""
+    )]
     InvalidSecretKey,
 }
 
@@ -60,7 +62,9 @@ impl SecretKey {
             .trim()
             .strip_prefix(SECRET_PREFIX)
             .ok_or(KeyError::InvalidSecretKey)?;
-        let bytes = STANDARD.decode(b64).map_err(|_| KeyError::InvalidSecretKey)?;
+        let bytes = STANDARD
+            .decode(b64)
+            .map_err(|_| KeyError::InvalidSecretKey)?;
         let seed: [u8; 32] = bytes.try_into().map_err(|_| KeyError::InvalidSecretKey)?;
         Ok(SecretKey::from_seed(seed))
     }
@@ -108,7 +112,9 @@ impl FromStr for PublicKey {
             .trim()
             .strip_prefix(PUBLIC_PREFIX)
             .ok_or(KeyError::InvalidPublicKey)?;
-        let bytes = STANDARD.decode(b64).map_err(|_| KeyError::InvalidPublicKey)?;
+        let bytes = STANDARD
+            .decode(b64)
+            .map_err(|_| KeyError::InvalidPublicKey)?;
         let bytes: [u8; 32] = bytes.try_into().map_err(|_| KeyError::InvalidPublicKey)?;
         let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
             .map_err(|_| KeyError::InvalidPublicKey)?;

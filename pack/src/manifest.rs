@@ -167,7 +167,10 @@ impl Manifest {
         }
         // Read the version first so a newer manifest gets a version error, not a schema error.
         let probe: serde_json::Value = serde_json::from_slice(bytes)?;
-        match probe.get("format_version").and_then(serde_json::Value::as_u64) {
+        match probe
+            .get("format_version")
+            .and_then(serde_json::Value::as_u64)
+        {
             Some(v) if v == u64::from(FORMAT_VERSION) => {}
             Some(found) => return Err(ManifestError::UnsupportedVersion { found }),
             None => return Err(invalid("format_version", "missing or not an integer")),
@@ -268,9 +271,9 @@ impl Manifest {
                         format!("chunk {} is listed with two sizes", chunk.digest),
                     ));
                 }
-                sum = sum.checked_add(chunk.size).ok_or_else(|| {
-                    invalid(format!("{field}.chunks"), "chunk sizes overflow")
-                })?;
+                sum = sum
+                    .checked_add(chunk.size)
+                    .ok_or_else(|| invalid(format!("{field}.chunks"), "chunk sizes overflow"))?;
             }
             if sum != file.size {
                 return Err(invalid(
@@ -288,13 +291,19 @@ impl Manifest {
                 format!("{:?} is not one of the pack's files", self.model.entry),
             ));
         }
-        for (kind, list) in [("inputs", &self.model.inputs), ("outputs", &self.model.outputs)] {
+        for (kind, list) in [
+            ("inputs", &self.model.inputs),
+            ("outputs", &self.model.outputs),
+        ] {
             if list.len() > MAX_TENSORS {
                 return Err(invalid(format!("model.{kind}"), "too many tensors"));
             }
             for (i, t) in list.iter().enumerate() {
                 if t.name.is_empty() || t.name.len() > 1024 {
-                    return Err(invalid(format!("model.{kind}[{i}].name"), "empty or too long"));
+                    return Err(invalid(
+                        format!("model.{kind}[{i}].name"),
+                        "empty or too long",
+                    ));
                 }
                 if !DTYPES.contains(&t.dtype.as_str()) {
                     return Err(invalid(
@@ -320,7 +329,10 @@ impl Manifest {
             }
         }
         if self.meta.len() > MAX_META_ENTRIES {
-            return Err(invalid("meta", format!("more than {MAX_META_ENTRIES} entries")));
+            return Err(invalid(
+                "meta",
+                format!("more than {MAX_META_ENTRIES} entries"),
+            ));
         }
         for (k, v) in &self.meta {
             if k.is_empty() || k.len() > MAX_META_KEY_LEN || k.chars().any(char::is_control) {
@@ -339,8 +351,24 @@ impl Manifest {
 
 /// Element types a manifest may name (`?` = unknown).
 pub const DTYPES: &[&str] = &[
-    "bool", "u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64", "f16", "f32", "f64", "qi8",
-    "qu8", "qi32", "string", "complex64", "?",
+    "bool",
+    "u8",
+    "u16",
+    "u32",
+    "u64",
+    "i8",
+    "i16",
+    "i32",
+    "i64",
+    "f16",
+    "f32",
+    "f64",
+    "qi8",
+    "qu8",
+    "qi32",
+    "string",
+    "complex64",
+    "?",
 ];
 
 /// Checks a pack name: 1 to 128 of `a-z 0-9 . _ -`, starting with a letter or digit.
@@ -353,7 +381,9 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         return Err(format!("longer than {MAX_NAME_LEN} characters"));
     }
     if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
-        return Err(format!("{name:?} must start with a lowercase letter or a digit"));
+        return Err(format!(
+            "{name:?} must start with a lowercase letter or a digit"
+        ));
     }
     if let Some(bad) = bytes
         .iter()
@@ -376,16 +406,17 @@ pub fn validate_path(path: &str) -> Result<(), String> {
     if path.starts_with('/') {
         return Err(format!("{path:?} is absolute"));
     }
-    if path.chars().any(|c| c.is_control() || c == '\\' || c == ':') {
+    if path
+        .chars()
+        .any(|c| c.is_control() || c == '\\' || c == ':')
+    {
         return Err(format!(
             "{path:?} contains a control character, a backslash or a colon"
         ));
     }
     for component in path.split('/') {
         if component.is_empty() || component == "." || component == ".." {
-            return Err(format!(
-                "{path:?} has an empty, '.' or '..' component"
-            ));
+            return Err(format!("{path:?} has an empty, '.' or '..' component"));
         }
     }
     Ok(())
@@ -448,12 +479,21 @@ pub(crate) mod tests {
     #[test]
     fn rejects_non_canonical_and_unknown_fields() {
         let bytes = sample().to_canonical_bytes().unwrap();
-        let pretty = serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()).unwrap();
-        assert!(matches!(Manifest::parse(&pretty), Err(ManifestError::NotCanonical)));
+        let pretty = serde_json::to_vec_pretty(
+            &serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            Manifest::parse(&pretty),
+            Err(ManifestError::NotCanonical)
+        ));
         let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         v["surprise"] = serde_json::json!(1);
         let extra = serde_json::to_vec(&v).unwrap();
-        assert!(matches!(Manifest::parse(&extra), Err(ManifestError::Json(_))));
+        assert!(matches!(
+            Manifest::parse(&extra),
+            Err(ManifestError::Json(_))
+        ));
     }
 
     #[test]
@@ -466,18 +506,36 @@ pub(crate) mod tests {
             Manifest::parse(&newer),
             Err(ManifestError::UnsupportedVersion { found: 2 })
         ));
-        assert!(matches!(Manifest::parse(b"\x00\x01garbage"), Err(ManifestError::Json(_))));
-        assert!(matches!(Manifest::parse(b"[]"), Err(ManifestError::Invalid { .. })));
+        assert!(matches!(
+            Manifest::parse(b"\x00\x01garbage"),
+            Err(ManifestError::Json(_))
+        ));
+        assert!(matches!(
+            Manifest::parse(b"[]"),
+            Err(ManifestError::Invalid { .. })
+        ));
     }
 
     #[test]
     fn rejects_path_tricks() {
-        for bad in ["../../etc/passwd", "/etc/passwd", "a/../b", "a//b", "C:\\x", "./a", "a\nb", ""] {
+        for bad in [
+            "../../etc/passwd",
+            "/etc/passwd",
+            "a/../b",
+            "a//b",
+            "C:\\x",
+            "./a",
+            "a\nb",
+            "",
+        ] {
             let mut m = sample();
             m.files[0].path = bad.into();
             m.model.entry = bad.into();
             let err = m.validate().unwrap_err();
-            assert!(matches!(err, ManifestError::Invalid { .. }), "{bad:?}: {err}");
+            assert!(
+                matches!(err, ManifestError::Invalid { .. }),
+                "{bad:?}: {err}"
+            );
         }
     }
 
@@ -518,12 +576,18 @@ mod schema_tests {
         for m in [sample(), no_meta] {
             let value: serde_json::Value =
                 serde_json::from_slice(&m.to_canonical_bytes().unwrap()).unwrap();
-            let errors: Vec<String> = validator.iter_errors(&value).map(|e| e.to_string()).collect();
+            let errors: Vec<String> = validator
+                .iter_errors(&value)
+                .map(|e| e.to_string())
+                .collect();
             assert!(errors.is_empty(), "{errors:?}");
         }
         let mut bad: serde_json::Value =
             serde_json::from_slice(&sample().to_canonical_bytes().unwrap()).unwrap();
         bad["files"][0]["path"] = serde_json::json!("../../etc/passwd");
-        assert!(!validator.is_valid(&bad), "the schema must refuse path traversal too");
+        assert!(
+            !validator.is_valid(&bad),
+            "the schema must refuse path traversal too"
+        );
     }
 }

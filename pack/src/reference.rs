@@ -35,7 +35,9 @@ pub const LATEST: &str = "latest";
 pub fn validate_tag(tag: &str) -> Result<(), String> {
     validate_name(tag).map_err(|r| format!("tag {r}"))?;
     if semver::Version::parse(tag).is_ok() {
-        return Err(format!("tag {tag:?} looks like a version; tags must not be versions"));
+        return Err(format!(
+            "tag {tag:?} looks like a version; tags must not be versions"
+        ));
     }
     Ok(())
 }
@@ -88,7 +90,10 @@ mod tests {
         assert_eq!(r.selector, Selector::Tag("prod".into()));
         assert!("Det:1.0.0".parse::<PackRef>().is_err());
         assert!("det:".parse::<PackRef>().is_err());
-        assert!("det:1.0".parse::<PackRef>().is_ok(), "1.0 is not semver, so it is a tag");
+        assert!(
+            "det:1.0".parse::<PackRef>().is_ok(),
+            "1.0 is not semver, so it is a tag"
+        );
     }
 
     #[test]

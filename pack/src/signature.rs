@@ -81,7 +81,9 @@ impl SignatureEnvelope {
         env.signature_bytes()?;
         // One encoding per envelope, as for manifests: archives re-encode byte for byte.
         if env.to_bytes() != bytes {
-            return Err(SignatureError::Invalid("envelope is not in canonical form".into()));
+            return Err(SignatureError::Invalid(
+                "envelope is not in canonical form".into(),
+            ));
         }
         Ok(env)
     }
@@ -103,7 +105,9 @@ impl SignatureEnvelope {
     /// True when this envelope is a valid signature by its key over `manifest_bytes`.
     pub fn verifies(&self, manifest_bytes: &[u8]) -> bool {
         match self.signature_bytes() {
-            Ok(sig) => self.public_key.verify(&signed_message(manifest_bytes), &sig),
+            Ok(sig) => self
+                .public_key
+                .verify(&signed_message(manifest_bytes), &sig),
             Err(_) => false,
         }
     }
@@ -141,7 +145,10 @@ impl SignedManifest {
     }
 
     /// Canonicalises and (optionally) signs a freshly built manifest.
-    pub fn seal(manifest: Manifest, key: Option<&SecretKey>) -> Result<SignedManifest, ManifestError> {
+    pub fn seal(
+        manifest: Manifest,
+        key: Option<&SecretKey>,
+    ) -> Result<SignedManifest, ManifestError> {
         manifest.validate()?;
         let manifest_bytes = manifest.to_canonical_bytes()?;
         let signature = key.map(|k| SignatureEnvelope::sign(&manifest_bytes, k));

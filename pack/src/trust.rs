@@ -123,12 +123,15 @@ impl TrustPolicy {
         }
         let mut keys = Vec::with_capacity(file.keys.len());
         for (i, k) in file.keys.into_iter().enumerate() {
-            let bad = |what: String| TrustError::InvalidPolicy(format!("key[{i}] ({}): {what}", k.label));
+            let bad =
+                |what: String| TrustError::InvalidPolicy(format!("key[{i}] ({}): {what}", k.label));
             let public_key: PublicKey = k.public_key.parse().map_err(|e| bad(format!("{e}")))?;
             if k.packs.is_empty() {
                 return Err(bad("`packs` must name at least one pattern".into()));
             }
-            let time = |s: &Option<String>, field: &str| -> Result<Option<SystemTime>, TrustError> {
+            let time = |s: &Option<String>,
+                        field: &str|
+             -> Result<Option<SystemTime>, TrustError> {
                 s.as_deref()
                     .map(|t| humantime::parse_rfc3339(t).map_err(|e| bad(format!("{field}: {e}"))))
                     .transpose()
@@ -151,14 +154,23 @@ impl TrustPolicy {
         for k in &self.keys {
             out.push_str("\n[[key]]\n");
             out.push_str(&format!("label = {}\n", toml_str(&k.label)));
-            out.push_str(&format!("public_key = {}\n", toml_str(&k.public_key.to_string())));
+            out.push_str(&format!(
+                "public_key = {}\n",
+                toml_str(&k.public_key.to_string())
+            ));
             let packs: Vec<String> = k.packs.iter().map(|p| toml_str(p)).collect();
             out.push_str(&format!("packs = [{}]\n", packs.join(", ")));
             if let Some(t) = k.not_before {
-                out.push_str(&format!("not_before = \"{}\"\n", humantime::format_rfc3339_seconds(t)));
+                out.push_str(&format!(
+                    "not_before = \"{}\"\n",
+                    humantime::format_rfc3339_seconds(t)
+                ));
             }
             if let Some(t) = k.not_after {
-                out.push_str(&format!("not_after = \"{}\"\n", humantime::format_rfc3339_seconds(t)));
+                out.push_str(&format!(
+                    "not_after = \"{}\"\n",
+                    humantime::format_rfc3339_seconds(t)
+                ));
             }
             if k.revoked {
                 out.push_str("revoked = true\n");
@@ -315,33 +327,61 @@ mod tests {
         let unsigned = SignedManifest::seal(sample(), None).unwrap();
 
         let ok = policy_for(&key, "\"det*\"", "");
-        assert!(matches!(ok.verify(&signed, now, false), Ok(Verdict::Trusted { .. })));
-        assert!(matches!(ok.verify(&unsigned, now, false), Err(TrustError::Unsigned { .. })));
-        assert_eq!(ok.verify(&unsigned, now, true).unwrap(), Verdict::UnsignedAllowed);
+        assert!(matches!(
+            ok.verify(&signed, now, false),
+            Ok(Verdict::Trusted { .. })
+        ));
+        assert!(matches!(
+            ok.verify(&unsigned, now, false),
+            Err(TrustError::Unsigned { .. })
+        ));
+        assert_eq!(
+            ok.verify(&unsigned, now, true).unwrap(),
+            Verdict::UnsignedAllowed
+        );
 
         let wrong_key = policy_for(&other, "\"*\"", "");
-        assert!(matches!(wrong_key.verify(&signed, now, true), Err(TrustError::UnknownKey { .. })));
+        assert!(matches!(
+            wrong_key.verify(&signed, now, true),
+            Err(TrustError::UnknownKey { .. })
+        ));
 
         let wrong_name = policy_for(&key, "\"other\"", "");
-        assert!(matches!(wrong_name.verify(&signed, now, false), Err(TrustError::NameNotAllowed { .. })));
+        assert!(matches!(
+            wrong_name.verify(&signed, now, false),
+            Err(TrustError::NameNotAllowed { .. })
+        ));
 
         let revoked = policy_for(&key, "\"*\"", "revoked = true");
-        assert!(matches!(revoked.verify(&signed, now, false), Err(TrustError::Revoked { .. })));
+        assert!(matches!(
+            revoked.verify(&signed, now, false),
+            Err(TrustError::Revoked { .. })
+        ));
 
         let expired = policy_for(&key, "\"*\"", "not_after = \"2020-01-01T00:00:00Z\"");
-        assert!(matches!(expired.verify(&signed, now, false), Err(TrustError::OutsideValidity { .. })));
+        assert!(matches!(
+            expired.verify(&signed, now, false),
+            Err(TrustError::OutsideValidity { .. })
+        ));
         let past = SystemTime::UNIX_EPOCH + Duration::from_secs(1_500_000_000);
         assert!(expired.verify(&signed, past, false).is_ok());
 
         let mut tampered = signed.clone();
         tampered.manifest_bytes.push(b' ');
-        assert!(matches!(ok.verify(&tampered, now, false), Err(TrustError::BadSignature { .. })));
+        assert!(matches!(
+            ok.verify(&tampered, now, false),
+            Err(TrustError::BadSignature { .. })
+        ));
     }
 
     #[test]
     fn policy_round_trip_and_errors() {
         let key = SecretKey::from_seed([5; 32]);
-        let p = policy_for(&key, "\"a\", \"b*\"", "not_after = \"2030-01-01T00:00:00Z\"");
+        let p = policy_for(
+            &key,
+            "\"a\", \"b*\"",
+            "not_after = \"2030-01-01T00:00:00Z\"",
+        );
         assert_eq!(TrustPolicy::parse(&p.to_toml()).unwrap(), p);
         assert!(TrustPolicy::parse("format_version = 2").is_err());
         assert!(TrustPolicy::parse("not toml [").is_err());

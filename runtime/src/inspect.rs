@@ -34,7 +34,9 @@ pub enum InspectError {
     },
     #[error("{path} is neither an ONNX nor a TFLite model ({reason})")]
     UnknownFormat { path: String, reason: String },
-    #[error("tract panicked while reading {path} as {format} (the file is malformed or uses a feature tract does not handle): {message}")]
+    #[error(
+        "tract panicked while reading {path} as {format} (the file is malformed or uses a feature tract does not handle): {message}"
+    )]
     Panicked {
         path: String,
         format: &'static str,
@@ -88,7 +90,10 @@ pub fn inspect(path: &Path) -> Result<ModelSignature, InspectError> {
             warnings,
         }),
         Ok(Err(reason)) => Err(match format {
-            ModelFormat::Onnx if reason.contains("decode Protobuf") || reason.contains("does not contain a graph") => {
+            ModelFormat::Onnx
+                if reason.contains("decode Protobuf")
+                    || reason.contains("does not contain a graph") =>
+            {
                 InspectError::UnknownFormat {
                     path: path.display().to_string(),
                     reason,
@@ -112,13 +117,37 @@ type Signature = (Vec<TensorSpec>, Vec<TensorSpec>, Vec<String>);
 
 /// The first line of a (possibly long, multi-line) tract error, capped in length.
 fn first_line(text: &str) -> String {
-    let line = text.lines().next().unwrap_or("").trim_end_matches([' ', '{', ':']);
+    let line = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches([' ', '{', ':']);
     line.chars().take(300).collect()
+}
+
+thread_local! {
+    /// True while this thread runs tract inside [`guarded`].
+    static IN_GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs a panic hook that stays silent for panics this crate contains (they become
+/// errors or warnings) and defers to the previous hook for every other panic. For binaries:
+/// without it, a contained tract panic still prints "thread panicked at ..." on stderr.
+pub fn install_quiet_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !IN_GUARDED.with(std::cell::Cell::get) {
+            previous(info);
+        }
+    }));
 }
 
 /// Runs `f`, turning a panic into its message.
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+    let was = IN_GUARDED.with(|g| g.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    IN_GUARDED.with(|g| g.set(was));
+    result.map_err(|payload| {
         payload
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())
@@ -183,7 +212,10 @@ fn onnx_signature(path: &Path) -> Result<Signature, String> {
         };
         Ok(TensorSpec {
             name,
-            dtype: fact.datum_type().map(datum_name).unwrap_or_else(|| "?".into()),
+            dtype: fact
+                .datum_type()
+                .map(datum_name)
+                .unwrap_or_else(|| "?".into()),
             shape,
         })
     };
@@ -287,7 +319,10 @@ fn tflite_signature(path: &Path) -> Result<Signature, String> {
             "tract cannot load this model yet: {}",
             first_line(&format!("{e:#}"))
         )),
-        Err(panic) => warnings.push(format!("tract panicked loading this model: {}", first_line(&panic))),
+        Err(panic) => warnings.push(format!(
+            "tract panicked loading this model: {}",
+            first_line(&panic)
+        )),
     }
     Ok((inputs, outputs, warnings))
 }
@@ -297,7 +332,9 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models").join(name)
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/models")
+            .join(name)
     }
 
     #[test]
@@ -322,11 +359,12 @@ mod tests {
     }
 
     #[test]
-    fn tflite_model_tract_cannot_load_gets_a_warning() {
+    fn tflite_model_tract_cannot_load_gets_a_warning_not_a_crash() {
         let sig = inspect(&fixture("okay_nabu.tflite")).unwrap();
         assert!(!sig.inputs.is_empty());
         assert_eq!(sig.warnings.len(), 1, "{:?}", sig.warnings);
-        assert!(sig.warnings[0].contains("tract cannot load"), "{:?}", sig.warnings);
+        // tract-tflite 0.23 panics on this file (a flatbuffers index assertion): contained.
+        assert!(sig.warnings[0].starts_with("tract "), "{:?}", sig.warnings);
         assert!(!sig.warnings[0].contains('\n'));
     }
 
@@ -337,10 +375,19 @@ mod tests {
         let text = dir.join("notes.onnx");
         std::fs::write(&text, b"this is not a model, just some text\n").unwrap();
         let err = inspect(&text).unwrap_err();
-        assert!(matches!(err, InspectError::UnknownFormat { .. } | InspectError::NotAModel { .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                InspectError::UnknownFormat { .. } | InspectError::NotAModel { .. }
+            ),
+            "{err}"
+        );
         let fake = dir.join("fake.tflite");
         std::fs::write(&fake, b"garbage!garbage!").unwrap();
-        assert!(matches!(inspect(&fake).unwrap_err(), InspectError::NotAModel { .. }));
+        assert!(matches!(
+            inspect(&fake).unwrap_err(),
+            InspectError::NotAModel { .. }
+        ));
         let truncated = dir.join("trunc.tflite");
         let bytes = std::fs::read(fixture("sine_float.tflite")).unwrap();
         std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();

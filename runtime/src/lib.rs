@@ -9,4 +9,4 @@
 
 mod inspect;
 
-pub use inspect::{InspectError, ModelSignature, detect_format, inspect};
+pub use inspect::{InspectError, ModelSignature, detect_format, inspect, install_quiet_panic_hook};

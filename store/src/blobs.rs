@@ -130,7 +130,11 @@ impl BlobStore for FsBlobStore {
             for entry in fs::read_dir(shard.path())? {
                 let entry = entry?;
                 // Names that are not digests are not ours; leave them alone.
-                if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+                if let Some(d) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| Digest::from_hex(n).ok())
+                {
                     out.push(d);
                 }
             }

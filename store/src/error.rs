@@ -92,7 +92,10 @@ pub fn trust_kind(t: &TrustError) -> ErrorKind {
     }
 }
 
-pub(crate) fn io_err(action: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StoreError {
+pub(crate) fn io_err(
+    action: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.display().to_string();
     move |source| StoreError::Io {
         action,

@@ -93,6 +93,13 @@ pub struct VerifyReport {
     pub bytes_checked: u64,
 }
 
+/// The logical state of a registry: `name:version` -> pack digest, and `name:tag` -> version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub packs: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+}
+
 /// What `gc` removed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GcReport {
@@ -110,7 +117,9 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("root", &self.root).finish()
+        f.debug_struct("Registry")
+            .field("root", &self.root)
+            .finish()
     }
 }
 
@@ -258,7 +267,9 @@ impl Registry {
             .get(key.as_str())?
             .ok_or_else(|| StoreError::NotFound(reference.to_string()))?;
         let (signed, saved_at) = Self::decode_record(&key, bytes.value())?;
-        let tags = Self::tags_by_version(&tags)?.remove(&key).unwrap_or_default();
+        let tags = Self::tags_by_version(&tags)?
+            .remove(&key)
+            .unwrap_or_default();
         Ok(StoredPack {
             signed,
             saved_at,
@@ -384,7 +395,8 @@ impl Registry {
         for c in &file.chunks {
             let data = self.read_chunk(&c.digest, c.size)?;
             hasher.update(&data);
-            out.write_all(&data).map_err(io_err("write", Path::new(path)))?;
+            out.write_all(&data)
+                .map_err(io_err("write", Path::new(path)))?;
         }
         if Digest(*hasher.finalize().as_bytes()) != file.digest {
             return Err(StoreError::Corrupt(format!(
@@ -452,7 +464,11 @@ impl Registry {
 
     /// Starts saving a pack whose manifest is built as its chunks are cut (`pack save`): fails
     /// early if `name:version` exists. Finish with [`PackWriter::commit_manifest`].
-    pub fn begin_save(&self, name: &str, version: &semver::Version) -> Result<PackWriter<'_>, StoreError> {
+    pub fn begin_save(
+        &self,
+        name: &str,
+        version: &semver::Version,
+    ) -> Result<PackWriter<'_>, StoreError> {
         let key = pack_key(name, version);
         self.check_absent(&key)?;
         Ok(PackWriter {
@@ -495,7 +511,10 @@ impl Registry {
                 return Err(StoreError::NotFound(reference.to_string()));
             }
             let version_text = version.to_string();
-            tags.insert(format!("{}:{tag}", reference.name).as_str(), version_text.as_str())?;
+            tags.insert(
+                format!("{}:{tag}", reference.name).as_str(),
+                version_text.as_str(),
+            )?;
         }
         txn.commit()?;
         Ok(pack_key(&reference.name, &version))
@@ -581,15 +600,22 @@ impl Registry {
             for entry in packs.iter()? {
                 let (k, v) = entry?;
                 let (signed, _) = Self::decode_record(k.value(), v.value())?;
-                referenced.extend(signed.manifest.unique_chunks().into_iter().map(|c| c.digest));
+                referenced.extend(
+                    signed
+                        .manifest
+                        .unique_chunks()
+                        .into_iter()
+                        .map(|c| c.digest),
+                );
             }
             let mut chunks = txn.open_table(CHUNKS)?;
             let mut rows = Vec::new();
             for entry in chunks.iter()? {
                 let (k, v) = entry?;
-                let digest = Digest(k.value().try_into().map_err(|_| {
-                    StoreError::Corrupt("chunk row key is not 32 bytes".into())
-                })?);
+                let digest =
+                    Digest(k.value().try_into().map_err(|_| {
+                        StoreError::Corrupt("chunk row key is not 32 bytes".into())
+                    })?);
                 rows.push((digest, v.value().1));
             }
             for (digest, stored) in rows {
@@ -605,12 +631,19 @@ impl Registry {
         txn.commit()?;
         // Rows are gone, so deleting files now can never leave a row without its file.
         for d in &removed {
-            self.blobs.remove(d).map_err(io_err("remove chunk", Path::new(&d.to_string())))?;
+            self.blobs
+                .remove(d)
+                .map_err(io_err("remove chunk", Path::new(&d.to_string())))?;
         }
-        let on_disk = self.blobs.list().map_err(io_err("list content store", &self.root))?;
+        let on_disk = self
+            .blobs
+            .list()
+            .map_err(io_err("list content store", &self.root))?;
         for d in on_disk {
             if !live.contains(&d) {
-                self.blobs.remove(&d).map_err(io_err("remove chunk", Path::new(&d.to_string())))?;
+                self.blobs
+                    .remove(&d)
+                    .map_err(io_err("remove chunk", Path::new(&d.to_string())))?;
                 report.orphan_files_removed += 1;
             }
         }
@@ -619,7 +652,7 @@ impl Registry {
 
     /// Every `name:version` with its pack digest, and every tag: what tests compare before
     /// and after an interrupted change.
-    pub fn snapshot(&self) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), StoreError> {
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let txn = self.db.begin_read()?;
         let mut packs = BTreeMap::new();
         for entry in txn.open_table(PACKS)?.iter()? {
@@ -632,7 +665,7 @@ impl Registry {
             let (k, v) = entry?;
             tags.insert(k.value().to_owned(), v.value().to_owned());
         }
-        Ok((packs, tags))
+        Ok(Snapshot { packs, tags })
     }
 }
 
@@ -668,7 +701,12 @@ impl PackWriter<'_> {
     /// Stores one chunk's compressed bytes if the registry lacks it. The caller vouches that
     /// they decompress to `size` bytes with this digest (the archive reader and the chunker
     /// both check it).
-    pub fn add_chunk(&mut self, digest: &Digest, size: u64, compressed: &[u8]) -> Result<(), StoreError> {
+    pub fn add_chunk(
+        &mut self,
+        digest: &Digest,
+        size: u64,
+        compressed: &[u8],
+    ) -> Result<(), StoreError> {
         if let Some(needed) = &self.needed
             && let Some(&declared) = needed.get(digest)
             && declared != size

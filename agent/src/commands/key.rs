@@ -43,7 +43,10 @@ fn write_new(path: &Path, contents: &str, mode: u32, force: bool) -> anyhow::Res
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             user_error(
                 ExitCode::Conflict,
-                format!("{} already exists; pass --force to overwrite it", path.display()),
+                format!(
+                    "{} already exists; pass --force to overwrite it",
+                    path.display()
+                ),
             )
         } else {
             anyhow::Error::new(e).context(format!("failed to create {}", path.display()))
@@ -91,7 +94,8 @@ fn load_public(spec: &str) -> anyhow::Result<PublicKey> {
     if spec.starts_with("ed25519:") {
         return Ok(spec.parse::<PublicKey>()?);
     }
-    let text = fs::read_to_string(spec).with_context(|| format!("failed to read key file {spec}"))?;
+    let text =
+        fs::read_to_string(spec).with_context(|| format!("failed to read key file {spec}"))?;
     if let Ok(key) = text.trim().parse::<PublicKey>() {
         return Ok(key);
     }
@@ -115,7 +119,9 @@ pub fn show(args: KeyShowArgs, printer: &Printer) -> anyhow::Result<()> {
         secret_key_file: None,
         public_key_file: None,
     };
-    printer.result(&info, || format!("{}\nkey id: {}", info.public_key, info.key_id));
+    printer.result(&info, || {
+        format!("{}\nkey id: {}", info.public_key, info.key_id)
+    });
     Ok(())
 }
 
@@ -145,7 +151,8 @@ pub fn trust(args: KeyTrustArgs, settings: &Settings, printer: &Printer) -> anyh
     // Check what we write reads back the same before replacing the file.
     aq_pack::TrustPolicy::parse(&text).context("refusing to write a policy that does not parse")?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
+        fs::create_dir_all(parent)
+            .with_context(|| format!("failed to create {}", parent.display()))?;
     }
     let tmp = path.with_extension("toml.tmp");
     fs::write(&tmp, &text).with_context(|| format!("failed to write {}", tmp.display()))?;
@@ -162,7 +169,12 @@ pub fn trust(args: KeyTrustArgs, settings: &Settings, printer: &Printer) -> anyh
         packs: args.packs,
     };
     printer.result(&out, || {
-        format!("Trusted key {} for packs {} in {}", out.key_id, out.packs.join(", "), out.policy)
+        format!(
+            "Trusted key {} for packs {} in {}",
+            out.key_id,
+            out.packs.join(", "),
+            out.policy
+        )
     });
     Ok(())
 }

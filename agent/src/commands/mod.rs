@@ -38,8 +38,12 @@ pub fn dispatch(command: Command, settings: &Settings, printer: &Printer) -> any
 
 /// Opens the registry in the data directory.
 pub fn open_registry(settings: &Settings) -> anyhow::Result<Registry> {
-    Registry::open(&settings.data_dir)
-        .with_context(|| format!("failed to open the registry in {}", settings.data_dir.display()))
+    Registry::open(&settings.data_dir).with_context(|| {
+        format!(
+            "failed to open the registry in {}",
+            settings.data_dir.display()
+        )
+    })
 }
 
 /// Parses a user-typed pack reference.

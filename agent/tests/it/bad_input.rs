@@ -1,11 +1,11 @@
 //! Hostile and broken input: each case exits non-zero with a clear message and leaves every
 //! byte of the registry as it was.
 
+use aq_pack::Digest;
 use aq_pack::archive::ArchiveWriter;
 use aq_pack::chunk::{chunk_stream, compress};
 use aq_pack::keys::SecretKey;
 use aq_pack::signature::{SignatureEnvelope, SignedManifest};
-use aq_pack::Digest;
 
 use crate::support::*;
 
@@ -19,13 +19,52 @@ struct Setup {
 fn setup() -> Setup {
     let env = Env::new();
     let key_path = env.trusted_key("a", "k");
-    env.ok("a", &["pack", "save", fixture("densenet121_light.onnx").to_str().unwrap(), "--name", "base", "--version", "1.0.0", "--key", key_path.to_str().unwrap()]);
+    env.ok(
+        "a",
+        &[
+            "pack",
+            "save",
+            fixture("densenet121_light.onnx").to_str().unwrap(),
+            "--name",
+            "base",
+            "--version",
+            "1.0.0",
+            "--key",
+            key_path.to_str().unwrap(),
+        ],
+    );
     // A second registry with the same trust policy, holding one pack too.
     std::fs::create_dir_all(env.data("dst")).unwrap();
-    std::fs::copy(env.data("a").join("trust.toml"), env.data("dst").join("trust.toml")).unwrap();
-    env.ok("dst", &["pack", "save", fixture("sigmoid.onnx").to_str().unwrap(), "--name", "other", "--version", "1.0.0", "--key", key_path.to_str().unwrap()]);
+    std::fs::copy(
+        env.data("a").join("trust.toml"),
+        env.data("dst").join("trust.toml"),
+    )
+    .unwrap();
+    env.ok(
+        "dst",
+        &[
+            "pack",
+            "save",
+            fixture("sigmoid.onnx").to_str().unwrap(),
+            "--name",
+            "other",
+            "--version",
+            "1.0.0",
+            "--key",
+            key_path.to_str().unwrap(),
+        ],
+    );
     let archive_path = env.path("base.aqpack");
-    env.ok("a", &["pack", "export", "base:1.0.0", "-o", archive_path.to_str().unwrap()]);
+    env.ok(
+        "a",
+        &[
+            "pack",
+            "export",
+            "base:1.0.0",
+            "-o",
+            archive_path.to_str().unwrap(),
+        ],
+    );
     let key = SecretKey::from_file_text(&std::fs::read_to_string(&key_path).unwrap()).unwrap();
     let archive = std::fs::read(&archive_path).unwrap();
     Setup { env, key, archive }
@@ -40,13 +79,21 @@ impl Setup {
         let mut args = vec!["pack", "import", file.to_str().unwrap()];
         args.extend_from_slice(extra);
         let stderr = self.env.fails("dst", &args, code);
-        assert_eq!(fingerprint(&self.env.data("dst")), before, "{label}: registry changed");
+        assert_eq!(
+            fingerprint(&self.env.data("dst")),
+            before,
+            "{label}: registry changed"
+        );
         stderr
     }
 }
 
 /// Builds an archive from raw manifest bytes (signed with `key` if given) and chunk frames.
-fn archive_from(manifest_bytes: &[u8], key: Option<&SecretKey>, chunks: &[(Digest, Vec<u8>)]) -> Vec<u8> {
+fn archive_from(
+    manifest_bytes: &[u8],
+    key: Option<&SecretKey>,
+    chunks: &[(Digest, Vec<u8>)],
+) -> Vec<u8> {
     // ArchiveWriter takes a SignedManifest; build one without validation for hostile bytes.
     let signed = SignedManifest {
         manifest: aq_pack::manifest::Manifest::parse(&valid_manifest_bytes()).unwrap(),
@@ -106,7 +153,12 @@ fn truncated_and_corrupted_archives() {
     trailing.extend_from_slice(b"junk");
     let err = s.refused("trailing", &trailing, 5, &[]);
     assert!(err.contains("after its end"), "{err}");
-    let err = s.refused("not-an-archive", b"PK\x03\x04 this is a zip, not a pack", 5, &[]);
+    let err = s.refused(
+        "not-an-archive",
+        b"PK\x03\x04 this is a zip, not a pack",
+        5,
+        &[],
+    );
     assert!(err.contains("not an .aqpack"), "{err}");
     s.refused("empty", b"", 5, &[]);
 }
@@ -118,18 +170,33 @@ fn chunk_not_matching_digest_and_bombs() {
     let (manifest, chunks) = small_pack(&data);
     // Right digest, wrong bytes (still valid zstd, same length).
     let wrong = vec![(chunks[0].0, compress(&vec![8u8; 100_000], 3).unwrap())];
-    let err = s.refused("wrong-bytes", &archive_from(&manifest, Some(&s.key), &wrong), 4, &[]);
+    let err = s.refused(
+        "wrong-bytes",
+        &archive_from(&manifest, Some(&s.key), &wrong),
+        4,
+        &[],
+    );
     assert!(err.contains("does not match its digest"), "{err}");
     // A bomb: the manifest declares 16 KiB, the chunk (2 KiB, within the compressed-size
     // bound for 16 KiB) inflates to 64 MiB.
     let small = vec![1u8; 16 * 1024];
     let (manifest, chunks) = small_pack(&small);
     let bomb = compress(&vec![1u8; 64 << 20], 19).unwrap();
-    let err = s.refused("bomb", &archive_from(&manifest, Some(&s.key), &[(chunks[0].0, bomb)]), 4, &[]);
+    let err = s.refused(
+        "bomb",
+        &archive_from(&manifest, Some(&s.key), &[(chunks[0].0, bomb)]),
+        4,
+        &[],
+    );
     assert!(err.contains("declared size"), "{err}");
     // A compressed chunk longer than zstd could ever produce for its size is refused unread.
     let (manifest, chunks) = small_pack(&vec![1u8; 1024]);
-    let err = s.refused("oversized-frame", &archive_from(&manifest, Some(&s.key), &[(chunks[0].0, vec![0u8; 4096])]), 5, &[]);
+    let err = s.refused(
+        "oversized-frame",
+        &archive_from(&manifest, Some(&s.key), &[(chunks[0].0, vec![0u8; 4096])]),
+        5,
+        &[],
+    );
     assert!(err.contains("over its limit"), "{err}");
 }
 
@@ -139,17 +206,58 @@ fn hostile_manifests() {
     let (_, chunks) = small_pack(b"0123456789");
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("not-json", b"{this is not json".to_vec(), "not valid JSON"),
-        ("schema-missing-field", mutate_manifest(|v| { v.as_object_mut().unwrap().remove("model"); }), "model"),
-        ("schema-unknown-field", mutate_manifest(|v| v["surprise"] = serde_json::json!(true)), "surprise"),
-        ("dotdot-path", mutate_manifest(|v| { v["files"][0]["path"] = "../../etc/passwd".into(); v["model"]["entry"] = "../../etc/passwd".into(); }), "'..'"),
-        ("absolute-path", mutate_manifest(|v| { v["files"][0]["path"] = "/etc/passwd".into(); v["model"]["entry"] = "/etc/passwd".into(); }), "absolute"),
-        ("size-lies", mutate_manifest(|v| v["files"][0]["size"] = 1_000_000.into()), "add up"),
-        ("newer-format", mutate_manifest(|v| v["format_version"] = 9.into()), "format_version 9"),
-        ("bad-name", mutate_manifest(|v| v["name"] = "Evil Name".into()), "name"),
+        (
+            "schema-missing-field",
+            mutate_manifest(|v| {
+                v.as_object_mut().unwrap().remove("model");
+            }),
+            "model",
+        ),
+        (
+            "schema-unknown-field",
+            mutate_manifest(|v| v["surprise"] = serde_json::json!(true)),
+            "surprise",
+        ),
+        (
+            "dotdot-path",
+            mutate_manifest(|v| {
+                v["files"][0]["path"] = "../../etc/passwd".into();
+                v["model"]["entry"] = "../../etc/passwd".into();
+            }),
+            "'..'",
+        ),
+        (
+            "absolute-path",
+            mutate_manifest(|v| {
+                v["files"][0]["path"] = "/etc/passwd".into();
+                v["model"]["entry"] = "/etc/passwd".into();
+            }),
+            "absolute",
+        ),
+        (
+            "size-lies",
+            mutate_manifest(|v| v["files"][0]["size"] = 1_000_000.into()),
+            "add up",
+        ),
+        (
+            "newer-format",
+            mutate_manifest(|v| v["format_version"] = 9.into()),
+            "format_version 9",
+        ),
+        (
+            "bad-name",
+            mutate_manifest(|v| v["name"] = "Evil Name".into()),
+            "name",
+        ),
     ];
     for (label, manifest, needle) in cases {
         // Signed by the trusted key: the refusal comes from parsing, not from trust.
-        let err = s.refused(label, &archive_from(&manifest, Some(&s.key), &chunks), 5, &[]);
+        let err = s.refused(
+            label,
+            &archive_from(&manifest, Some(&s.key), &chunks),
+            5,
+            &[],
+        );
         assert!(err.contains(needle), "{label}: {err}");
     }
 }
@@ -164,7 +272,12 @@ fn chunk_size_that_lies() {
     v["files"][0]["size"] = 9.into();
     v["files"][0]["chunks"][0]["size"] = 9.into();
     let lying = serde_json::to_vec(&v).unwrap();
-    s.refused("chunk-size-lies", &archive_from(&lying, Some(&s.key), &chunks), 4, &[]);
+    s.refused(
+        "chunk-size-lies",
+        &archive_from(&lying, Some(&s.key), &chunks),
+        4,
+        &[],
+    );
 }
 
 #[test]
@@ -172,14 +285,22 @@ fn trust_failures() {
     let s = setup();
     let (manifest, chunks) = small_pack(b"0123456789");
     let stranger = SecretKey::from_seed([99; 32]);
-    let err = s.refused("untrusted", &archive_from(&manifest, Some(&stranger), &chunks), 4, &[]);
+    let err = s.refused(
+        "untrusted",
+        &archive_from(&manifest, Some(&stranger), &chunks),
+        4,
+        &[],
+    );
     assert!(err.contains("does not name"), "{err}");
     let err = s.refused("unsigned", &archive_from(&manifest, None, &chunks), 4, &[]);
     assert!(err.contains("unsigned"), "{err}");
     // A manifest changed after signing: the signature no longer verifies.
     let signed = archive_from(&manifest, Some(&s.key), &chunks);
     let mut tampered_manifest = manifest.clone();
-    let at = tampered_manifest.windows(7).position(|w| w == b"hostile").unwrap();
+    let at = tampered_manifest
+        .windows(7)
+        .position(|w| w == b"hostile")
+        .unwrap();
     tampered_manifest[at] = b'j';
     let signature = SignatureEnvelope::sign(&manifest, &s.key);
     let forged = {
@@ -208,7 +329,10 @@ fn trust_failures() {
     let m2 = serde_json::to_vec(&v).unwrap();
     let file = s.env.path("unsigned.aqpack");
     std::fs::write(&file, archive_from(&m2, None, &c2)).unwrap();
-    s.env.ok("dst", &["pack", "import", file.to_str().unwrap(), "--allow-unsigned"]);
+    s.env.ok(
+        "dst",
+        &["pack", "import", file.to_str().unwrap(), "--allow-unsigned"],
+    );
 }
 
 #[test]
@@ -217,26 +341,110 @@ fn bad_save_requests() {
     let notes = s.env.path("notes.onnx");
     std::fs::write(&notes, "meeting notes, not a model\n").unwrap();
     let cases: Vec<(Vec<String>, i32, &str)> = vec![
-        (vec!["pack".into(), "save".into(), notes.display().to_string(), "--name".into(), "n".into(), "--version".into(), "1.0.0".into()], 5, "neither an ONNX nor a TFLite"),
-        (vec!["pack".into(), "save".into(), fixture("sigmoid.onnx").display().to_string(), "--name".into(), "other".into(), "--version".into(), "1.0.0".into()], 6, "already exists"),
-        (vec!["pack".into(), "save".into(), fixture("sigmoid.onnx").display().to_string(), "--name".into(), "Bad Name".into(), "--version".into(), "1.0.0".into()], 5, "--name"),
-        (vec!["pack".into(), "save".into(), fixture("sigmoid.onnx").display().to_string(), "--name".into(), "n".into(), "--version".into(), "one".into()], 5, "--version"),
-        (vec!["pack".into(), "save".into(), "/no/such/model.onnx".into(), "--name".into(), "n".into(), "--version".into(), "1.0.0".into()], 3, "no/such"),
-        (vec!["pack".into(), "inspect".into(), "missing:1.0.0".into()], 3, "no pack matches"),
-        (vec!["pack".into(), "import".into(), "/no/such.aqpack".into()], 3, "failed to open"),
+        (
+            vec![
+                "pack".into(),
+                "save".into(),
+                notes.display().to_string(),
+                "--name".into(),
+                "n".into(),
+                "--version".into(),
+                "1.0.0".into(),
+            ],
+            5,
+            "neither an ONNX nor a TFLite",
+        ),
+        (
+            vec![
+                "pack".into(),
+                "save".into(),
+                fixture("sigmoid.onnx").display().to_string(),
+                "--name".into(),
+                "other".into(),
+                "--version".into(),
+                "1.0.0".into(),
+            ],
+            6,
+            "already exists",
+        ),
+        (
+            vec![
+                "pack".into(),
+                "save".into(),
+                fixture("sigmoid.onnx").display().to_string(),
+                "--name".into(),
+                "Bad Name".into(),
+                "--version".into(),
+                "1.0.0".into(),
+            ],
+            5,
+            "--name",
+        ),
+        (
+            vec![
+                "pack".into(),
+                "save".into(),
+                fixture("sigmoid.onnx").display().to_string(),
+                "--name".into(),
+                "n".into(),
+                "--version".into(),
+                "one".into(),
+            ],
+            5,
+            "--version",
+        ),
+        (
+            vec![
+                "pack".into(),
+                "save".into(),
+                "/no/such/model.onnx".into(),
+                "--name".into(),
+                "n".into(),
+                "--version".into(),
+                "1.0.0".into(),
+            ],
+            3,
+            "no/such",
+        ),
+        (
+            vec!["pack".into(), "inspect".into(), "missing:1.0.0".into()],
+            3,
+            "no pack matches",
+        ),
+        (
+            vec!["pack".into(), "import".into(), "/no/such.aqpack".into()],
+            3,
+            "failed to open",
+        ),
     ];
     for (args, code, needle) in cases {
         let before = fingerprint(&s.env.data("dst"));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let err = s.env.fails("dst", &args, code);
         assert!(err.contains(needle), "{args:?}: {err}");
-        assert_eq!(fingerprint(&s.env.data("dst")), before, "{args:?} changed the registry");
+        assert_eq!(
+            fingerprint(&s.env.data("dst")),
+            before,
+            "{args:?} changed the registry"
+        );
     }
     // A truncated TFLite file is refused too (tract must not take the process down).
     let bytes = std::fs::read(fixture("selfie_segmentation.tflite")).unwrap();
     let cut = s.env.path("cut.tflite");
     std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
-    s.env.fails("dst", &["pack", "save", cut.to_str().unwrap(), "--name", "cut", "--version", "1.0.0"], 5);
+    s.env.fails(
+        "dst",
+        &[
+            "pack",
+            "save",
+            cut.to_str().unwrap(),
+            "--name",
+            "cut",
+            "--version",
+            "1.0.0",
+        ],
+        5,
+    );
     // JSON errors for machines.
     let out = s.env.aq("dst", &["--json", "pack", "inspect", "missing"]);
     let body = json(String::from_utf8_lossy(&out.stderr).trim());

@@ -7,14 +7,23 @@ use std::process::{Command, Output};
 pub const AQ: &str = env!("CARGO_BIN_EXE_aq");
 
 pub fn fixture(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models").join(name);
-    assert!(p.exists(), "missing fixture {}: run fixtures/fetch.sh", p.display());
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/models")
+        .join(name);
+    assert!(
+        p.exists(),
+        "missing fixture {}: run fixtures/fetch.sh",
+        p.display()
+    );
     p
 }
 
 /// Every committed fixture model (fixtures/models.tsv, committed = yes) plus the fetched ones.
 pub fn fixture_models() -> Vec<(String, String)> {
-    let tsv = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models.tsv")).unwrap();
+    let tsv = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models.tsv"),
+    )
+    .unwrap();
     tsv.lines()
         .skip(1)
         .filter(|l| !l.trim().is_empty())
@@ -31,7 +40,9 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
-        Env { dir: tempfile::tempdir().unwrap() }
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn data(&self, name: &str) -> PathBuf {
@@ -69,9 +80,19 @@ impl Env {
     pub fn fails(&self, data: &str, args: &[&str], code: i32) -> String {
         let out = self.aq(data, args);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(code), "aq {args:?}: stderr:\n{stderr}");
-        assert!(stderr.starts_with("error: "), "no clear error for {args:?}: {stderr}");
-        assert!(!stderr.contains("panicked"), "aq panicked for {args:?}: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "aq {args:?}: stderr:\n{stderr}"
+        );
+        assert!(
+            stderr.starts_with("error: "),
+            "no clear error for {args:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("panicked"),
+            "aq panicked for {args:?}: {stderr}"
+        );
         stderr
     }
 
@@ -79,7 +100,10 @@ impl Env {
     pub fn trusted_key(&self, data: &str, name: &str) -> PathBuf {
         let key = self.path(name);
         self.ok(data, &["key", "gen", "--out", key.to_str().unwrap()]);
-        self.ok(data, &["key", "trust", key.to_str().unwrap(), "--packs", "*"]);
+        self.ok(
+            data,
+            &["key", "trust", key.to_str().unwrap(), "--packs", "*"],
+        );
         key
     }
 }
@@ -89,11 +113,21 @@ impl Env {
 /// pack, tag or chunk changed.
 pub fn fingerprint(dir: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let list = Command::new(AQ).arg("--data-dir").arg(dir).args(["--json", "pack", "list"]).output().unwrap();
+    let list = Command::new(AQ)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--json", "pack", "list"])
+        .output()
+        .unwrap();
     assert!(list.status.success());
-    out.insert("(pack list)".into(), String::from_utf8(list.stdout).unwrap());
+    out.insert(
+        "(pack list)".into(),
+        String::from_utf8(list.stdout).unwrap(),
+    );
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in entries {
             let p = e.unwrap().path();
             if p.is_dir() {
@@ -102,7 +136,10 @@ pub fn fingerprint(dir: &Path) -> BTreeMap<String, String> {
                 continue;
             } else {
                 let bytes = std::fs::read(&p).unwrap();
-                out.insert(p.strip_prefix(root).unwrap().display().to_string(), blake3::hash(&bytes).to_hex().to_string());
+                out.insert(
+                    p.strip_prefix(root).unwrap().display().to_string(),
+                    blake3::hash(&bytes).to_hex().to_string(),
+                );
             }
         }
     }

@@ -13,12 +13,15 @@ use crate::support::*;
 fn import_interrupted_at_every_io_step_leaves_old_or_new_state() {
     let v1 = bytes(400_000, 1);
     let mut v2 = v1.clone();
-    v2[100_000..300_000].iter_mut().for_each(|b| *b = b.wrapping_add(1));
+    v2[100_000..300_000]
+        .iter_mut()
+        .for_each(|b| *b = b.wrapping_add(1));
     let archive_v2 = {
         let tmp = tempfile::tempdir().unwrap();
         let reg = Registry::open(tmp.path()).unwrap();
         save(&reg, "det", "2.0.0", &v2).unwrap();
-        reg.export(&"det:2.0.0".parse().unwrap(), Vec::new()).unwrap()
+        reg.export(&"det:2.0.0".parse().unwrap(), Vec::new())
+            .unwrap()
     };
     let mut fail_at = 0;
     loop {
@@ -35,22 +38,30 @@ fn import_interrupted_at_every_io_step_leaves_old_or_new_state() {
                 faults.clone(),
             ))?;
             let blobs = FailingBlobs {
-                inner: FsBlobStore::open(&dir.path().join("blobs"), &dir.path().join("tmp")).unwrap(),
+                inner: FsBlobStore::open(&dir.path().join("blobs"), &dir.path().join("tmp"))
+                    .unwrap(),
                 faults: faults.clone(),
             };
             let reg = Registry::with_parts(dir.path(), db, Box::new(blobs))?;
-            let (verified, _) = archive::open(&archive_v2[..])?.verify(&policy(), SystemTime::now(), false)?;
+            let (verified, _) =
+                archive::open(&archive_v2[..])?.verify(&policy(), SystemTime::now(), false)?;
             reg.import(verified, None)
         })();
         let reg = Registry::open(dir.path()).unwrap();
         let now = reg.snapshot().unwrap();
-        let has_new = now.0.contains_key("det:2.0.0");
+        let has_new = now.packs.contains_key("det:2.0.0");
         if result.is_ok() {
-            assert!(has_new, "import reported success but the pack is absent (fail_at {fail_at})");
+            assert!(
+                has_new,
+                "import reported success but the pack is absent (fail_at {fail_at})"
+            );
         }
         if has_new {
-            assert_eq!(now.0.len(), 2);
-            assert_eq!(now.1.get("det:latest").map(String::as_str), Some("2.0.0"));
+            assert_eq!(now.packs.len(), 2);
+            assert_eq!(
+                now.tags.get("det:latest").map(String::as_str),
+                Some("2.0.0")
+            );
         } else {
             assert_eq!(now, old, "partial state after failure at op {fail_at}");
         }
@@ -59,13 +70,19 @@ fn import_interrupted_at_every_io_step_leaves_old_or_new_state() {
         reg.gc().unwrap();
         verify_all(&reg);
         if !has_new {
-            let (verified, _) = archive::open(&archive_v2[..]).unwrap().verify(&policy(), SystemTime::now(), false).unwrap();
+            let (verified, _) = archive::open(&archive_v2[..])
+                .unwrap()
+                .verify(&policy(), SystemTime::now(), false)
+                .unwrap();
             reg.import(verified, None).unwrap();
             verify_all(&reg);
         }
         if !faults.fired() {
             eprintln!("import: interrupted at each of {fail_at} storage operations");
-            assert!(fail_at > 10, "the import should take more than a few I/O steps");
+            assert!(
+                fail_at > 10,
+                "the import should take more than a few I/O steps"
+            );
             break;
         }
         fail_at += 1;
@@ -104,11 +121,18 @@ fn power_loss_at_every_step_of_save_remove_and_gc() {
             let now = reg.snapshot().unwrap();
             let changed = now != old;
             if result.is_ok() && op != "gc" {
-                assert!(changed, "{op} reported success but did not persist (fail_at {fail_at})");
+                assert!(
+                    changed,
+                    "{op} reported success but did not persist (fail_at {fail_at})"
+                );
             }
             match op {
-                "save" if changed => assert!(now.0.contains_key("det:2.0.0") && now.0.len() == 2),
-                "remove" if changed => assert!(!now.0.contains_key("det:2.0.0") && now.0.len() == 1),
+                "save" if changed => {
+                    assert!(now.packs.contains_key("det:2.0.0") && now.packs.len() == 2)
+                }
+                "remove" if changed => {
+                    assert!(!now.packs.contains_key("det:2.0.0") && now.packs.len() == 1)
+                }
                 _ => assert_eq!(now, old, "{op}: partial state at op {fail_at}"),
             }
             verify_all(&reg);

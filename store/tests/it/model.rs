@@ -38,11 +38,14 @@ proptest! {
                     let id = format!("p{name}:1.{minor}.0");
                     let data = bytes(40_000 + seed as usize * 1000, seed as u64);
                     let res = save(&reg, &format!("p{name}"), &format!("1.{minor}.0"), &data);
-                    if model.contains_key(&id) {
-                        prop_assert_eq!(res.unwrap_err().kind(), ErrorKind::Conflict);
-                    } else {
-                        res.unwrap();
-                        model.insert(id, seed);
+                    match model.entry(id) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            prop_assert_eq!(res.unwrap_err().kind(), ErrorKind::Conflict);
+                        }
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            res.unwrap();
+                            slot.insert(seed);
+                        }
                     }
                 }
                 Op::Remove { name, minor } => {
@@ -57,7 +60,8 @@ proptest! {
                 }
                 Op::Gc => { reg.gc().unwrap(); }
             }
-            let (packs, tags) = reg.snapshot().unwrap();
+            let snap = reg.snapshot().unwrap();
+            let (packs, tags) = (snap.packs, snap.tags);
             prop_assert_eq!(packs.keys().cloned().collect::<Vec<_>>(), model.keys().cloned().collect::<Vec<_>>());
             // `latest` always points at the newest version present.
             for name in ["p0", "p1"] {

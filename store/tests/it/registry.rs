@@ -2,8 +2,8 @@
 
 use std::time::SystemTime;
 
-use aq_pack::archive;
 use aq_pack::PackRef;
+use aq_pack::archive;
 use aq_store::{ErrorKind, Registry};
 
 use crate::support::*;
@@ -24,18 +24,38 @@ fn save_list_tag_remove_gc() {
     let list = reg.list().unwrap();
     assert_eq!(list.len(), 2);
     assert_eq!(list[1].tags, vec!["latest".to_string()]);
-    assert_eq!(reg.get(&r("det")).unwrap().manifest().version.to_string(), "1.1.0");
+    assert_eq!(
+        reg.get(&r("det")).unwrap().manifest().version.to_string(),
+        "1.1.0"
+    );
 
     let err = save(&reg, "det", "1.0.0", &v1).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
 
     reg.tag(&r("det:1.0.0"), "prod").unwrap();
-    assert_eq!(reg.get(&r("det:prod")).unwrap().manifest().version.to_string(), "1.0.0");
-    assert_eq!(reg.tag(&r("det:1.0.0"), "2.0.0").unwrap_err().kind(), ErrorKind::InvalidInput);
-    assert_eq!(reg.get(&r("det:nope")).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        reg.get(&r("det:prod"))
+            .unwrap()
+            .manifest()
+            .version
+            .to_string(),
+        "1.0.0"
+    );
+    assert_eq!(
+        reg.tag(&r("det:1.0.0"), "2.0.0").unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        reg.get(&r("det:nope")).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 
     reg.remove(&r("det:1.1.0")).unwrap();
-    assert_eq!(reg.get(&r("det")).unwrap().manifest().version.to_string(), "1.0.0", "latest moved back");
+    assert_eq!(
+        reg.get(&r("det")).unwrap().manifest().version.to_string(),
+        "1.0.0",
+        "latest moved back"
+    );
     let gc = reg.gc().unwrap();
     assert!(gc.chunks_removed >= 1 && gc.chunks_removed <= 4, "{gc:?}");
     verify_all(&reg);
@@ -63,7 +83,10 @@ fn export_import_unpack_round_trip() {
     let archive_bytes = src.export(&r("det:2.0.0"), Vec::new()).unwrap();
 
     let dst = Registry::open(b.path()).unwrap();
-    let (verified, _) = archive::open(&archive_bytes[..]).unwrap().verify(&policy(), SystemTime::now(), false).unwrap();
+    let (verified, _) = archive::open(&archive_bytes[..])
+        .unwrap()
+        .verify(&policy(), SystemTime::now(), false)
+        .unwrap();
     let report = dst.import(verified, None).unwrap();
     assert_eq!(report.chunks_new, report.chunks_total);
     verify_all(&dst);
@@ -77,8 +100,14 @@ fn export_import_unpack_round_trip() {
 
     // Importing the same pack again is a conflict and changes nothing.
     let before = dst.snapshot().unwrap();
-    let (verified, _) = archive::open(&archive_bytes[..]).unwrap().verify(&policy(), SystemTime::now(), false).unwrap();
-    assert_eq!(dst.import(verified, None).unwrap_err().kind(), ErrorKind::Conflict);
+    let (verified, _) = archive::open(&archive_bytes[..])
+        .unwrap()
+        .verify(&policy(), SystemTime::now(), false)
+        .unwrap();
+    assert_eq!(
+        dst.import(verified, None).unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
     assert_eq!(dst.snapshot().unwrap(), before);
 }
 
@@ -89,15 +118,29 @@ fn tampered_chunk_in_the_store_is_detected() {
     save(&reg, "det", "1.0.0", &bytes(300_000, 5)).unwrap();
     // Overwrite one stored chunk with another valid zstd frame.
     let blobs = dir.path().join("blobs");
-    let shard = std::fs::read_dir(&blobs).unwrap().next().unwrap().unwrap().path();
-    let file = std::fs::read_dir(&shard).unwrap().next().unwrap().unwrap().path();
+    let shard = std::fs::read_dir(&blobs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let file = std::fs::read_dir(&shard)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     std::fs::write(&file, zstd_frame(b"evil")).unwrap();
-    let err = reg.verify(&r("det:1.0.0"), &policy(), SystemTime::now(), false).unwrap_err();
+    let err = reg
+        .verify(&r("det:1.0.0"), &policy(), SystemTime::now(), false)
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
     let err = reg.export(&r("det:1.0.0"), Vec::new()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
     std::fs::remove_file(&file).unwrap();
-    let err = reg.verify(&r("det:1.0.0"), &policy(), SystemTime::now(), false).unwrap_err();
+    let err = reg
+        .verify(&r("det:1.0.0"), &policy(), SystemTime::now(), false)
+        .unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
 }
 

@@ -42,12 +42,19 @@ pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// A signed pack of one file, with its chunks compressed.
-pub fn make_pack(name: &str, version: &str, data: &[u8]) -> (SignedManifest, Vec<(Digest, u64, Vec<u8>)>) {
+pub fn make_pack(
+    name: &str,
+    version: &str,
+    data: &[u8],
+) -> (SignedManifest, Vec<(Digest, u64, Vec<u8>)>) {
     let mut refs = Vec::new();
     let mut chunks: Vec<(Digest, u64, Vec<u8>)> = Vec::new();
     for c in chunk_stream(data) {
         let c = c.unwrap();
-        refs.push(ChunkRef { digest: c.digest, size: c.data.len() as u64 });
+        refs.push(ChunkRef {
+            digest: c.digest,
+            size: c.data.len() as u64,
+        });
         if !chunks.iter().any(|(d, _, _)| *d == c.digest) {
             chunks.push((c.digest, c.data.len() as u64, compress(&c.data, 3).unwrap()));
         }
@@ -60,7 +67,11 @@ pub fn make_pack(name: &str, version: &str, data: &[u8]) -> (SignedManifest, Vec
         model: ModelInfo {
             format: ModelFormat::Onnx,
             entry: "model.onnx".into(),
-            inputs: vec![TensorSpec { name: "x".into(), dtype: "f32".into(), shape: None }],
+            inputs: vec![TensorSpec {
+                name: "x".into(),
+                dtype: "f32".into(),
+                shape: None,
+            }],
             outputs: vec![],
         },
         files: vec![FileEntry {
@@ -70,9 +81,16 @@ pub fn make_pack(name: &str, version: &str, data: &[u8]) -> (SignedManifest, Vec
             chunks: refs,
         }],
         meta: Default::default(),
-        provenance: Provenance { tool: "test".into(), source: None, created_by: None },
+        provenance: Provenance {
+            tool: "test".into(),
+            source: None,
+            created_by: None,
+        },
     };
-    (SignedManifest::seal(manifest, Some(&key())).unwrap(), chunks)
+    (
+        SignedManifest::seal(manifest, Some(&key())).unwrap(),
+        chunks,
+    )
 }
 
 pub fn save(reg: &Registry, name: &str, version: &str, data: &[u8]) -> Result<(), StoreError> {
@@ -115,8 +133,17 @@ pub struct FailingFileBackend {
 
 impl FailingFileBackend {
     pub fn open(path: &Path, faults: Arc<Faults>) -> Self {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).unwrap();
-        FailingFileBackend { inner: redb::backends::FileBackend::new(file).unwrap(), faults }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .unwrap();
+        FailingFileBackend {
+            inner: redb::backends::FileBackend::new(file).unwrap(),
+            faults,
+        }
     }
 }
 
@@ -205,7 +232,10 @@ impl StorageBackend for MemBackend {
         let start = offset as usize;
         let end = start + out.len();
         if end > d.db_current.len() {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past end"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past end",
+            ));
         }
         out.copy_from_slice(&d.db_current[start..end]);
         Ok(())
@@ -244,11 +274,21 @@ impl BlobStore for MemBlobs {
     }
     fn put(&self, d: &Digest, b: &[u8]) -> io::Result<()> {
         self.faults.tick()?;
-        self.disk.lock().unwrap().blobs_current.insert(*d, b.to_vec());
+        self.disk
+            .lock()
+            .unwrap()
+            .blobs_current
+            .insert(*d, b.to_vec());
         Ok(())
     }
     fn get(&self, d: &Digest) -> io::Result<Vec<u8>> {
-        self.disk.lock().unwrap().blobs_current.get(d).cloned().ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        self.disk
+            .lock()
+            .unwrap()
+            .blobs_current
+            .get(d)
+            .cloned()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
     fn remove(&self, d: &Digest) -> io::Result<()> {
         self.faults.tick()?;
@@ -258,7 +298,14 @@ impl BlobStore for MemBlobs {
         Ok(())
     }
     fn list(&self) -> io::Result<Vec<Digest>> {
-        Ok(self.disk.lock().unwrap().blobs_current.keys().copied().collect())
+        Ok(self
+            .disk
+            .lock()
+            .unwrap()
+            .blobs_current
+            .keys()
+            .copied()
+            .collect())
     }
     fn sync(&self) -> io::Result<()> {
         self.faults.tick()?;
@@ -269,15 +316,29 @@ impl BlobStore for MemBlobs {
     }
 }
 
-pub fn open_mem(dir: &Path, disk: &Arc<Mutex<Disk>>, faults: Arc<Faults>) -> Result<Registry, StoreError> {
-    let backend = MemBackend { disk: disk.clone(), faults: faults.clone() };
+pub fn open_mem(
+    dir: &Path,
+    disk: &Arc<Mutex<Disk>>,
+    faults: Arc<Faults>,
+) -> Result<Registry, StoreError> {
+    let backend = MemBackend {
+        disk: disk.clone(),
+        faults: faults.clone(),
+    };
     let db = redb::Builder::new().create_with_backend(backend)?;
-    Registry::with_parts(dir, db, Box::new(MemBlobs { disk: disk.clone(), faults }))
+    Registry::with_parts(
+        dir,
+        db,
+        Box::new(MemBlobs {
+            disk: disk.clone(),
+            faults,
+        }),
+    )
 }
 
 /// Checks every pack in the registry end to end (signature, chunks, file digests).
 pub fn verify_all(reg: &Registry) {
-    let (packs, _) = reg.snapshot().unwrap();
+    let packs = reg.snapshot().unwrap().packs;
     for id in packs.keys() {
         let r: aq_pack::PackRef = id.parse().unwrap();
         reg.verify(&r, &policy(), std::time::SystemTime::now(), false)

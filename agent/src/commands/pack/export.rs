@@ -19,7 +19,8 @@ pub fn run(args: ExportArgs, settings: &Settings, printer: &Printer) -> anyhow::
     tmp_name.push(".partial");
     let tmp = std::path::PathBuf::from(tmp_name);
     let result = (|| -> anyhow::Result<u64> {
-        let file = File::create(&tmp).with_context(|| format!("failed to create {}", tmp.display()))?;
+        let file =
+            File::create(&tmp).with_context(|| format!("failed to create {}", tmp.display()))?;
         let writer = registry.export(&reference, BufWriter::with_capacity(1 << 20, file))?;
         let file = writer.into_inner().context("failed to flush the archive")?;
         file.sync_all().context("failed to sync the archive")?;
@@ -42,6 +43,13 @@ pub fn run(args: ExportArgs, settings: &Settings, printer: &Printer) -> anyhow::
         file: args.output.display().to_string(),
         bytes: size,
     };
-    printer.result(&out, || format!("Exported {} to {} ({})", out.id, out.file, human_bytes(out.bytes)));
+    printer.result(&out, || {
+        format!(
+            "Exported {} to {} ({})",
+            out.id,
+            out.file,
+            human_bytes(out.bytes)
+        )
+    });
     Ok(())
 }

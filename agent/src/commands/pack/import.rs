@@ -13,7 +13,8 @@ use crate::settings::Settings;
 
 pub fn run(args: ImportArgs, settings: &Settings, printer: &Printer) -> anyhow::Result<()> {
     let policy = super::super::load_policy(&args.trust, settings)?;
-    let file = File::open(&args.file).with_context(|| format!("failed to open {}", args.file.display()))?;
+    let file = File::open(&args.file)
+        .with_context(|| format!("failed to open {}", args.file.display()))?;
     let what = || format!("failed to import {}", args.file.display());
     // Header, manifest and signature are checked before the registry is touched.
     let pending = archive::open(BufReader::with_capacity(1 << 20, file)).with_context(what)?;
@@ -34,7 +35,10 @@ pub fn run(args: ImportArgs, settings: &Settings, printer: &Printer) -> anyhow::
             report.chunks_total,
             report.chunks_new,
             human_bytes(report.bytes_new),
-            report.signed_by.as_deref().unwrap_or("no (unsigned, allowed by --allow-unsigned)")
+            report
+                .signed_by
+                .as_deref()
+                .unwrap_or("no (unsigned, allowed by --allow-unsigned)")
         )
     });
     Ok(())

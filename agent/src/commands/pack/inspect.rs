@@ -21,7 +21,13 @@ fn tensors(list: &[TensorSpec]) -> String {
     list.iter()
         .map(|t| {
             let shape = match &t.shape {
-                Some(dims) => format!("[{}]", dims.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
+                Some(dims) => format!(
+                    "[{}]",
+                    dims.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 None => "(unknown shape)".into(),
             };
             format!("    {:<24} {:<6} {shape}\n", t.name, t.dtype)
@@ -45,7 +51,10 @@ pub fn run(args: RefArgs, settings: &Settings, printer: &Printer) -> anyhow::Res
     printer.result(&out, || {
         let mut s = format!("{}\n", out.id);
         s.push_str(&format!("  digest    {}\n", out.digest));
-        s.push_str(&format!("  format    {} (entry {})\n", m.model.format, m.model.entry));
+        s.push_str(&format!(
+            "  format    {} (entry {})\n",
+            m.model.format, m.model.entry
+        ));
         s.push_str(&format!(
             "  size      {} in {} file(s), {} chunks\n",
             human_bytes(m.total_size()),
@@ -58,13 +67,28 @@ pub fn run(args: RefArgs, settings: &Settings, printer: &Printer) -> anyhow::Res
                 .map(|sig| format!("key {} ({})", sig.key_id, sig.public_key))
                 .unwrap_or_else(|| "no (unsigned)".into())
         ));
-        s.push_str(&format!("  tags      {}\n", if out.tags.is_empty() { "-".into() } else { out.tags.join(", ") }));
-        s.push_str(&format!("  created   {} by {}\n", m.created_at, m.provenance.tool));
+        s.push_str(&format!(
+            "  tags      {}\n",
+            if out.tags.is_empty() {
+                "-".into()
+            } else {
+                out.tags.join(", ")
+            }
+        ));
+        s.push_str(&format!(
+            "  created   {} by {}\n",
+            m.created_at, m.provenance.tool
+        ));
         s.push_str(&format!("  inputs\n{}", tensors(&m.model.inputs)));
         s.push_str(&format!("  outputs\n{}", tensors(&m.model.outputs)));
         s.push_str("  files\n");
         for f in &m.files {
-            s.push_str(&format!("    {:<24} {:>10}  {}\n", f.path, human_bytes(f.size), f.digest));
+            s.push_str(&format!(
+                "    {:<24} {:>10}  {}\n",
+                f.path,
+                human_bytes(f.size),
+                f.digest
+            ));
         }
         if !m.meta.is_empty() {
             s.push_str("  meta\n");

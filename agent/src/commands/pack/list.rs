@@ -8,9 +8,13 @@ pub fn run(settings: &Settings, printer: &Printer) -> anyhow::Result<()> {
     let packs = registry.list()?;
     printer.result(&packs, || {
         if packs.is_empty() {
-            return "No packs. Add one with `aq pack save MODEL --name NAME --version 1.0.0`.".into();
+            return "No packs. Add one with `aq pack save MODEL --name NAME --version 1.0.0`."
+                .into();
         }
-        let mut out = format!("{:<32} {:<12} {:<8} {:>10}  {:<18} {:<16} TAGS\n", "NAME", "VERSION", "FORMAT", "SIZE", "DIGEST", "SIGNED BY");
+        let mut out = format!(
+            "{:<32} {:<12} {:<8} {:>10}  {:<18} {:<16} TAGS\n",
+            "NAME", "VERSION", "FORMAT", "SIZE", "DIGEST", "SIGNED BY"
+        );
         for p in &packs {
             out.push_str(&format!(
                 "{:<32} {:<12} {:<8} {:>10}  {:<18} {:<16} {}\n",

@@ -15,6 +15,11 @@ pub fn run(args: RefArgs, settings: &Settings, printer: &Printer) -> anyhow::Res
         removed: String,
     }
     let out = Out { removed };
-    printer.result(&out, || format!("Removed {} (run `aq pack gc` to free its chunks)", out.removed));
+    printer.result(&out, || {
+        format!(
+            "Removed {} (run `aq pack gc` to free its chunks)",
+            out.removed
+        )
+    });
     Ok(())
 }

@@ -23,32 +23,47 @@ pub fn run(args: SaveArgs, settings: &Settings, printer: &Printer) -> anyhow::Re
     let version = semver::Version::parse(&args.version).map_err(|e| {
         user_error(
             ExitCode::InvalidInput,
-            format!("invalid --version {:?}: {e} (expected semantic version like 1.2.0)", args.version),
+            format!(
+                "invalid --version {:?}: {e} (expected semantic version like 1.2.0)",
+                args.version
+            ),
         )
     })?;
     let meta = parse_meta(&args.meta)?;
     let key = args.key.as_deref().map(load_secret).transpose()?;
-    let signature = aq_runtime::inspect(&args.model)
-        .with_context(|| format!("failed to inspect {}", args.model.display()))?;
-
-    for warning in &signature.warnings {
-        printer.warn(&format!("{}: {warning}", args.model.display()));
-    }
     let entry = file_name(&args.model)?;
     let mut paths = vec![(entry.clone(), args.model.clone())];
     for extra in &args.files {
         let name = file_name(extra)?;
         if paths.iter().any(|(p, _)| *p == name) {
-            return Err(user_error(ExitCode::InvalidInput, format!("two files are named {name:?}")));
+            return Err(user_error(
+                ExitCode::InvalidInput,
+                format!("two files are named {name:?}"),
+            ));
         }
         paths.push((name, extra.clone()));
     }
 
     let registry = super::super::open_registry(settings)?;
     let mut writer = registry.begin_save(&args.name, &version)?;
-    let mut files = Vec::new();
-    for (name, path) in &paths {
-        files.push(chunk_file(&mut writer, name, path, args.level)?);
+    // tract reads the model while the files are chunked; if it refuses the file, dropping the
+    // writer removes every chunk written so far.
+    let (signature, files) = std::thread::scope(|scope| {
+        let inspection = scope.spawn(|| aq_runtime::inspect(&args.model));
+        let files = paths
+            .iter()
+            .map(|(name, path)| chunk_file(&mut writer, name, path, args.level))
+            .collect::<anyhow::Result<Vec<_>>>();
+        let signature = inspection
+            .join()
+            .map_err(|_| anyhow::anyhow!("model inspection thread panicked"))
+            .and_then(|r| r.with_context(|| format!("failed to inspect {}", args.model.display())));
+        (signature, files)
+    });
+    let signature = signature?;
+    let files = files?;
+    for warning in &signature.warnings {
+        printer.warn(&format!("{}: {warning}", args.model.display()));
     }
     let manifest = Manifest {
         format_version: manifest::FORMAT_VERSION,
@@ -65,11 +80,15 @@ pub fn run(args: SaveArgs, settings: &Settings, printer: &Printer) -> anyhow::Re
         meta,
         provenance: Provenance {
             tool: format!("aq {}", env!("CARGO_PKG_VERSION")),
-            source: args.model.file_name().map(|n| n.to_string_lossy().into_owned()),
+            source: args
+                .model
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned()),
             created_by: std::env::var("USER").ok().filter(|u| !u.is_empty()),
         },
     };
-    let signed = SignedManifest::seal(manifest, key.as_ref()).context("failed to build the manifest")?;
+    let signed =
+        SignedManifest::seal(manifest, key.as_ref()).context("failed to build the manifest")?;
     let total = signed.manifest.total_size();
     let report = writer.commit_manifest(signed)?;
     printer.result(&report, || {
@@ -88,10 +107,12 @@ pub fn run(args: SaveArgs, settings: &Settings, printer: &Printer) -> anyhow::Re
 }
 
 fn file_name(path: &Path) -> anyhow::Result<String> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| user_error(ExitCode::InvalidInput, format!("{} has no usable file name", path.display())))?;
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        user_error(
+            ExitCode::InvalidInput,
+            format!("{} has no usable file name", path.display()),
+        )
+    })?;
     manifest::validate_path(name).map_err(|r| user_error(ExitCode::InvalidInput, r))?;
     Ok(name.to_owned())
 }
@@ -100,10 +121,16 @@ fn parse_meta(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut meta = BTreeMap::new();
     for pair in pairs {
         let (k, v) = pair.split_once('=').ok_or_else(|| {
-            user_error(ExitCode::InvalidInput, format!("--meta {pair:?} is not KEY=VALUE"))
+            user_error(
+                ExitCode::InvalidInput,
+                format!("--meta {pair:?} is not KEY=VALUE"),
+            )
         })?;
         if meta.insert(k.to_owned(), v.to_owned()).is_some() {
-            return Err(user_error(ExitCode::InvalidInput, format!("--meta key {k:?} given twice")));
+            return Err(user_error(
+                ExitCode::InvalidInput,
+                format!("--meta key {k:?} given twice"),
+            ));
         }
     }
     Ok(meta)
@@ -113,7 +140,12 @@ fn parse_meta(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 ///
 /// Two threads: this one reads, cuts and hashes the file and stores compressed chunks; a worker
 /// compresses. Memory stays bounded by the channel depth (a few chunks of at most 256 KiB).
-fn chunk_file(writer: &mut PackWriter<'_>, name: &str, path: &Path, level: i32) -> anyhow::Result<FileEntry> {
+fn chunk_file(
+    writer: &mut PackWriter<'_>,
+    name: &str,
+    path: &Path,
+    level: i32,
+) -> anyhow::Result<FileEntry> {
     use std::sync::mpsc;
     let file = File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
     let mut hasher = blake3::Hasher::new();
@@ -139,7 +171,10 @@ fn chunk_file(writer: &mut PackWriter<'_>, name: &str, path: &Path, level: i32) 
             hasher.update(&chunk.data);
             let len = chunk.data.len() as u64;
             size += len;
-            chunks.push(ChunkRef { digest: chunk.digest, size: len });
+            chunks.push(ChunkRef {
+                digest: chunk.digest,
+                size: len,
+            });
             if !sent.contains(&chunk.digest) && writer.needs(&chunk.digest)? {
                 sent.insert(chunk.digest);
                 // The worker only stops early if this thread hung up, so a send cannot fail
@@ -166,7 +201,10 @@ fn chunk_file(writer: &mut PackWriter<'_>, name: &str, path: &Path, level: i32) 
     })
 }
 
-fn store(writer: &mut PackWriter<'_>, item: anyhow::Result<(Digest, u64, Vec<u8>)>) -> anyhow::Result<()> {
+fn store(
+    writer: &mut PackWriter<'_>,
+    item: anyhow::Result<(Digest, u64, Vec<u8>)>,
+) -> anyhow::Result<()> {
     let (digest, len, compressed) = item?;
     writer.add_chunk(&digest, len, &compressed)?;
     Ok(())

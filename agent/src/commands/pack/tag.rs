@@ -21,15 +21,19 @@ pub fn run(args: TagArgs, settings: &Settings, printer: &Printer) -> anyhow::Res
         tag: format!("{}:{}", reference.name, args.tag),
         target: Some(target),
     };
-    printer.result(&out, || format!("{} -> {}", out.tag, out.target.as_deref().unwrap_or("")));
+    printer.result(&out, || {
+        format!("{} -> {}", out.tag, out.target.as_deref().unwrap_or(""))
+    });
     Ok(())
 }
 
 pub fn untag(args: UntagArgs, settings: &Settings, printer: &Printer) -> anyhow::Result<()> {
-    let (name, tag) = args
-        .reference
-        .split_once(':')
-        .ok_or_else(|| user_error(ExitCode::InvalidInput, format!("{:?} is not NAME:TAG", args.reference)))?;
+    let (name, tag) = args.reference.split_once(':').ok_or_else(|| {
+        user_error(
+            ExitCode::InvalidInput,
+            format!("{:?} is not NAME:TAG", args.reference),
+        )
+    })?;
     let registry = super::super::open_registry(settings)?;
     registry.untag(name, tag)?;
     let out = Tagged {

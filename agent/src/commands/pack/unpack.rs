@@ -9,7 +9,13 @@ pub fn run(args: UnpackArgs, settings: &Settings, printer: &Printer) -> anyhow::
     let registry = super::super::open_registry(settings)?;
     let report = registry.unpack(&reference, &args.output)?;
     printer.result(&report, || {
-        format!("Unpacked {} into {}: {} ({})", report.id, report.dir, report.files.join(", "), human_bytes(report.bytes))
+        format!(
+            "Unpacked {} into {}: {} ({})",
+            report.id,
+            report.dir,
+            report.files.join(", "),
+            human_bytes(report.bytes)
+        )
     });
     Ok(())
 }

@@ -8,7 +8,12 @@ pub fn run(args: VerifyArgs, settings: &Settings, printer: &Printer) -> anyhow::
     let reference = super::super::parse_ref(&args.reference)?;
     let policy = super::super::load_policy(&args.trust, settings)?;
     let registry = super::super::open_registry(settings)?;
-    let report = registry.verify(&reference, &policy, super::super::now(), args.trust.allow_unsigned)?;
+    let report = registry.verify(
+        &reference,
+        &policy,
+        super::super::now(),
+        args.trust.allow_unsigned,
+    )?;
     printer.result(&report, || {
         format!(
             "OK {}: signature {}; {} chunks and {} file(s) ({}) match their digests",
