@@ -28,6 +28,9 @@ pub struct GlobalArgs {
     /// Print nothing but errors
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Device profile: a name from targets/ (embedded) or a profile file [default: detected]
+    #[arg(long, global = true, env = "AQ_PROFILE", value_name = "NAME|FILE")]
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -38,6 +41,22 @@ pub enum Command {
     /// Save, inspect, verify and move modelpacks in the local registry
     #[command(subcommand)]
     Pack(PackCommand),
+    /// This device: its profile (target, threads, preferred runtime and variants)
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Show the device profile in use and why it was chosen
+    Profile(DeviceProfileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeviceProfileArgs {
+    /// List every embedded profile instead
+    #[arg(long)]
+    pub list: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,6 +10,7 @@ mod cli;
 mod commands;
 pub mod exit;
 mod printer;
+pub mod profile;
 mod settings;
 
 use std::ffi::OsString;

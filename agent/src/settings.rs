@@ -5,11 +5,16 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::cli::GlobalArgs;
+use crate::exit::{ExitCode, user_error};
+use crate::profile::{self, MachineFacts, Profile, Reason};
 
 /// Everything a command needs to know about where and how to run.
 #[derive(Debug)]
 pub struct Settings {
     pub data_dir: PathBuf,
+    /// The device profile and why it was chosen; `None` when none matches this machine.
+    pub profile: Option<(Profile, Reason)>,
+    pub facts: MachineFacts,
 }
 
 impl Settings {
@@ -19,13 +24,46 @@ impl Settings {
             None => default_data_dir()
                 .context("cannot choose a data directory; pass --data-dir or set AQ_DATA_DIR")?,
         };
-        Ok(Settings { data_dir })
+        let facts = MachineFacts::read();
+        let profile = match &global.profile {
+            Some(choice) => Some((load_profile(choice)?, Reason::Requested)),
+            None => {
+                let all = profile::embedded()?;
+                profile::detect(&all, &facts).map(|(p, r)| (p.clone(), r))
+            }
+        };
+        Ok(Settings {
+            data_dir,
+            profile,
+            facts,
+        })
     }
 
     /// The default trust policy file.
     pub fn trust_file(&self) -> PathBuf {
         self.data_dir.join("trust.toml")
     }
+}
+
+/// A profile by embedded name, or from a file.
+fn load_profile(choice: &str) -> anyhow::Result<Profile> {
+    if let Some((name, text)) = profile::EMBEDDED.iter().find(|(n, _)| *n == choice) {
+        return Ok(Profile::parse(name, text)?);
+    }
+    let path = Path::new(choice);
+    if path.exists() {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read device profile {}", path.display()))?;
+        return Ok(Profile::parse(&path.display().to_string(), &text)?);
+    }
+    let known: Vec<&str> = profile::EMBEDDED.iter().map(|(n, _)| *n).collect();
+    Err(user_error(
+        ExitCode::InvalidInput,
+        format!(
+            "unknown device profile {choice:?}: not a file, and not one of {}",
+            known.join(", ")
+        ),
+    ))
 }
 
 fn default_data_dir() -> Option<PathBuf> {

@@ -1,5 +1,6 @@
 //! One module per command; `dispatch` routes the parsed command line to them.
 
+mod device;
 mod key;
 mod pack;
 
@@ -10,7 +11,7 @@ use anyhow::Context;
 use aq_pack::{PackRef, TrustPolicy};
 use aq_store::Registry;
 
-use crate::cli::{Command, KeyCommand, PackCommand, TrustArgs};
+use crate::cli::{Command, DeviceCommand, KeyCommand, PackCommand, TrustArgs};
 use crate::exit::{ExitCode, user_error};
 use crate::printer::Printer;
 use crate::settings::Settings;
@@ -20,6 +21,7 @@ pub fn dispatch(command: Command, settings: &Settings, printer: &Printer) -> any
         Command::Key(KeyCommand::Gen(args)) => key::gen_key(args, printer),
         Command::Key(KeyCommand::Show(args)) => key::show(args, printer),
         Command::Key(KeyCommand::Trust(args)) => key::trust(args, settings, printer),
+        Command::Device(DeviceCommand::Profile(args)) => device::profile(args, settings, printer),
         Command::Pack(cmd) => match cmd {
             PackCommand::Save(args) => pack::save::run(args, settings, printer),
             PackCommand::List => pack::list::run(settings, printer),

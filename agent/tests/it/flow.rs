@@ -213,3 +213,44 @@ fn keys() {
     env.fails("a", &["key", "show", "ed25519:not-a-key"], 5);
     env.fails("a", &["key", "show", "/no/such/key"], 3);
 }
+
+#[test]
+fn device_profiles() {
+    let env = Env::new();
+    let chosen = json(&env.ok("a", &["--json", "--profile", "rpi4", "device", "profile"]));
+    assert_eq!(chosen["profile"]["target"], "aarch64-unknown-linux-gnu");
+    assert_eq!(chosen["reason"], "requested");
+    let detected = json(&env.ok("a", &["--json", "device", "profile"]));
+    assert_eq!(detected["machine"]["arch"], std::env::consts::ARCH);
+    let all = json(&env.ok("a", &["--json", "device", "profile", "--list"]));
+    assert!(all.as_array().unwrap().len() >= 5);
+    // A profile file of one's own, and a broken one.
+    let custom = env.path("custom.toml");
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../targets/rpi5.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        &custom,
+        text.replace("name = \"rpi5\"", "name = \"my-board\""),
+    )
+    .unwrap();
+    let mine = json(&env.ok(
+        "a",
+        &[
+            "--json",
+            "--profile",
+            custom.to_str().unwrap(),
+            "device",
+            "profile",
+        ],
+    ));
+    assert_eq!(mine["profile"]["name"], "my-board");
+    std::fs::write(&custom, "format_version = 1\nname = \"x\"\n").unwrap();
+    env.fails(
+        "a",
+        &["--profile", custom.to_str().unwrap(), "device", "profile"],
+        5,
+    );
+    env.fails("a", &["--profile", "no-such-board", "device", "profile"], 5);
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Cross-builds a static `aq` for ARM gateways from an x86_64 Debian 12 machine, without Docker.
+#
+#   cross/build.sh aarch64            # -> dist/aq-aarch64-linux (static, stripped)
+#   cross/build.sh armv7              # -> dist/aq-armv7-linux
+#   cross/build.sh aarch64 --smoke    # then run the smoke test under qemu-user
+#
+# How: Debian's rustc-web compiler with Debian's ARM standard library (the two must be the very
+# same Debian version; checked below), the GNU cross linker, and glibc linked statically
+# (+crt-static). rustup's cargo drives Debian's rustc via RUSTC. Users with Docker can use
+# cross-rs and the repository's Cross.toml instead.
+#
+# Installs what it needs with apt (as root). Environment: CARGO_TARGET_DIR (default
+# target/cross: kept apart from host builds, whose compiler differs), AQ_DIST (default dist/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+arch="${1:-}"; shift || true
+smoke=0
+for a in "$@"; do
+  case "$a" in
+    --smoke) smoke=1 ;;
+    *) echo "cross/build.sh: unknown option $a" >&2; exit 2 ;;
+  esac
+done
+
+case "$arch" in
+  aarch64) deb_arch=arm64; triple=aarch64-unknown-linux-gnu; gnu=aarch64-linux-gnu; qemu=qemu-aarch64-static ;;
+  armv7)   deb_arch=armhf; triple=armv7-unknown-linux-gnueabihf; gnu=arm-linux-gnueabihf; qemu=qemu-arm-static ;;
+  *) echo "usage: cross/build.sh aarch64|armv7 [--smoke]" >&2; exit 2 ;;
+esac
+env_triple=$(echo "$triple" | tr 'a-z-' 'A-Z_')
+cc_triple=$(echo "$triple" | tr '-' '_')
+
+need=()
+dpkg --print-foreign-architectures | grep -qx "$deb_arch" || need_arch=1
+for p in rustc-web "libstd-rust-web-dev:$deb_arch" "gcc-$gnu" "libc6-dev-$deb_arch-cross" qemu-user-static; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ "${need_arch:-0}" = 1 ] || [ ${#need[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || { echo "cross/build.sh: please install as root: ${need[*]}" >&2; exit 1; }
+  export DEBIAN_FRONTEND=noninteractive
+  dpkg --add-architecture "$deb_arch"
+  # Only this architecture's lists: a broken index of another one must not stop us.
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+host_v=$(dpkg-query -W -f='${Version}' rustc-web)
+std_v=$(dpkg-query -W -f="\${Version}" "libstd-rust-web-dev:$deb_arch")
+if [ "$host_v" != "$std_v" ]; then
+  echo "cross/build.sh: rustc-web $host_v and libstd-rust-web-dev:$deb_arch $std_v differ; run apt-get install --only-upgrade rustc-web libstd-rust-web-dev:$deb_arch" >&2
+  exit 1
+fi
+
+export RUSTC=/usr/bin/rustc
+export "CARGO_TARGET_${env_triple}_LINKER=$gnu-gcc"
+export "CARGO_TARGET_${env_triple}_RUSTFLAGS=-C target-feature=+crt-static"
+export "CARGO_TARGET_${env_triple}_RUNNER=$qemu"
+export "CC_${cc_triple}=$gnu-gcc" "AR_${cc_triple}=$gnu-ar"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/cross"
+
+echo "cross/build.sh: $($RUSTC --version) for $triple"
+start=$(date +%s)
+cargo build --release --locked --target "$triple" -p aq-agent --bin aq
+bin="$CARGO_TARGET_DIR/$triple/release/aq"
+dist="${AQ_DIST:-$PWD/dist}"
+mkdir -p "$dist"
+out="$dist/aq-$arch-linux"
+cp "$bin" "$out"
+echo "cross/build.sh: built $out ($(stat -c %s "$out") bytes) in $(( $(date +%s) - start )) s"
+file "$out" 2>/dev/null || true
+
+if [ "$smoke" = 1 ]; then
+  cross/smoke.sh "$out" "$qemu"
+fi
