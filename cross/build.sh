@@ -42,8 +42,11 @@ if [ "${need_arch:-0}" = 1 ] || [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   dpkg --add-architecture "$deb_arch"
   # Only this architecture's lists: a broken index of another one must not stop us.
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}"
+  log=$(mktemp)
+  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}"; } >"$log" 2>&1; then
+    cat "$log" >&2; echo "cross/build.sh: apt failed installing ${need[*]}" >&2; exit 1
+  fi
+  rm -f "$log"
 fi
 
 host_v=$(dpkg-query -W -f='${Version}' rustc-web)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh Debian machine with the Rust toolchain:
-# installs what the tests need, fetches the fixture models, then format check, clippy and the
-# whole workspace test suite (unit, property, integration and end-to-end tests).
+# installs what the tests need, fetches the fixture models, then format check, clippy, the
+# whole workspace test suite (unit, property, integration and end-to-end tests), and the static
+# aarch64 build with its smoke test under qemu (apt installs need root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,3 +32,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
 cargo test --workspace --locked
+
+step "cross: static aarch64 aq, smoke test under qemu-aarch64-static against the host build"
+start=$(date +%s)
+cross/build.sh aarch64 --smoke
+echo "cross step took $(( $(date +%s) - start )) s"
