@@ -59,56 +59,24 @@ fn throughput() {
 
         let archive = tmp.path().join(format!("big{run}.tar.zst"));
         tar_c.push(time(|| {
-            run_ok(
-                Command::new("tar")
-                    .arg("--zstd")
-                    .arg("-cf")
-                    .arg(&archive)
-                    .arg("-C")
-                    .arg(tmp.path())
-                    .arg("big.onnx"),
-            )
+            run_ok(&mut tar("-cf", &archive, tmp.path(), Some("big.onnx")))
         }));
         tar_size = std::fs::metadata(&archive).unwrap().len();
         // aq makes what it writes durable before it reports success; tar does not, so time it
         // with a sync too for a like-for-like figure.
         let archive2 = tmp.path().join(format!("big{run}-synced.tar.zst"));
         tar_c_sync.push(time(|| {
-            run_ok(
-                Command::new("tar")
-                    .arg("--zstd")
-                    .arg("-cf")
-                    .arg(&archive2)
-                    .arg("-C")
-                    .arg(tmp.path())
-                    .arg("big.onnx"),
-            );
+            run_ok(&mut tar("-cf", &archive2, tmp.path(), Some("big.onnx")));
             run_ok(&mut Command::new("sync"));
         }));
         std::fs::remove_file(&archive2).unwrap();
         let xdir = tmp.path().join(format!("x{run}"));
         std::fs::create_dir(&xdir).unwrap();
-        tar_x.push(time(|| {
-            run_ok(
-                Command::new("tar")
-                    .arg("--zstd")
-                    .arg("-xf")
-                    .arg(&archive)
-                    .arg("-C")
-                    .arg(&xdir),
-            )
-        }));
+        tar_x.push(time(|| run_ok(&mut tar("-xf", &archive, &xdir, None))));
         let xdir2 = tmp.path().join(format!("x{run}-synced"));
         std::fs::create_dir(&xdir2).unwrap();
         tar_x_sync.push(time(|| {
-            run_ok(
-                Command::new("tar")
-                    .arg("--zstd")
-                    .arg("-xf")
-                    .arg(&archive)
-                    .arg("-C")
-                    .arg(&xdir2),
-            );
+            run_ok(&mut tar("-xf", &archive, &xdir2, None));
             run_ok(&mut Command::new("sync"));
         }));
         std::fs::remove_dir_all(&xdir2).unwrap();
@@ -172,6 +140,14 @@ fn throughput() {
         unpack.as_secs_f64() / tar_x.as_secs_f64(),
         unpack.as_secs_f64() / tar_x_sync.as_secs_f64()
     );
+}
+
+/// `tar --zstd -C DIR <op> ARCHIVE [FILE]`.
+fn tar(op: &str, archive: &Path, dir: &Path, file: Option<&str>) -> Command {
+    let mut cmd = Command::new("tar");
+    cmd.arg("--zstd").arg("-C").arg(dir).arg(op).arg(archive);
+    cmd.args(file);
+    cmd
 }
 
 fn run_ok(cmd: &mut Command) {

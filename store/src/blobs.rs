@@ -9,8 +9,9 @@ use std::sync::Mutex;
 
 use aq_pack::Digest;
 
-/// Where chunk bytes live. Implementations must make `put` atomic (a reader sees the whole
-/// value or none) and durable once `sync` returns.
+/// Where chunk bytes live. After `sync` returns, every `put` before it is complete and
+/// durable. Before that a `put` may be seen partly written: the registry never reads a chunk
+/// whose row it has not committed, and it commits rows only after `sync`.
 pub trait BlobStore: Send + Sync {
     fn contains(&self, digest: &Digest) -> io::Result<bool>;
     /// Stores the bytes under `digest`, replacing any value there.
@@ -25,14 +26,16 @@ pub trait BlobStore: Send + Sync {
     fn sync(&self) -> io::Result<()>;
 }
 
-/// A directory of files `ab/abcdef...` (two-hex-digit shards), each written to a temporary
-/// file and renamed into place (atomic). Durability is batched: `sync` makes every `put` since
-/// the last `sync` durable at once, with one `syncfs(2)` on Linux (a fsync per file costs about
-/// half of a large save's time), or a fsync of each new file and its directory elsewhere.
+/// A directory of files `ab/abcdef...` (256 two-hex-digit shards, made when the store is
+/// opened). A `put` is one create-write-close of the final file: no temporary file and rename,
+/// since the registry's row protocol already hides unfinished files (a crash mid-write leaves a
+/// file without a row, which the next `put` of that chunk overwrites or `gc` removes).
+/// Durability is batched: `sync` makes every `put` since the last `sync` durable at once, with
+/// one `syncfs(2)` on Linux (a fsync per file cost about half of a large save's time), or a
+/// fsync of each new file and its directory elsewhere.
 #[derive(Debug)]
 pub struct FsBlobStore {
     root: PathBuf,
-    tmp: PathBuf,
     /// Files and directories written since the last `sync`.
     dirty: Mutex<Dirty>,
 }
@@ -44,20 +47,16 @@ struct Dirty {
 }
 
 impl FsBlobStore {
-    /// Opens (creating if needed) a store in `root`, with temporary files in `tmp` (same
-    /// filesystem). Leftover temporary files from a crash are removed.
-    pub fn open(root: &Path, tmp: &Path) -> io::Result<FsBlobStore> {
-        fs::create_dir_all(root)?;
-        fs::create_dir_all(tmp)?;
-        for entry in fs::read_dir(tmp)? {
-            let entry = entry?;
-            if entry.file_type()?.is_file() {
-                fs::remove_file(entry.path())?;
+    /// Opens (creating if needed) a store in `root`.
+    pub fn open(root: &Path) -> io::Result<FsBlobStore> {
+        // The last shard is made last, so its presence means all 256 exist.
+        if !root.join("ff").is_dir() {
+            for shard in 0..=255u8 {
+                fs::create_dir_all(root.join(format!("{shard:02x}")))?;
             }
         }
         Ok(FsBlobStore {
             root: root.to_owned(),
-            tmp: tmp.to_owned(),
             dirty: Mutex::new(Dirty::default()),
         })
     }
@@ -83,29 +82,12 @@ impl BlobStore for FsBlobStore {
 
     fn put(&self, digest: &Digest, bytes: &[u8]) -> io::Result<()> {
         let target = self.path_of(digest);
-        let shard = target
-            .parent()
-            .map(Path::to_owned)
-            .unwrap_or_else(|| self.root.clone());
-        fs::create_dir_all(&shard)?;
-        let mut nonce = [0u8; 8];
-        getrandom::fill(&mut nonce).map_err(io::Error::other)?;
-        let tmp = self
-            .tmp
-            .join(format!("{}.{}", digest.to_hex(), u64::from_le_bytes(nonce)));
-        let result = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(bytes)?;
-            fs::rename(&tmp, &target)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result?;
+        File::create(&target)?.write_all(bytes)?;
         let mut dirty = self.dirty();
+        if let Some(shard) = target.parent() {
+            dirty.dirs.insert(shard.to_owned());
+        }
         dirty.files.push(target);
-        dirty.dirs.insert(shard);
-        dirty.dirs.insert(self.root.clone());
         Ok(())
     }
 

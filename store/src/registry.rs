@@ -135,10 +135,11 @@ impl Registry {
     /// Opens (creating if needed) the registry in `root`.
     pub fn open(root: &Path) -> Result<Registry, StoreError> {
         std::fs::create_dir_all(root).map_err(io_err("create data directory", root))?;
-        let blobs = FsBlobStore::open(&root.join("blobs"), &root.join("tmp"))
+        // The database first: its lock makes this process the registry's only writer before
+        // anything else in the directory is touched.
+        let db = Database::create(root.join(DB_FILE))?;
+        let blobs = FsBlobStore::open(&root.join("blobs"))
             .map_err(io_err("open content store in", root))?;
-        let db_path = root.join(DB_FILE);
-        let db = Database::create(&db_path)?;
         Registry::with_parts(root, db, Box::new(blobs))
     }
 
@@ -821,11 +822,14 @@ impl PackWriter<'_> {
 }
 
 impl Drop for PackWriter<'_> {
-    /// An abandoned writer removes the chunk files it wrote (they have no rows, and no other
-    /// pack can reference a chunk without a row). Best effort: what a crash leaves, `gc` takes.
+    /// An abandoned writer removes the chunk files it wrote that still have no row (no pack
+    /// can reference a chunk without a row). Best effort: what a crash leaves, `gc` takes.
     fn drop(&mut self) {
-        for (digest, _, _) in self.staged.drain(..) {
-            let _ = self.registry.blobs.remove(&digest);
+        for (digest, _, _) in std::mem::take(&mut self.staged) {
+            // Another writer in this process may have committed the same chunk since.
+            if matches!(self.registry.has_chunk_row(&digest), Ok(false)) {
+                let _ = self.registry.blobs.remove(&digest);
+            }
         }
     }
 }

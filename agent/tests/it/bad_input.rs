@@ -34,12 +34,7 @@ fn setup() -> Setup {
         ],
     );
     // A second registry with the same trust policy, holding one pack too.
-    std::fs::create_dir_all(env.data("dst")).unwrap();
-    std::fs::copy(
-        env.data("a").join("trust.toml"),
-        env.data("dst").join("trust.toml"),
-    )
-    .unwrap();
+    env.share_trust("a", "dst");
     env.ok(
         "dst",
         &[

@@ -10,12 +10,7 @@ use crate::support::*;
 fn import_killed_at_random_moments_leaves_a_consistent_registry() {
     let env = Env::new();
     let key = env.trusted_key("src", "k");
-    std::fs::create_dir_all(env.data("dst")).unwrap();
-    std::fs::copy(
-        env.data("src").join("trust.toml"),
-        env.data("dst").join("trust.toml"),
-    )
-    .unwrap();
+    env.share_trust("src", "dst");
     // The biggest fixture, so an import spans many chunk writes.
     env.ok(
         "src",

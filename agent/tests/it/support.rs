@@ -96,6 +96,16 @@ impl Env {
         stderr
     }
 
+    /// Gives data dir `to` a copy of data dir `from`'s trust policy.
+    pub fn share_trust(&self, from: &str, to: &str) {
+        std::fs::create_dir_all(self.data(to)).unwrap();
+        std::fs::copy(
+            self.data(from).join("trust.toml"),
+            self.data(to).join("trust.toml"),
+        )
+        .unwrap();
+    }
+
     /// A key pair in the test dir, trusted for every pack name in data dir `data`.
     pub fn trusted_key(&self, data: &str, name: &str) -> PathBuf {
         let key = self.path(name);

@@ -38,8 +38,7 @@ fn import_interrupted_at_every_io_step_leaves_old_or_new_state() {
                 faults.clone(),
             ))?;
             let blobs = FailingBlobs {
-                inner: FsBlobStore::open(&dir.path().join("blobs"), &dir.path().join("tmp"))
-                    .unwrap(),
+                inner: FsBlobStore::open(&dir.path().join("blobs")).unwrap(),
                 faults: faults.clone(),
             };
             let reg = Registry::with_parts(dir.path(), db, Box::new(blobs))?;

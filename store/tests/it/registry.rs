@@ -118,18 +118,12 @@ fn tampered_chunk_in_the_store_is_detected() {
     save(&reg, "det", "1.0.0", &bytes(300_000, 5)).unwrap();
     // Overwrite one stored chunk with another valid zstd frame.
     let blobs = dir.path().join("blobs");
-    let shard = std::fs::read_dir(&blobs)
+    let file = std::fs::read_dir(&blobs)
         .unwrap()
+        .flat_map(|shard| std::fs::read_dir(shard.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
         .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let file = std::fs::read_dir(&shard)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .expect("at least one chunk file");
     std::fs::write(&file, zstd_frame(b"evil")).unwrap();
     let err = reg
         .verify(&r("det:1.0.0"), &policy(), SystemTime::now(), false)
