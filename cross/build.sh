@@ -10,8 +10,9 @@
 # (+crt-static). rustup's cargo drives Debian's rustc via RUSTC. Users with Docker can use
 # cross-rs and the repository's Cross.toml instead.
 #
-# Installs what it needs with apt (as root). Environment: CARGO_TARGET_DIR (default
-# target/cross: kept apart from host builds, whose compiler differs), AQ_DIST (default dist/).
+# Installs what it needs with apt (as root). Environment: CARGO_TARGET_DIR (cross builds go to
+# its cross/ subfolder, apart from host builds, whose compiler differs), AQ_DIST (default
+# dist/), AQ_HOST_BIN (the host `aq` the smoke test compares against; built if unset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,6 +57,7 @@ if [ "$host_v" != "$std_v" ]; then
   exit 1
 fi
 
+host_target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 export RUSTC=/usr/bin/rustc
 export "CARGO_TARGET_${env_triple}_LINKER=$gnu-gcc"
 export "CARGO_TARGET_${env_triple}_RUSTFLAGS=-C target-feature=+crt-static"
@@ -75,5 +77,7 @@ echo "cross/build.sh: built $out ($(stat -c %s "$out") bytes) in $(( $(date +%s)
 file "$out" 2>/dev/null || true
 
 if [ "$smoke" = 1 ]; then
-  cross/smoke.sh "$out" "$qemu"
+  # The host side of the comparison is built by the host toolchain into the host target dir
+  # (a no-op after the test suite has built it), not by Debian's rustc used above.
+  env -u RUSTC CARGO_TARGET_DIR="$host_target_dir" cross/smoke.sh "$out" "$qemu" "${AQ_HOST_BIN:-}"
 fi

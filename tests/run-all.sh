@@ -31,9 +31,16 @@ step "clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
-cargo test --workspace --locked
+test_log=$(mktemp)
+cargo test --workspace --locked 2>&1 | tee "$test_log"
+read -r passed failed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } } END { print p + 0, f + 0 }' "$test_log")
+rm -f "$test_log"
 
 step "cross: static aarch64 aq, smoke test under qemu-aarch64-static against the host build"
 start=$(date +%s)
-cross/build.sh aarch64 --smoke
+# The host side of the comparison: the `aq` the test step just built.
+AQ_HOST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/aq" cross/build.sh aarch64 --smoke
 echo "cross step took $(( $(date +%s) - start )) s"
+
+# One closing line for the whole run: the cargo tests, plus the cross smoke test.
+echo "summary: $((passed + 1)) passed, $failed failed"
