@@ -12,9 +12,8 @@ use crate::profile::{self, MachineFacts, Profile, Reason};
 #[derive(Debug)]
 pub struct Settings {
     pub data_dir: PathBuf,
-    /// The device profile and why it was chosen; `None` when none matches this machine.
-    pub profile: Option<(Profile, Reason)>,
-    pub facts: MachineFacts,
+    /// The profile named with `--profile`/`AQ_PROFILE`, already loaded and checked.
+    requested_profile: Option<Profile>,
 }
 
 impl Settings {
@@ -24,19 +23,23 @@ impl Settings {
             None => default_data_dir()
                 .context("cannot choose a data directory; pass --data-dir or set AQ_DATA_DIR")?,
         };
-        let facts = MachineFacts::read();
-        let profile = match &global.profile {
-            Some(choice) => Some((load_profile(choice)?, Reason::Requested)),
-            None => {
-                let all = profile::embedded()?;
-                profile::detect(&all, &facts).map(|(p, r)| (p.clone(), r))
-            }
-        };
+        let requested_profile = global.profile.as_deref().map(load_profile).transpose()?;
         Ok(Settings {
             data_dir,
-            profile,
-            facts,
+            requested_profile,
         })
+    }
+
+    /// The device profile and why it was chosen (`None` when none matches this machine), with
+    /// the machine facts. Detection reads `/proc`, so it runs only for commands that ask.
+    pub fn profile(&self) -> anyhow::Result<(Option<(Profile, Reason)>, MachineFacts)> {
+        let facts = MachineFacts::read();
+        if let Some(p) = &self.requested_profile {
+            return Ok((Some((p.clone(), Reason::Requested)), facts));
+        }
+        let all = profile::embedded()?;
+        let detected = profile::detect(&all, &facts).map(|(p, r)| (p.clone(), r));
+        Ok((detected, facts))
     }
 
     /// The default trust policy file.

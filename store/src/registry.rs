@@ -458,7 +458,7 @@ impl Registry {
             key,
             signed: Some(signed),
             needed: Some(needed),
-            staged: Vec::new(),
+            staged: HashMap::new(),
             bytes_new: 0,
         })
     }
@@ -477,7 +477,7 @@ impl Registry {
             key,
             signed: None,
             needed: None,
-            staged: Vec::new(),
+            staged: HashMap::new(),
             bytes_new: 0,
         })
     }
@@ -679,18 +679,15 @@ pub struct PackWriter<'r> {
     signed: Option<SignedManifest>,
     /// For imports: chunks the pack references that have no row yet, with their sizes.
     needed: Option<HashMap<Digest, u64>>,
-    staged: Vec<(Digest, u64, u64)>,
+    /// Chunks this writer stored: digest -> (size, stored size).
+    staged: HashMap<Digest, (u64, u64)>,
     bytes_new: u64,
 }
 
 impl PackWriter<'_> {
-    fn is_staged(&self, digest: &Digest) -> bool {
-        self.staged.iter().any(|(d, _, _)| d == digest)
-    }
-
     /// True when the registry lacks this chunk and it has not been supplied yet.
     pub fn needs(&self, digest: &Digest) -> Result<bool, StoreError> {
-        if self.is_staged(digest) {
+        if self.staged.contains_key(digest) {
             return Ok(false);
         }
         match &self.needed {
@@ -723,7 +720,7 @@ impl PackWriter<'_> {
             .blobs
             .put(digest, compressed)
             .map_err(io_err("write chunk", Path::new(&digest.to_string())))?;
-        self.staged.push((*digest, size, compressed.len() as u64));
+        self.staged.insert(*digest, (size, compressed.len() as u64));
         self.bytes_new += compressed.len() as u64;
         Ok(())
     }
@@ -780,7 +777,7 @@ impl PackWriter<'_> {
                 });
             }
             let mut chunks = txn.open_table(CHUNKS)?;
-            for (d, size, stored) in &self.staged {
+            for (d, (size, stored)) in &self.staged {
                 chunks.insert(&d.0[..], (*size, *stored))?;
             }
             // Every referenced chunk must now have a row; otherwise nothing is committed.
@@ -825,7 +822,7 @@ impl Drop for PackWriter<'_> {
     /// An abandoned writer removes the chunk files it wrote that still have no row (no pack
     /// can reference a chunk without a row). Best effort: what a crash leaves, `gc` takes.
     fn drop(&mut self) {
-        for (digest, _, _) in std::mem::take(&mut self.staged) {
+        for digest in std::mem::take(&mut self.staged).into_keys() {
             // Another writer in this process may have committed the same chunk since.
             if matches!(self.registry.has_chunk_row(&digest), Ok(false)) {
                 let _ = self.registry.blobs.remove(&digest);

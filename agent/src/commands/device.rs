@@ -29,19 +29,20 @@ pub fn profile(
         });
         return Ok(());
     }
-    let (profile, reason) = settings.profile.as_ref().ok_or_else(|| {
+    let (chosen, facts) = settings.profile()?;
+    let (profile, reason) = chosen.as_ref().ok_or_else(|| {
         user_error(
             ExitCode::NotFound,
             format!(
                 "no device profile matches this machine (arch {}); pass --profile NAME|FILE",
-                settings.facts.arch
+                facts.arch
             ),
         )
     })?;
     let out = Chosen {
         profile,
         reason,
-        machine: &settings.facts,
+        machine: &facts,
     };
     printer.result(&out, || {
         let why = match reason {
@@ -56,9 +57,9 @@ pub fn profile(
             profile.description,
             profile.target,
             profile.threads,
-            settings.facts.cpus,
+            facts.cpus,
             profile.memory_mb,
-            settings.facts.memory_mb.map_or("unknown".into(), |m| format!("{m} MB")),
+            facts.memory_mb.map_or("unknown".into(), |m| format!("{m} MB")),
             profile.runtimes.join(", "),
             profile.variants.join(", "),
             profile.cpu_features.join(", "),
