@@ -1,0 +1,3 @@
+//! aq-runtime integration tests: real fixture models through the tract engine.
+
+mod engines;
