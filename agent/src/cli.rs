@@ -44,6 +44,72 @@ pub enum Command {
     /// This device: its profile (target, threads, preferred runtime and variants)
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Serve models over HTTP (v1 and Open Inference Protocol v2) with dynamic batching
+    Serve(ServeArgs),
+    /// Serve one model file and reload it whenever the file changes
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServingArgs {
+    /// Address to listen on [default: 127.0.0.1:8080, or the config file's]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    /// Config file with server and per-model settings (TOML)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Most rows per engine run (1 turns batching off) [default: 8]
+    #[arg(long, value_name = "N")]
+    pub max_batch: Option<usize>,
+    /// Longest wait for a batch to fill, e.g. 2ms [default: 2ms]
+    #[arg(long, value_name = "DURATION")]
+    pub max_delay: Option<String>,
+    /// Requests allowed to wait per model before new ones get 503 [default: 256]
+    #[arg(long, value_name = "N")]
+    pub queue: Option<usize>,
+    /// Per-request timeout, e.g. 5s [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Inference threads per model [default: the device's cores, at most 4]
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Largest request body in bytes [default: 64 MiB]
+    #[arg(long, value_name = "BYTES")]
+    pub max_body: Option<usize>,
+    /// Log format on stderr
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log level: error, warn, info, debug or trace
+    #[arg(long, env = "AQ_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A model: NAME[:VERSION|:TAG] from the registry, or a .onnx/.tflite file; ALIAS=MODEL
+    /// serves it under another name. Repeatable.
+    #[arg(long = "model", value_name = "MODEL")]
+    pub models: Vec<String>,
+    #[command(flatten)]
+    pub serving: ServingArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// The model file to serve and watch (ALIAS=FILE names it)
+    #[arg(long = "model", value_name = "FILE")]
+    pub model: String,
+    /// How often to look at the file, e.g. 250ms
+    #[arg(long, default_value = "250ms", value_name = "DURATION")]
+    pub poll: String,
+    #[command(flatten)]
+    pub serving: ServingArgs,
 }
 
 #[derive(Debug, Subcommand)]

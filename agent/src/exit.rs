@@ -95,6 +95,8 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
                 .downcast_ref::<InspectError>()
                 .is_some_and(|e| !matches!(e, InspectError::Io { .. }))
             || cause.downcast_ref::<aq_pack::keys::KeyError>().is_some()
+            || cause.downcast_ref::<aq_runtime::LoadError>().is_some()
+            || cause.downcast_ref::<aq_serve::ConfigError>().is_some()
             || cause
                 .downcast_ref::<crate::profile::ProfileError>()
                 .is_some()

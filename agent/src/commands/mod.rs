@@ -1,8 +1,10 @@
 //! One module per command; `dispatch` routes the parsed command line to them.
 
+mod dev;
 mod device;
 mod key;
 mod pack;
+mod serve;
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -22,6 +24,8 @@ pub fn dispatch(command: Command, settings: &Settings, printer: &Printer) -> any
         Command::Key(KeyCommand::Show(args)) => key::show(args, printer),
         Command::Key(KeyCommand::Trust(args)) => key::trust(args, settings, printer),
         Command::Device(DeviceCommand::Profile(args)) => device::profile(args, settings, printer),
+        Command::Serve(args) => serve::run(args, settings, printer),
+        Command::Dev(args) => dev::run(args, settings, printer),
         Command::Pack(cmd) => match cmd {
             PackCommand::Save(args) => pack::save::run(args, settings, printer),
             PackCommand::List => pack::list::run(settings, printer),

