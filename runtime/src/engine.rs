@@ -205,7 +205,7 @@ pub enum LoadError {
         reason: String,
     },
     #[error(
-        "the {engine} engine panicked loading this model (a malformed file, or a case it does not handle): {message}"
+        "the {engine} engine cannot load this model: it failed an internal check (a malformed file, or a case it does not handle): {message}"
     )]
     Panicked {
         engine: &'static str,

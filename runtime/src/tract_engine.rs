@@ -196,7 +196,18 @@ impl TractEngine {
         };
         let buckets: Vec<(usize, OnceLock<Plan>)> =
             sizes.into_iter().map(|b| (b, OnceLock::new())).collect();
-        let (first, signature) = base.first_plan()?;
+        let (first, mut signature) = base.first_plan()?;
+        if format == ModelFormat::Tflite {
+            // tract names outputs after the node that computes them ("out.bias"); clients
+            // know the flatbuffer's tensor names.
+            let (inputs, outputs) = tflite_io_names(bytes)?;
+            for (spec, name) in signature.inputs.iter_mut().zip(inputs) {
+                spec.name = name;
+            }
+            for (spec, name) in signature.outputs.iter_mut().zip(outputs) {
+                spec.name = name;
+            }
+        }
         let _ = buckets[0].1.set(first);
         Ok(TractEngine {
             signature,
@@ -299,6 +310,47 @@ impl Engine for TractEngine {
         }
         Ok(())
     }
+}
+
+/// The main subgraph's input and output tensor names, in order.
+fn tflite_io_names(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), LoadError> {
+    use tract_tflite::prelude::Framework;
+    let proto = tract_tflite::tflite()
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(|e| load_failure(&e))?;
+    let root = proto.root();
+    let missing = || LoadError::Unsupported {
+        engine: ENGINE,
+        reason: "the model has no main subgraph with tensors".into(),
+    };
+    let graph = root
+        .subgraphs()
+        .filter(|g| !g.is_empty())
+        .ok_or_else(missing)?
+        .get(0);
+    let tensors = graph.tensors().ok_or_else(missing)?;
+    let names = |indices: Vec<i32>| -> Vec<String> {
+        indices
+            .into_iter()
+            .map(|i| {
+                usize::try_from(i)
+                    .ok()
+                    .filter(|i| *i < tensors.len())
+                    .and_then(|i| tensors.get(i).name())
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect()
+    };
+    let inputs = graph
+        .inputs()
+        .map(|v| v.iter().collect())
+        .unwrap_or_default();
+    let outputs = graph
+        .outputs()
+        .map(|v| v.iter().collect())
+        .unwrap_or_default();
+    Ok((names(inputs), names(outputs)))
 }
 
 /// What plans are built from.

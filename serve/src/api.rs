@@ -56,7 +56,8 @@ type Answer = Response<Full<Bytes>>;
 
 fn respond(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Answer {
     let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -137,21 +138,34 @@ where
         }
         ["v2", "models", model] | ["v2", "models", model, "versions", _] if get => {
             let version = segments.get(4).copied();
-            with_slot(state, model, version, |slot, loaded| json_answer(200, &v2_metadata(slot, loaded)))
+            with_slot(state, model, version, |slot, loaded| {
+                json_answer(200, &v2_metadata(slot, loaded))
+            })
         }
-        ["v2", "models", model, "ready"] | ["v2", "models", model, "versions", _, "ready"] if get => {
+        ["v2", "models", model, "ready"] | ["v2", "models", model, "versions", _, "ready"]
+            if get =>
+        {
             let version = segments.get(4).filter(|_| segments.len() == 6).copied();
             let draining = state.draining.load(Ordering::Relaxed);
             with_slot(state, model, version, |slot, loaded| {
                 let status = if draining { 503 } else { 200 };
-                json_answer(status, &json!({ "name": slot.name, "version": loaded.version, "ready": !draining }))
+                json_answer(
+                    status,
+                    &json!({ "name": slot.name, "version": loaded.version, "ready": !draining }),
+                )
             })
         }
-        ["v2", "models", model, "config"] | ["v2", "models", model, "versions", _, "config"] if get => {
+        ["v2", "models", model, "config"] | ["v2", "models", model, "versions", _, "config"]
+            if get =>
+        {
             let version = segments.get(4).filter(|_| segments.len() == 6).copied();
-            with_slot(state, model, version, |slot, loaded| json_answer(200, &triton_config(slot, loaded)))
+            with_slot(state, model, version, |slot, loaded| {
+                json_answer(200, &triton_config(slot, loaded))
+            })
         }
-        ["v2", "models", model, "infer"] | ["v2", "models", model, "versions", _, "infer"] if post => {
+        ["v2", "models", model, "infer"] | ["v2", "models", model, "versions", _, "infer"]
+            if post =>
+        {
             let version = segments.get(4).filter(|_| segments.len() == 6).copied();
             return predict(state, model, version, request, Protocol::V2).await;
         }
@@ -175,11 +189,23 @@ fn unrouted(segments: &[&str], method: &Method) -> ApiError {
         || matches!(segments, ["v2", "health", "live" | "ready"])
         || matches!(segments, ["v2", "models", ..]) && !post_routes;
     if post_routes && method != Method::POST {
-        ApiError::new(405, "method_not_allowed", format!("{method} is not allowed here; use POST"))
+        ApiError::new(
+            405,
+            "method_not_allowed",
+            format!("{method} is not allowed here; use POST"),
+        )
     } else if get_routes && method != Method::GET {
-        ApiError::new(405, "method_not_allowed", format!("{method} is not allowed here; use GET"))
+        ApiError::new(
+            405,
+            "method_not_allowed",
+            format!("{method} is not allowed here; use GET"),
+        )
     } else {
-        ApiError::new(404, "not_found", format!("no route for /{}", segments.join("/")))
+        ApiError::new(
+            404,
+            "not_found",
+            format!("no route for /{}", segments.join("/")),
+        )
     }
 }
 
@@ -189,7 +215,10 @@ fn with_slot(
     version: Option<&str>,
     f: impl FnOnce(&Slot, &Loaded) -> Answer,
 ) -> Result<Answer, ApiError> {
-    let slot = state.models.get(model).ok_or_else(|| ApiError::unknown_model(model))?;
+    let slot = state
+        .models
+        .get(model)
+        .ok_or_else(|| ApiError::unknown_model(model))?;
     let loaded = slot.current();
     if let Some(v) = version
         && v != loaded.version
@@ -197,7 +226,10 @@ fn with_slot(
         return Err(ApiError::new(
             404,
             "version_not_found",
-            format!("model {model:?} serves version {}, not {v:?}", loaded.version),
+            format!(
+                "model {model:?} serves version {}, not {v:?}",
+                loaded.version
+            ),
         ));
     }
     Ok(f(&slot, &loaded))
@@ -310,17 +342,34 @@ fn metrics_answer(state: &State, only: Option<&Arc<Slot>>) -> Answer {
             metrics: &slot.metrics,
         })
         .collect();
-    let server = if only.is_none() { Some(&state.metrics) } else { None };
-    respond(200, "text/plain; version=0.0.4; charset=utf-8", metrics::render(&rendered, server))
+    let server = if only.is_none() {
+        Some(&state.metrics)
+    } else {
+        None
+    };
+    respond(
+        200,
+        "text/plain; version=0.0.4; charset=utf-8",
+        metrics::render(&rendered, server),
+    )
 }
 
 /// Reads the whole body, refusing one over the limit before reading it when it says its size.
-async fn read_body<B>(request: Request<B>, limit: usize) -> Result<(hyper::http::request::Parts, Bytes), ApiError>
+async fn read_body<B>(
+    request: Request<B>,
+    limit: usize,
+) -> Result<(hyper::http::request::Parts, Bytes), ApiError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let too_large = || ApiError::new(413, "body_too_large", format!("the body is larger than the limit of {limit} bytes"));
+    let too_large = || {
+        ApiError::new(
+            413,
+            "body_too_large",
+            format!("the body is larger than the limit of {limit} bytes"),
+        )
+    };
     let (parts, body) = request.into_parts();
     if let Some(length) = parts.headers.get(CONTENT_LENGTH)
         && let Some(length) = length.to_str().ok().and_then(|s| s.parse::<u64>().ok())
@@ -331,7 +380,9 @@ where
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok((parts, collected.to_bytes())),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::bad_request(format!("failed to read the body: {e}"))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "failed to read the body: {e}"
+        ))),
     }
 }
 
@@ -341,7 +392,13 @@ fn header<'a>(parts: &'a hyper::http::request::Parts, name: &str) -> Option<&'a 
 
 /// A prediction on either protocol: decode, check, queue, wait, encode. Counts the request in
 /// the model's metrics by its final status.
-async fn predict<B>(state: &State, model: &str, version: Option<&str>, request: Request<B>, protocol: Protocol) -> Answer
+async fn predict<B>(
+    state: &State,
+    model: &str,
+    version: Option<&str>,
+    request: Request<B>,
+    protocol: Protocol,
+) -> Answer
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -355,7 +412,7 @@ where
     let answer = match predict_on(state, &slot, version, request, protocol).await {
         Ok(answer) => answer,
         Err(error) => {
-            if error.status >= 500 {
+            if error.status == 500 {
                 tracing::warn!(model = %slot.name, code = error.code, error = %error.message, "prediction failed");
             } else {
                 tracing::debug!(model = %slot.name, code = error.code, error = %error.message, "prediction refused");
@@ -366,7 +423,9 @@ where
     let status = answer.status().as_u16();
     slot.metrics.count_request(protocol.label(), status);
     if status == 200 {
-        slot.metrics.request_seconds.observe_duration(started.elapsed());
+        slot.metrics
+            .request_seconds
+            .observe_duration(started.elapsed());
     }
     answer
 }
@@ -389,7 +448,10 @@ where
         return Err(ApiError::new(
             404,
             "version_not_found",
-            format!("model {:?} serves version {}, not {v:?}", slot.name, loaded.version),
+            format!(
+                "model {:?} serves version {}, not {v:?}",
+                slot.name, loaded.version
+            ),
         ));
     }
     let (parts, body) = read_body(request, state.settings.max_body_bytes).await?;
@@ -397,24 +459,45 @@ where
     let content_type = header(&parts, "content-type").unwrap_or("application/json");
     let binary_in = content_type.starts_with(binary::CONTENT_TYPE);
     enum Decoded {
-        V1 { outputs: Option<Vec<String>>, binary: bool },
+        V1 {
+            outputs: Option<Vec<String>>,
+            binary: bool,
+        },
         V2(v2::InferRequest),
     }
     let (named, decoded) = match protocol {
         Protocol::V1 if binary_in => {
-            let named = binary::decode(&body).map_err(|e| ApiError::new(400, "bad_binary_body", e.to_string()))?;
-            (named, Decoded::V1 { outputs: None, binary: true })
+            let named = binary::decode(&body)
+                .map_err(|e| ApiError::new(400, "bad_binary_body", e.to_string()))?;
+            (
+                named,
+                Decoded::V1 {
+                    outputs: None,
+                    binary: true,
+                },
+            )
         }
         Protocol::V1 => {
             let r = v1json::decode(&body, signature)?;
-            let wants_binary = header(&parts, "accept").is_some_and(|a| a.starts_with(binary::CONTENT_TYPE));
-            (r.inputs, Decoded::V1 { outputs: r.outputs, binary: wants_binary })
+            let wants_binary =
+                header(&parts, "accept").is_some_and(|a| a.starts_with(binary::CONTENT_TYPE));
+            (
+                r.inputs,
+                Decoded::V1 {
+                    outputs: r.outputs,
+                    binary: wants_binary,
+                },
+            )
         }
         Protocol::V2 => {
             let header_length = match header(&parts, v2::HEADER_LENGTH) {
                 None => None,
                 Some(text) => Some(text.trim().parse::<usize>().map_err(|_| {
-                    ApiError::new(400, "bad_binary_body", format!("{} is not a number: {text:?}", v2::HEADER_LENGTH))
+                    ApiError::new(
+                        400,
+                        "bad_binary_body",
+                        format!("{} is not a number: {text:?}", v2::HEADER_LENGTH),
+                    )
                 })?),
             };
             let mut r = v2::decode(&body, header_length, signature)?;
@@ -434,14 +517,26 @@ where
         Ok(Err(_)) | Err(_) => return Err(ApiError::timeout(&slot.name, timeout)),
     };
     let answer = match decoded {
-        Decoded::V1 { outputs: requested, binary: true } => {
+        Decoded::V1 {
+            outputs: requested,
+            binary: true,
+        } => {
             let chosen = crate::codec::select(signature, &outputs, requested.as_deref())
                 .map_err(|e| ApiError::new(400, "unknown_output", e))?;
             let body = binary::encode(chosen.iter().map(|(n, t)| (n.as_str(), *t)));
             respond(200, binary::CONTENT_TYPE, body)
         }
-        Decoded::V1 { outputs: requested, binary: false } => {
-            let body = v1json::encode(&slot.name, &loaded.version, signature, &outputs, requested.as_deref())?;
+        Decoded::V1 {
+            outputs: requested,
+            binary: false,
+        } => {
+            let body = v1json::encode(
+                &slot.name,
+                &loaded.version,
+                signature,
+                &outputs,
+                requested.as_deref(),
+            )?;
             respond(200, "application/json", body)
         }
         Decoded::V2(request) => {
@@ -451,7 +546,8 @@ where
                     let mut response = respond(200, "application/octet-stream", encoded.body);
                     response.headers_mut().insert(
                         v2::HEADER_LENGTH,
-                        HeaderValue::from_str(&n.to_string()).unwrap_or(HeaderValue::from_static("0")),
+                        HeaderValue::from_str(&n.to_string())
+                            .unwrap_or(HeaderValue::from_static("0")),
                     );
                     response
                 }

@@ -202,7 +202,11 @@ impl Dispatcher {
     }
 }
 
-fn worker(engine: &dyn Engine, metrics: &ModelMetrics, work: &Mutex<std::sync::mpsc::Receiver<Batch>>) {
+fn worker(
+    engine: &dyn Engine,
+    metrics: &ModelMetrics,
+    work: &Mutex<std::sync::mpsc::Receiver<Batch>>,
+) {
     loop {
         let batch = {
             let rx = work.lock().unwrap_or_else(|e| e.into_inner());
@@ -226,7 +230,9 @@ fn run_batch(engine: &dyn Engine, metrics: &ModelMetrics, batch: Batch) {
         return;
     }
     for job in &jobs {
-        metrics.queue_seconds.observe_duration(started - job.enqueued);
+        metrics
+            .queue_seconds
+            .observe_duration(started - job.enqueued);
     }
     let rows: usize = jobs.iter().map(|j| j.rows).sum();
     let mut replies = Vec::with_capacity(jobs.len());
@@ -255,9 +261,15 @@ fn run_batch(engine: &dyn Engine, metrics: &ModelMetrics, batch: Batch) {
         .collect();
     let result = match inputs {
         Some(inputs) => engine.run(inputs).map_err(ApiError::from),
-        None => Err(ApiError::new(500, "batching_failed", "requests in one batch did not stack")),
+        None => Err(ApiError::new(
+            500,
+            "batching_failed",
+            "requests in one batch did not stack",
+        )),
     };
-    metrics.inference_seconds.observe_duration(started.elapsed());
+    metrics
+        .inference_seconds
+        .observe_duration(started.elapsed());
     metrics.batch_size.observe(rows as f64);
     match result {
         Ok(outputs) if replies.len() == 1 => {
@@ -267,7 +279,11 @@ fn run_batch(engine: &dyn Engine, metrics: &ModelMetrics, batch: Batch) {
         }
         Ok(outputs) => {
             if outputs.iter().any(|o| o.shape().first() != Some(&rows)) {
-                let error = ApiError::new(500, "batching_failed", "an output does not follow the batch axis");
+                let error = ApiError::new(
+                    500,
+                    "batching_failed",
+                    "an output does not follow the batch axis",
+                );
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
@@ -275,9 +291,12 @@ fn run_batch(engine: &dyn Engine, metrics: &ModelMetrics, batch: Batch) {
             }
             let mut start = 0;
             for (reply, count) in replies.into_iter().zip(row_counts) {
-                let mine: Option<Vec<Tensor>> = outputs.iter().map(|o| o.slice_rows(start, count)).collect();
+                let mine: Option<Vec<Tensor>> =
+                    outputs.iter().map(|o| o.slice_rows(start, count)).collect();
                 start += count;
-                let answer = mine.ok_or_else(|| ApiError::new(500, "batching_failed", "output rows out of range"));
+                let answer = mine.ok_or_else(|| {
+                    ApiError::new(500, "batching_failed", "output rows out of range")
+                });
                 let _ = reply.send(answer);
             }
         }

@@ -223,7 +223,10 @@ mod tests {
         assert_eq!(c.server.addr.port(), 9000);
         let (source, s) = &c.models["rapid"];
         assert_eq!(source.as_deref(), Some("rapid:1.0.0"));
-        assert_eq!(s.max_batch, 4, "defaults apply under a model's own settings");
+        assert_eq!(
+            s.max_batch, 4,
+            "defaults apply under a model's own settings"
+        );
         assert_eq!(s.max_delay, Duration::from_millis(3));
         assert_eq!(c.settings_for("other").max_batch, 4);
     }

@@ -26,7 +26,11 @@ impl ApiError {
     }
 
     pub fn unknown_model(name: &str) -> ApiError {
-        ApiError::new(404, "model_not_found", format!("no model named {name:?} is served"))
+        ApiError::new(
+            404,
+            "model_not_found",
+            format!("no model named {name:?} is served"),
+        )
     }
 
     pub fn queue_full(name: &str, capacity: usize) -> ApiError {
@@ -41,7 +45,10 @@ impl ApiError {
         ApiError::new(
             503,
             "timeout",
-            format!("model {name:?} did not answer within {}", humantime::format_duration(after)),
+            format!(
+                "model {name:?} did not answer within {}",
+                humantime::format_duration(after)
+            ),
         )
     }
 

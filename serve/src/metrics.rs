@@ -146,7 +146,12 @@ pub fn render(models: &[Rendered<'_>], server: Option<&ServerMetrics>) -> String
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
     };
-    family(&mut out, "aq_model_info", "gauge", "Served models and their versions (always 1).");
+    family(
+        &mut out,
+        "aq_model_info",
+        "gauge",
+        "Served models and their versions (always 1).",
+    );
     for m in models {
         let _ = writeln!(
             out,
@@ -155,7 +160,12 @@ pub fn render(models: &[Rendered<'_>], server: Option<&ServerMetrics>) -> String
             escape(m.version)
         );
     }
-    family(&mut out, "aq_requests_total", "counter", "Prediction requests by protocol and HTTP status.");
+    family(
+        &mut out,
+        "aq_requests_total",
+        "counter",
+        "Prediction requests by protocol and HTTP status.",
+    );
     for m in models {
         let map = m.metrics.requests.lock().unwrap_or_else(|e| e.into_inner());
         for ((protocol, status), n) in map.iter() {
@@ -167,9 +177,21 @@ pub fn render(models: &[Rendered<'_>], server: Option<&ServerMetrics>) -> String
         }
     }
     let histograms: [(&str, &str, fn(&ModelMetrics) -> &Histogram); 4] = [
-        ("aq_request_duration_seconds", "Time from a prediction request's arrival to its answer, for answered requests.", |m| &m.request_seconds),
-        ("aq_inference_duration_seconds", "Time the engine spent on one batch.", |m| &m.inference_seconds),
-        ("aq_queue_wait_seconds", "Time a request waited in the queue before its batch ran.", |m| &m.queue_seconds),
+        (
+            "aq_request_duration_seconds",
+            "Time from a prediction request's arrival to its answer, for answered requests.",
+            |m| &m.request_seconds,
+        ),
+        (
+            "aq_inference_duration_seconds",
+            "Time the engine spent on one batch.",
+            |m| &m.inference_seconds,
+        ),
+        (
+            "aq_queue_wait_seconds",
+            "Time a request waited in the queue before its batch ran.",
+            |m| &m.queue_seconds,
+        ),
         ("aq_batch_size", "Rows per engine run.", |m| &m.batch_size),
     ];
     for (name, help, get) in histograms {
@@ -178,7 +200,12 @@ pub fn render(models: &[Rendered<'_>], server: Option<&ServerMetrics>) -> String
             get(m.metrics).write(&mut out, name, &format!("model=\"{}\"", escape(m.name)));
         }
     }
-    family(&mut out, "aq_queue_depth", "gauge", "Requests waiting for a worker.");
+    family(
+        &mut out,
+        "aq_queue_depth",
+        "gauge",
+        "Requests waiting for a worker.",
+    );
     for m in models {
         let _ = writeln!(
             out,
@@ -187,9 +214,17 @@ pub fn render(models: &[Rendered<'_>], server: Option<&ServerMetrics>) -> String
             m.metrics.queue_depth.load(Ordering::Relaxed).max(0)
         );
     }
-    family(&mut out, "aq_model_reloads_total", "counter", "Hot reloads by result.");
+    family(
+        &mut out,
+        "aq_model_reloads_total",
+        "counter",
+        "Hot reloads by result.",
+    );
     for m in models {
-        for (result, n) in [("ok", &m.metrics.reloads_ok), ("failed", &m.metrics.reloads_failed)] {
+        for (result, n) in [
+            ("ok", &m.metrics.reloads_ok),
+            ("failed", &m.metrics.reloads_failed),
+        ] {
             let _ = writeln!(
                 out,
                 "aq_model_reloads_total{{model=\"{}\",result=\"{result}\"}} {}",
@@ -199,7 +234,12 @@ pub fn render(models: &[Rendered<'_>], server: Option<&ServerMetrics>) -> String
         }
     }
     if let Some(server) = server {
-        family(&mut out, "aq_unrouted_requests_total", "counter", "Requests that named no served model or route, by HTTP status.");
+        family(
+            &mut out,
+            "aq_unrouted_requests_total",
+            "counter",
+            "Requests that named no served model or route, by HTTP status.",
+        );
         let map = server.unrouted.lock().unwrap_or_else(|e| e.into_inner());
         for (status, n) in map.iter() {
             let _ = writeln!(out, "aq_unrouted_requests_total{{code=\"{status}\"}} {n}");
@@ -227,10 +267,24 @@ mod tests {
             }],
             None,
         );
-        assert!(text.contains("aq_batch_size_bucket{model=\"a\\\"b\",le=\"1\"} 1"), "{text}");
-        assert!(text.contains("aq_batch_size_bucket{model=\"a\\\"b\",le=\"4\"} 2"), "{text}");
-        assert!(text.contains("aq_batch_size_bucket{model=\"a\\\"b\",le=\"+Inf\"} 3"), "{text}");
-        assert!(text.contains("aq_batch_size_sum{model=\"a\\\"b\"} 1004"), "{text}");
-        assert!(text.contains("aq_requests_total{model=\"a\\\"b\",protocol=\"v1\",code=\"200\"} 1"));
+        assert!(
+            text.contains("aq_batch_size_bucket{model=\"a\\\"b\",le=\"1\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("aq_batch_size_bucket{model=\"a\\\"b\",le=\"4\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("aq_batch_size_bucket{model=\"a\\\"b\",le=\"+Inf\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("aq_batch_size_sum{model=\"a\\\"b\"} 1004"),
+            "{text}"
+        );
+        assert!(
+            text.contains("aq_requests_total{model=\"a\\\"b\",protocol=\"v1\",code=\"200\"} 1")
+        );
     }
 }

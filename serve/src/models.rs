@@ -125,12 +125,13 @@ async fn load(source: &ModelSource, metrics: Arc<ModelMetrics>) -> Result<Loaded
             tracing::warn!(model = %name, error = %e, "building batch plans failed; serving batch 1 plans only");
         }
     });
-    let batcher = Batcher::start(&source.name, engine.clone(), &source.settings, metrics).map_err(|e| {
-        ServeModelError::Workers {
-            name: source.name.clone(),
-            source: e,
-        }
-    })?;
+    let batcher =
+        Batcher::start(&source.name, engine.clone(), &source.settings, metrics).map_err(|e| {
+            ServeModelError::Workers {
+                name: source.name.clone(),
+                source: e,
+            }
+        })?;
     Ok(Loaded {
         version: source.version.clone(),
         origin: source.origin.clone(),
@@ -180,12 +181,16 @@ impl ModelSet {
                     let mut current = slot.current.write().unwrap_or_else(|e| e.into_inner());
                     std::mem::replace(&mut *current, Arc::new(loaded))
                 };
-                slot.metrics.reloads_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                slot.metrics
+                    .reloads_ok
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(model = %source.name, from = %old.version, to = %source.version, "model swapped");
                 Ok(())
             }
             Err(e) => {
-                slot.metrics.reloads_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                slot.metrics
+                    .reloads_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Err(e)
             }
         }

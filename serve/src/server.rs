@@ -55,7 +55,10 @@ impl ServerHandle {
 
 impl Server {
     /// Loads every model, then binds. Must run inside a tokio runtime.
-    pub async fn start(settings: ServerSettings, sources: &[ModelSource]) -> Result<Server, ServerError> {
+    pub async fn start(
+        settings: ServerSettings,
+        sources: &[ModelSource],
+    ) -> Result<Server, ServerError> {
         if sources.is_empty() {
             return Err(ServerError::NoModels);
         }
@@ -63,10 +66,13 @@ impl Server {
         for source in sources {
             state.models.add(source).await?;
         }
-        let listener = TcpListener::bind(settings.addr).await.map_err(|source| ServerError::Bind {
-            addr: settings.addr,
-            source,
-        })?;
+        let listener =
+            TcpListener::bind(settings.addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: settings.addr,
+                    source,
+                })?;
         Ok(Server { state, listener })
     }
 

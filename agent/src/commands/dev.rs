@@ -20,9 +20,22 @@ pub fn run(args: DevArgs, _settings: &Settings, printer: &Printer) -> anyhow::Re
     let model_settings = config.settings_for(&name);
     let first = from_file(&name, &path, model_settings.clone())?;
     let first_version = first.version.clone();
-    serve(vec![first], &config, &args.serving, printer, move |handle| {
-        tokio::spawn(watch(path, name, first_version, model_settings, poll, handle));
-    })
+    serve(
+        vec![first],
+        &config,
+        &args.serving,
+        printer,
+        move |handle| {
+            tokio::spawn(watch(
+                path,
+                name,
+                first_version,
+                model_settings,
+                poll,
+                handle,
+            ));
+        },
+    )
 }
 
 /// The file's identity as far as a cheap `stat` can tell.
@@ -69,7 +82,9 @@ async fn watch(
         tracing::info!(model = %name, from = %version, to = %source.version, "file changed; reloading");
         match handle.reload(&source).await {
             Ok(()) => version = source.version,
-            Err(e) => tracing::error!(model = %name, error = %e, "reload failed; still serving the old model"),
+            Err(e) => {
+                tracing::error!(model = %name, error = %e, "reload failed; still serving the old model")
+            }
         }
     }
 }

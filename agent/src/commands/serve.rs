@@ -44,7 +44,8 @@ pub fn load_config(args: &ServingArgs) -> anyhow::Result<ConfigFile> {
     let Some(path) = &args.config else {
         return Ok(ConfigFile::default());
     };
-    let text = std::fs::read_to_string(path).with_context(|| format!("failed to read config {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read config {}", path.display()))?;
     ConfigFile::parse(&text).with_context(|| format!("in config {}", path.display()))
 }
 
@@ -68,14 +69,20 @@ pub fn split_alias(spec: &str) -> (String, String) {
 }
 
 fn looks_like_file(spec: &str) -> bool {
-    spec.contains('/') || spec.ends_with(".onnx") || spec.ends_with(".tflite") || Path::new(spec).is_file()
+    spec.contains('/')
+        || spec.ends_with(".onnx")
+        || spec.ends_with(".tflite")
+        || Path::new(spec).is_file()
 }
 
 /// Applies the command-line flags over a model's settings.
 fn apply_flags(mut s: ModelSettings, args: &ServingArgs) -> anyhow::Result<ModelSettings> {
     let positive = |flag: &str, v: usize| {
         if v == 0 {
-            Err(user_error(ExitCode::InvalidInput, format!("--{flag} must be at least 1")))
+            Err(user_error(
+                ExitCode::InvalidInput,
+                format!("--{flag} must be at least 1"),
+            ))
         } else {
             Ok(v)
         }
@@ -99,8 +106,12 @@ fn apply_flags(mut s: ModelSettings, args: &ServingArgs) -> anyhow::Result<Model
 }
 
 pub fn parse_duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(text)
-        .map_err(|e| user_error(ExitCode::InvalidInput, format!("{flag}: {text:?} is not a duration ({e})")))
+    humantime::parse_duration(text).map_err(|e| {
+        user_error(
+            ExitCode::InvalidInput,
+            format!("{flag}: {text:?} is not a duration ({e})"),
+        )
+    })
 }
 
 fn resolve_all(
@@ -140,7 +151,8 @@ fn resolve_all(
 /// A model file served directly; its version is a digest prefix so a change shows.
 pub fn from_file(name: &str, path: &Path, settings: ModelSettings) -> anyhow::Result<ModelSource> {
     let format = aq_runtime::detect_format(path)?;
-    let bytes = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
     Ok(source_from_bytes(name, path, format, bytes, settings))
 }
 
@@ -174,7 +186,12 @@ fn from_registry(
     let pack = registry.get(&reference)?;
     let manifest = pack.manifest();
     let entry = &manifest.model.entry;
-    let size = manifest.files.iter().find(|f| &f.path == entry).map(|f| f.size).unwrap_or(0);
+    let size = manifest
+        .files
+        .iter()
+        .find(|f| &f.path == entry)
+        .map(|f| f.size)
+        .unwrap_or(0);
     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     registry
         .write_file(manifest, entry, &mut bytes)
@@ -191,10 +208,12 @@ fn from_registry(
 
 /// Installs the tracing subscriber that writes logs on stderr.
 pub fn init_logs(args: &ServingArgs) -> anyhow::Result<()> {
-    let level: tracing::Level = args
-        .log_level
-        .parse()
-        .map_err(|_| user_error(ExitCode::InvalidInput, format!("unknown log level {:?}", args.log_level)))?;
+    let level: tracing::Level = args.log_level.parse().map_err(|_| {
+        user_error(
+            ExitCode::InvalidInput,
+            format!("unknown log level {:?}", args.log_level),
+        )
+    })?;
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
@@ -236,15 +255,22 @@ pub fn serve(
         .context("failed to start the async runtime")?;
     runtime.block_on(async {
         let server = Server::start(server_settings, &sources).await?;
-        let addr = server.local_addr().context("failed to read the bound address")?;
+        let addr = server
+            .local_addr()
+            .context("failed to read the bound address")?;
         let models: Vec<serde_json::Value> = sources
             .iter()
-            .map(|s| serde_json::json!({ "name": s.name, "version": s.version, "origin": s.origin }))
+            .map(
+                |s| serde_json::json!({ "name": s.name, "version": s.version, "origin": s.origin }),
+            )
             .collect();
         printer.result(
             &serde_json::json!({ "listening": format!("http://{addr}"), "models": models }),
             || {
-                let names: Vec<String> = sources.iter().map(|s| format!("{} {}", s.name, s.version)).collect();
+                let names: Vec<String> = sources
+                    .iter()
+                    .map(|s| format!("{} {}", s.name, s.version))
+                    .collect();
                 format!("listening on http://{addr} ({})", names.join(", "))
             },
         );

@@ -3,4 +3,5 @@
 mod bad_input;
 mod flow;
 mod kill;
+mod serving;
 mod support;

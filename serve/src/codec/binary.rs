@@ -65,7 +65,9 @@ impl<'a> Reader<'a> {
     }
     fn u64(&mut self, what: &'static str) -> Result<u64, BinaryError> {
         let b = self.take(8, what)?;
-        Ok(u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        Ok(u64::from_le_bytes([
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+        ]))
     }
 }
 
@@ -116,7 +118,10 @@ pub fn decode(body: &[u8]) -> Result<Vec<(String, Tensor)>, BinaryError> {
 /// Encodes named tensors. Names longer than 65535 bytes are cut (no model has such names).
 pub fn encode<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>) -> Vec<u8> {
     let tensors: Vec<(&str, &Tensor)> = tensors.into_iter().collect();
-    let size: usize = tensors.iter().map(|(n, t)| n.len() + t.bytes().len() + 32 + 8 * t.shape().len()).sum();
+    let size: usize = tensors
+        .iter()
+        .map(|(n, t)| n.len() + t.bytes().len() + 32 + 8 * t.shape().len())
+        .sum();
     let mut out = Vec::with_capacity(8 + size);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(tensors.len() as u32).to_le_bytes());
@@ -152,7 +157,10 @@ mod tests {
         assert_eq!(decoded.len(), 2);
         assert_eq!(decoded[0].1.to_f32().unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
         assert_eq!(decoded[1].1.dtype(), DType::I64);
-        assert_eq!(encode(decoded.iter().map(|(n, t)| (n.as_str(), t))), sample());
+        assert_eq!(
+            encode(decoded.iter().map(|(n, t)| (n.as_str(), t))),
+            sample()
+        );
     }
 
     #[test]

@@ -45,15 +45,23 @@ pub struct PredictRequest {
 }
 
 pub fn decode(body: &[u8], signature: &EngineSignature) -> Result<PredictRequest, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|_| ApiError::new(400, "malformed_json", "the body is not UTF-8"))?;
-    let request: Request<'_> = serde_json::from_str(text)
-        .map_err(|e| ApiError::new(400, "malformed_json", format!("the body is not a valid v1 request: {e}")))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::new(400, "malformed_json", "the body is not UTF-8"))?;
+    let request: Request<'_> = serde_json::from_str(text).map_err(|e| {
+        ApiError::new(
+            400,
+            "malformed_json",
+            format!("the body is not a valid v1 request: {e}"),
+        )
+    })?;
     let mut inputs = Vec::with_capacity(request.inputs.len());
     for (name, raw) in request.inputs {
-        let bad = |reason: String| ApiError::new(400, "bad_tensor", format!("input {name:?}: {reason}"));
+        let bad =
+            |reason: String| ApiError::new(400, "bad_tensor", format!("input {name:?}: {reason}"));
         let text = raw.get().trim_start();
         let (dtype, declared_shape, data) = if text.starts_with('{') {
-            let body: TensorBody<'_> = serde_json::from_str(raw.get()).map_err(|e| bad(e.to_string()))?;
+            let body: TensorBody<'_> =
+                serde_json::from_str(raw.get()).map_err(|e| bad(e.to_string()))?;
             let dtype = match body.dtype {
                 Some(d) => DType::parse(&d).ok_or_else(|| bad(format!("unknown dtype {d:?}")))?,
                 None => input_dtype(signature, &name),
@@ -66,10 +74,13 @@ pub fn decode(body: &[u8], signature: &EngineSignature) -> Result<PredictRequest
         let shape = match declared_shape {
             None => found_shape,
             Some(shape) => {
-                let count = element_count(&shape).ok_or_else(|| bad("the shape is too large".into()))?;
+                let count =
+                    element_count(&shape).ok_or_else(|| bad("the shape is too large".into()))?;
                 let found = element_count(&found_shape).unwrap_or(0);
                 if found != count {
-                    return Err(bad(format!("shape {shape:?} holds {count} elements, data has {found}")));
+                    return Err(bad(format!(
+                        "shape {shape:?} holds {count} elements, data has {found}"
+                    )));
                 }
                 shape
             }
@@ -90,8 +101,10 @@ pub fn encode(
     outputs: &[Tensor],
     requested: Option<&[String]>,
 ) -> Result<String, ApiError> {
-    let chosen = select(signature, outputs, requested).map_err(|e| ApiError::new(400, "unknown_output", e))?;
-    let mut out = String::with_capacity(64 + chosen.iter().map(|(_, t)| t.len() * 12).sum::<usize>());
+    let chosen = select(signature, outputs, requested)
+        .map_err(|e| ApiError::new(400, "unknown_output", e))?;
+    let mut out =
+        String::with_capacity(64 + chosen.iter().map(|(_, t)| t.len() * 12).sum::<usize>());
     out.push_str("{\"model\":");
     out.push_str(&serde_json::Value::from(model).to_string());
     out.push_str(",\"version\":");
@@ -122,8 +135,16 @@ mod tests {
 
     fn sig() -> EngineSignature {
         EngineSignature {
-            inputs: vec![IoSpec { name: "x".into(), dtype: DType::F32, shape: vec![Axis::Batch, Axis::Fixed(2)] }],
-            outputs: vec![IoSpec { name: "y".into(), dtype: DType::F32, shape: vec![Axis::Batch, Axis::Fixed(2)] }],
+            inputs: vec![IoSpec {
+                name: "x".into(),
+                dtype: DType::F32,
+                shape: vec![Axis::Batch, Axis::Fixed(2)],
+            }],
+            outputs: vec![IoSpec {
+                name: "y".into(),
+                dtype: DType::F32,
+                shape: vec![Axis::Batch, Axis::Fixed(2)],
+            }],
         }
     }
 

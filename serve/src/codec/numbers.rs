@@ -196,10 +196,18 @@ pub fn write_flat(t: &Tensor, out: &mut String) {
                 finite(out, f64::from(v), &v);
             }
             DType::I64 => {
-                let _ = write!(out, "{}", i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+                let _ = write!(
+                    out,
+                    "{}",
+                    i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
+                );
             }
             DType::U64 => {
-                let _ = write!(out, "{}", u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+                let _ = write!(
+                    out,
+                    "{}",
+                    u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
+                );
             }
             DType::I32 => {
                 let _ = write!(out, "{}", i32::from_le_bytes([c[0], c[1], c[2], c[3]]));

@@ -68,20 +68,32 @@ fn flag(parameters: &Option<Map<String, Value>>, key: &str) -> Option<bool> {
 }
 
 /// Decodes a request body; `header_length` is the `Inference-Header-Content-Length` value.
-pub fn decode(body: &[u8], header_length: Option<usize>, _signature: &EngineSignature) -> Result<InferRequest, ApiError> {
+pub fn decode(
+    body: &[u8],
+    header_length: Option<usize>,
+    _signature: &EngineSignature,
+) -> Result<InferRequest, ApiError> {
     let (json, mut binary) = match header_length {
         None => (body, &[][..]),
         Some(n) if n <= body.len() => body.split_at(n),
         Some(n) => {
             return Err(bad(
                 "bad_binary_body",
-                format!("{HEADER_LENGTH} is {n}, but the body has only {} bytes", body.len()),
+                format!(
+                    "{HEADER_LENGTH} is {n}, but the body has only {} bytes",
+                    body.len()
+                ),
             ));
         }
     };
-    let text = std::str::from_utf8(json).map_err(|_| bad("malformed_json", "the JSON header is not UTF-8".into()))?;
-    let request: Request<'_> = serde_json::from_str(text)
-        .map_err(|e| bad("malformed_json", format!("the body is not a valid v2 infer request: {e}")))?;
+    let text = std::str::from_utf8(json)
+        .map_err(|_| bad("malformed_json", "the JSON header is not UTF-8".into()))?;
+    let request: Request<'_> = serde_json::from_str(text).map_err(|e| {
+        bad(
+            "malformed_json",
+            format!("the body is not a valid v2 infer request: {e}"),
+        )
+    })?;
     let mut inputs = Vec::with_capacity(request.inputs.len());
     for input in request.inputs {
         let name = input.name;
@@ -91,20 +103,29 @@ pub fn decode(body: &[u8], header_length: Option<usize>, _signature: &EngineSign
         let shape = input
             .shape
             .iter()
-            .map(|&d| usize::try_from(d).map_err(|_| fail(format!("shape {:?} has a negative dim", input.shape))))
+            .map(|&d| {
+                usize::try_from(d)
+                    .map_err(|_| fail(format!("shape {:?} has a negative dim", input.shape)))
+            })
             .collect::<Result<Vec<usize>, ApiError>>()?;
         let count = element_count(&shape).ok_or_else(|| fail("the shape is too large".into()))?;
         let binary_size = input
             .parameters
             .as_ref()
             .and_then(|p| p.get("binary_data_size"))
-            .map(|v| v.as_u64().ok_or_else(|| fail("binary_data_size is not a number".into())))
+            .map(|v| {
+                v.as_u64()
+                    .ok_or_else(|| fail("binary_data_size is not a number".into()))
+            })
             .transpose()?;
         let bytes = match (binary_size, input.data) {
-            (Some(_), Some(_)) => return Err(fail("both data and binary_data_size are given".into())),
+            (Some(_), Some(_)) => {
+                return Err(fail("both data and binary_data_size are given".into()));
+            }
             (None, None) => return Err(fail("no data".into())),
             (Some(size), None) => {
-                let size = usize::try_from(size).map_err(|_| fail("binary_data_size is too large".into()))?;
+                let size = usize::try_from(size)
+                    .map_err(|_| fail("binary_data_size is too large".into()))?;
                 if size > binary.len() {
                     return Err(fail(format!(
                         "binary_data_size {size} runs past the end of the body ({} bytes left)",
@@ -119,7 +140,9 @@ pub fn decode(body: &[u8], header_length: Option<usize>, _signature: &EngineSign
                 let (bytes, found) = read_array(raw.get(), dtype).map_err(fail)?;
                 let found = element_count(&found).unwrap_or(0);
                 if found != count {
-                    return Err(fail(format!("shape {shape:?} holds {count} elements, data has {found}")));
+                    return Err(fail(format!(
+                        "shape {shape:?} holds {count} elements, data has {found}"
+                    )));
                 }
                 bytes
             }
@@ -136,9 +159,11 @@ pub fn decode(body: &[u8], header_length: Option<usize>, _signature: &EngineSign
     Ok(InferRequest {
         id: request.id,
         inputs,
-        outputs: request
-            .outputs
-            .map(|outs| outs.into_iter().map(|o| (o.name, flag(&o.parameters, "binary_data"))).collect()),
+        outputs: request.outputs.map(|outs| {
+            outs.into_iter()
+                .map(|o| (o.name, flag(&o.parameters, "binary_data")))
+                .collect()
+        }),
         binary_by_default: flag(&request.parameters, "binary_data_output").unwrap_or(false),
     })
 }
@@ -160,7 +185,8 @@ pub fn encode(
         .outputs
         .as_ref()
         .map(|o| o.iter().map(|(n, _)| n.clone()).collect());
-    let chosen = select(signature, outputs, names.as_deref()).map_err(|e| bad("unknown_output", e))?;
+    let chosen =
+        select(signature, outputs, names.as_deref()).map_err(|e| bad("unknown_output", e))?;
     let binary_for = |i: usize| -> bool {
         request
             .outputs
@@ -194,7 +220,11 @@ pub fn encode(
         );
         if binary_for(i) {
             any_binary = true;
-            let _ = write!(json, ",\"parameters\":{{\"binary_data_size\":{}}}}}", t.bytes().len());
+            let _ = write!(
+                json,
+                ",\"parameters\":{{\"binary_data_size\":{}}}}}",
+                t.bytes().len()
+            );
             binary.extend_from_slice(t.bytes());
         } else {
             json.push_str(",\"data\":");
@@ -226,10 +256,22 @@ mod tests {
 
     fn sig() -> EngineSignature {
         EngineSignature {
-            inputs: vec![IoSpec { name: "x".into(), dtype: DType::F32, shape: vec![Axis::Batch, Axis::Fixed(2)] }],
+            inputs: vec![IoSpec {
+                name: "x".into(),
+                dtype: DType::F32,
+                shape: vec![Axis::Batch, Axis::Fixed(2)],
+            }],
             outputs: vec![
-                IoSpec { name: "y".into(), dtype: DType::F32, shape: vec![Axis::Batch, Axis::Fixed(2)] },
-                IoSpec { name: "z".into(), dtype: DType::I64, shape: vec![Axis::Batch] },
+                IoSpec {
+                    name: "y".into(),
+                    dtype: DType::F32,
+                    shape: vec![Axis::Batch, Axis::Fixed(2)],
+                },
+                IoSpec {
+                    name: "z".into(),
+                    dtype: DType::I64,
+                    shape: vec![Axis::Batch],
+                },
             ],
         }
     }
@@ -251,10 +293,25 @@ mod tests {
         let header = br#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#;
         let mut body = header.to_vec();
         body.extend_from_slice(&[0; 4]);
-        assert_eq!(decode(&body, Some(header.len()), &sig()).unwrap_err().status, 400);
-        assert_eq!(decode(&body, Some(body.len() + 1), &sig()).unwrap_err().status, 400);
+        assert_eq!(
+            decode(&body, Some(header.len()), &sig())
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            decode(&body, Some(body.len() + 1), &sig())
+                .unwrap_err()
+                .status,
+            400
+        );
         body.extend_from_slice(&[0; 8]);
-        assert_eq!(decode(&body, Some(header.len()), &sig()).unwrap_err().status, 400);
+        assert_eq!(
+            decode(&body, Some(header.len()), &sig())
+                .unwrap_err()
+                .status,
+            400
+        );
         let bytes = br#"{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":["a"]}]}"#;
         assert_eq!(decode(bytes, None, &sig()).unwrap_err().status, 400);
     }
