@@ -12,9 +12,12 @@ step "tools"
 missing=()
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
 command -v zstd >/dev/null || missing+=(zstd)   # benches compare against tar --zstd
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+command -v promtool >/dev/null || missing+=(prometheus)   # serving tests check /metrics with promtool
+command -v wrk >/dev/null || missing+=(wrk)   # the HTTP benchmark's load generator
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
   else
     echo "please install: ${missing[*]}" >&2; exit 1
   fi
@@ -23,6 +26,11 @@ cargo --version
 
 step "fixtures"
 fixtures/fetch.sh
+
+step "python reference runtimes (onnxruntime, LiteRT, tritonclient) in a venv"
+AQ_PYTHON="$(tests/python/setup.sh)"
+export AQ_PYTHON
+"$AQ_PYTHON" -c 'import onnxruntime, ai_edge_litert, tritonclient.http; print("onnxruntime", onnxruntime.__version__)'
 
 step "format"
 cargo fmt --all -- --check

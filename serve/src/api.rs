@@ -454,6 +454,7 @@ where
             ),
         ));
     }
+    let arriving = loaded.batcher.arriving();
     let (parts, body) = read_body(request, state.settings.max_body_bytes).await?;
     let signature = loaded.engine.signature();
     let content_type = header(&parts, "content-type").unwrap_or("application/json");
@@ -511,6 +512,7 @@ where
     let timeout = loaded.settings.timeout;
     let deadline = Instant::now() + timeout;
     let answer = loaded.batcher.submit(inputs, rows, deadline)?;
+    drop(arriving);
     let outputs = match tokio::time::timeout_at(deadline.into(), answer).await {
         Ok(Ok(reply)) => reply?,
         // The worker dropped the request (its deadline passed) or the wait itself timed out.

