@@ -73,6 +73,9 @@ pub struct ServingArgs {
     /// Inference threads per model [default: the device's cores, at most 4]
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Keep every batch plan instead of only those warm-up measures to beat batch 1 per row
+    #[arg(long)]
+    pub no_calibrate: bool,
     /// Largest request body in bytes [default: 64 MiB]
     #[arg(long, value_name = "BYTES")]
     pub max_body: Option<usize>,

@@ -150,3 +150,111 @@ pub fn dir_size(dir: &Path) -> u64 {
     }
     total
 }
+
+/// An MLP as ONNX: `depth` layers of MatMul (`width` x `width`), bias Add and Relu, with a
+/// symbolic batch axis `N`: input `x` [N, width], output `y` [N, width]. Matmul-bound, the kind
+/// of model batching helps (a batch reads the weights once for all its rows).
+pub fn mlp_onnx(width: usize, depth: usize) -> Vec<u8> {
+    let value = |name: &str| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            denotation: String::new(),
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: vec![
+                        pb::tensor_shape_proto::Dimension {
+                            denotation: String::new(),
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimParam(
+                                "N".into(),
+                            )),
+                        },
+                        pb::tensor_shape_proto::Dimension {
+                            denotation: String::new(),
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(
+                                width as i64,
+                            )),
+                        },
+                    ],
+                }),
+            })),
+        }),
+        ..Default::default()
+    };
+    let mut nodes = Vec::new();
+    let mut initializers = Vec::new();
+    let mut current = "x".to_owned();
+    for layer in 0..depth {
+        let (w, b, mm, add, out) = (
+            format!("w{layer}"),
+            format!("b{layer}"),
+            format!("mm{layer}"),
+            format!("add{layer}"),
+            if layer + 1 == depth {
+                "y".to_owned()
+            } else {
+                format!("h{layer}")
+            },
+        );
+        // Scaled so activations stay near unit size through the layers.
+        let scale = 1.0 / (width as f32).sqrt() / 0.05 / 2.0;
+        let raw: Vec<u8> = weights(width * width, 11 + layer as u64)
+            .chunks_exact(4)
+            .flat_map(|c| (f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * scale).to_le_bytes())
+            .collect();
+        initializers.push(pb::TensorProto {
+            dims: vec![width as i64, width as i64],
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            name: w.clone(),
+            raw_data: raw,
+            ..Default::default()
+        });
+        initializers.push(pb::TensorProto {
+            dims: vec![width as i64],
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            name: b.clone(),
+            raw_data: weights(width, 101 + layer as u64),
+            ..Default::default()
+        });
+        nodes.push(pb::NodeProto {
+            input: vec![current.clone(), w],
+            output: vec![mm.clone()],
+            name: mm.clone(),
+            op_type: "MatMul".into(),
+            ..Default::default()
+        });
+        nodes.push(pb::NodeProto {
+            input: vec![mm, b],
+            output: vec![add.clone()],
+            name: add.clone(),
+            op_type: "Add".into(),
+            ..Default::default()
+        });
+        nodes.push(pb::NodeProto {
+            input: vec![add],
+            output: vec![out.clone()],
+            name: format!("relu{layer}"),
+            op_type: "Relu".into(),
+            ..Default::default()
+        });
+        current = out;
+    }
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        producer_name: "aq-benches".into(),
+        graph: Some(pb::GraphProto {
+            name: "mlp".into(),
+            node: nodes,
+            initializer: initializers,
+            input: vec![value("x")],
+            output: vec![value("y")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}

@@ -240,9 +240,29 @@ pub trait Engine: Send + Sync {
     /// of rows; the engine splits them across the plans it has built.
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RunError>;
 
-    /// Builds whatever the engine defers after load (plans for larger batch sizes). Called
-    /// once, off the request path; runs before it finish still succeed, more slowly.
-    fn warm_up(&self) -> Result<(), LoadError> {
-        Ok(())
+    /// Builds whatever the engine defers after load (plans for larger batch sizes), keeping
+    /// only those that pay: returns what it measured. Called once, off the request path;
+    /// runs before it finishes still succeed, one row at a time.
+    fn warm_up(&self) -> Result<Vec<BatchTiming>, LoadError> {
+        Ok(Vec::new())
     }
+
+    /// Batch sizes the engine runs in one go now (1 at least); larger runs are split.
+    fn batch_sizes(&self) -> Vec<usize> {
+        vec![1]
+    }
+
+    /// The largest batch size worth gathering requests for.
+    fn preferred_batch(&self) -> usize {
+        self.batch_sizes().into_iter().max().unwrap_or(1)
+    }
+}
+
+/// What warm-up measured for one batch size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchTiming {
+    pub size: usize,
+    pub ms_per_row: f64,
+    /// Whether the plan is kept (it beat every smaller batch size per row).
+    pub kept: bool,
 }

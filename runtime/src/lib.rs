@@ -12,7 +12,9 @@ mod inspect;
 mod tensor;
 mod tract_engine;
 
-pub use engine::{Axis, Engine, EngineSignature, InputError, IoSpec, LoadError, RunError};
+pub use engine::{
+    Axis, BatchTiming, Engine, EngineSignature, InputError, IoSpec, LoadError, RunError,
+};
 pub use inspect::{InspectError, ModelSignature, detect_format, inspect, install_quiet_panic_hook};
 pub use tensor::{DType, Tensor, TensorError, element_count};
 pub use tract_engine::{TractEngine, TractOptions};

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+
 /// Element types a served model may take or give.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
@@ -134,12 +136,14 @@ pub enum TensorError {
     },
 }
 
-/// A dense, row-major tensor whose elements are stored little-endian.
+/// A dense, row-major tensor whose elements are stored little-endian. The bytes are shared
+/// (`Bytes`): a tensor cut from a request body, or a row range of a batch output, is a view,
+/// not a copy.
 #[derive(Clone, PartialEq)]
 pub struct Tensor {
     dtype: DType,
     shape: Vec<usize>,
-    data: Vec<u8>,
+    data: Bytes,
 }
 
 impl fmt::Debug for Tensor {
@@ -164,8 +168,9 @@ impl Tensor {
     pub fn from_bytes(
         dtype: DType,
         shape: Vec<usize>,
-        data: Vec<u8>,
+        data: impl Into<Bytes>,
     ) -> Result<Tensor, TensorError> {
+        let data: Bytes = data.into();
         let expected = element_count(&shape)
             .and_then(|n| n.checked_mul(dtype.size()))
             .ok_or_else(|| TensorError::Overflow {
@@ -183,7 +188,7 @@ impl Tensor {
     }
 
     pub fn from_f32(shape: Vec<usize>, values: &[f32]) -> Result<Tensor, TensorError> {
-        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         Tensor::from_bytes(DType::F32, shape, data)
     }
 
@@ -199,7 +204,7 @@ impl Tensor {
         &self.data
     }
 
-    pub fn into_bytes(self) -> Vec<u8> {
+    pub fn into_bytes(self) -> Bytes {
         self.data
     }
 
@@ -249,7 +254,7 @@ impl Tensor {
         Some(Tensor {
             dtype: first.dtype,
             shape,
-            data,
+            data: data.into(),
         })
     }
 
@@ -265,7 +270,7 @@ impl Tensor {
         Some(Tensor {
             dtype: self.dtype,
             shape,
-            data: self.data[start * row..(start + count) * row].to_vec(),
+            data: self.data.slice(start * row..(start + count) * row),
         })
     }
 }

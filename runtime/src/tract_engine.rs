@@ -12,7 +12,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::DimLike;
 use tract_onnx::tract_hir::infer::{GenericFactoid, InferenceFact};
 
-use crate::engine::{Axis, Engine, EngineSignature, IoSpec, LoadError, RunError};
+use crate::engine::{Axis, BatchTiming, Engine, EngineSignature, IoSpec, LoadError, RunError};
 use crate::inspect::guarded;
 use crate::tensor::{DType, Tensor as AqTensor};
 
@@ -29,6 +29,9 @@ pub struct TractOptions {
     /// Shapes to impose on inputs, by name; -1 leaves an axis variable. Needed where a model
     /// leaves axes unknown and tract cannot plan for them.
     pub input_shapes: HashMap<String, Vec<i64>>,
+    /// Keep every batch plan [`Engine::warm_up`] builds, without timing them against
+    /// batch 1 (tests use it to exercise the split across plans).
+    pub keep_all_batch_plans: bool,
 }
 
 /// A model loaded into tract.
@@ -39,6 +42,7 @@ pub struct TractEngine {
     /// Batch-size buckets, ascending; the first (size 1, or the only plan of an unbatched
     /// model) is always built at load.
     buckets: Vec<(usize, OnceLock<Plan>)>,
+    keep_all_batch_plans: bool,
 }
 
 impl std::fmt::Debug for TractEngine {
@@ -213,6 +217,7 @@ impl TractEngine {
             signature,
             base,
             buckets,
+            keep_all_batch_plans: options.keep_all_batch_plans,
         })
     }
 
@@ -292,13 +297,39 @@ impl Engine for TractEngine {
             .unwrap_or_else(|message| Err(RunError::Panicked(message)))
     }
 
-    fn warm_up(&self) -> Result<(), LoadError> {
-        for (size, cell) in &self.buckets {
-            if cell.get().is_some() {
+    fn warm_up(&self) -> Result<Vec<BatchTiming>, LoadError> {
+        let sizes: Vec<usize> = self.buckets.iter().map(|(b, _)| *b).collect();
+        if sizes.len() < 2 {
+            return Ok(Vec::new());
+        }
+        let calibrate = !self.keep_all_batch_plans
+            && self
+                .signature
+                .inputs
+                .iter()
+                .all(|s| s.shape.iter().all(|a| !matches!(a, Axis::Free(_))));
+        let mut timings = Vec::new();
+        let mut best_per_row = f64::INFINITY;
+        for (i, (size, cell)) in self.buckets.iter().enumerate() {
+            let plan = match cell.get() {
+                Some(plan) => plan.clone(),
+                None => match guarded(|| self.base.plan(*size)) {
+                    Ok(result) => result?,
+                    Err(message) => {
+                        return Err(LoadError::Panicked {
+                            engine: ENGINE,
+                            message,
+                        });
+                    }
+                },
+            };
+            if !calibrate {
+                let _ = cell.set(plan);
                 continue;
             }
-            let plan = match guarded(|| self.base.plan(*size)) {
-                Ok(result) => result?,
+            let per_row = match guarded(|| self.time_per_row(&plan, *size)) {
+                Ok(Ok(ms)) => ms,
+                Ok(Err(e)) => return Err(e),
                 Err(message) => {
                     return Err(LoadError::Panicked {
                         engine: ENGINE,
@@ -306,9 +337,69 @@ impl Engine for TractEngine {
                     });
                 }
             };
-            let _ = cell.set(plan);
+            // A bigger batch is worth its plan only if it beats every smaller one per row;
+            // tract's batched plans can be slower per row (a BatchNormalization folded into
+            // the convolution at batch 1 stays a separate Add at batch 2, say).
+            let kept = i == 0 || per_row < best_per_row * 0.95;
+            timings.push(BatchTiming {
+                size: *size,
+                ms_per_row: per_row,
+                kept,
+            });
+            if kept {
+                best_per_row = per_row;
+                let _ = cell.set(plan);
+            } else if per_row > best_per_row * 1.5 {
+                // Far worse per row: larger batches will not recover; stop building plans.
+                break;
+            }
         }
-        Ok(())
+        Ok(timings)
+    }
+
+    fn batch_sizes(&self) -> Vec<usize> {
+        self.buckets
+            .iter()
+            .filter(|(_, cell)| cell.get().is_some())
+            .map(|(b, _)| *b)
+            .collect()
+    }
+}
+
+impl TractEngine {
+    /// Median milliseconds per row of `plan` on zero inputs of `size` rows.
+    fn time_per_row(&self, plan: &Plan, size: usize) -> Result<f64, LoadError> {
+        let inputs: TVec<TValue> = self
+            .signature
+            .inputs
+            .iter()
+            .map(|spec| {
+                let shape: Vec<usize> = spec
+                    .shape
+                    .iter()
+                    .map(|a| match a {
+                        Axis::Fixed(n) => *n,
+                        Axis::Batch | Axis::Free(_) => size,
+                    })
+                    .collect();
+                Tensor::zero_dt(datum_of(spec.dtype), &shape).map(|t| t.into_tvalue())
+            })
+            .collect::<TractResult<_>>()
+            .map_err(|e| load_failure(&e))?;
+        // One run to warm caches, then at least 3 timed runs and up to 30, until 50 ms have
+        // been measured: enough for a stable median on plans that take microseconds.
+        plan.run(inputs.clone()).map_err(|e| load_failure(&e))?;
+        let mut times = Vec::new();
+        let mut total = 0.0;
+        while times.len() < 3 || (total < 50.0 && times.len() < 30) {
+            let started = std::time::Instant::now();
+            plan.run(inputs.clone()).map_err(|e| load_failure(&e))?;
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            total += ms;
+            times.push(ms);
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2] / size as f64)
     }
 }
 

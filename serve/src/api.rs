@@ -267,6 +267,8 @@ fn health(slot: &Slot, loaded: &Loaded) -> serde_json::Value {
         "batching": {
             "batchable": signature.batchable(),
             "max_batch": if signature.batchable() { loaded.settings.max_batch } else { 1 },
+            "batch_sizes": loaded.engine.batch_sizes(),
+            "warm": loaded.warm.load(Ordering::Acquire),
             "max_delay_us": loaded.settings.max_delay.as_micros() as u64,
             "queue_capacity": loaded.settings.queue_capacity,
             "workers": loaded.settings.workers,

@@ -86,6 +86,7 @@ impl Batcher {
         };
         let arriving = Arc::new(AtomicUsize::new(0));
         let dispatcher = Dispatcher {
+            engine: engine.clone(),
             rx,
             arriving: arriving.clone(),
             work_tx,
@@ -153,6 +154,7 @@ impl Drop for Arriving {
 }
 
 struct Dispatcher {
+    engine: Arc<dyn Engine>,
     rx: mpsc::Receiver<Job>,
     arriving: Arc<AtomicUsize>,
     work_tx: std::sync::mpsc::Sender<Batch>,
@@ -189,10 +191,13 @@ impl Dispatcher {
                     None => return,
                 },
             };
+            // Gather no more rows than the engine runs efficiently in one go (what warm-up
+            // measured), nor than the model's settings allow.
+            let max_rows = self.max_rows.min(self.engine.preferred_batch()).max(1);
             let mut rows = first.rows;
             let gather_until = first.enqueued + self.max_delay;
             let mut jobs = vec![first];
-            while rows < self.max_rows {
+            while rows < max_rows {
                 let next = match self.rx.try_recv() {
                     Ok(job) => job,
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
@@ -211,7 +216,7 @@ impl Dispatcher {
                 let Some(next) = self.accept(next) else {
                     continue;
                 };
-                if rows + next.rows > self.max_rows || !jobs[0].stacks_with(&next) {
+                if rows + next.rows > max_rows || !jobs[0].stacks_with(&next) {
                     carry = Some(next);
                     break;
                 }

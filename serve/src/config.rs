@@ -15,6 +15,7 @@
 //! timeout = "5s"
 //! workers = 2
 //! input_shapes = { x = [-1, 3, 224, 224] }
+//! calibrate_batches = true             # keep only batch plans that beat batch 1 per row
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,6 +39,9 @@ pub struct ModelSettings {
     pub workers: usize,
     /// Shapes imposed on inputs at load (-1 leaves an axis variable).
     pub input_shapes: HashMap<String, Vec<i64>>,
+    /// Time each batch plan at warm-up and keep only those that beat smaller batches per
+    /// row (off: keep every plan up to `max_batch`).
+    pub calibrate_batches: bool,
 }
 
 impl Default for ModelSettings {
@@ -52,6 +56,7 @@ impl Default for ModelSettings {
                 .unwrap_or(1)
                 .clamp(1, 4),
             input_shapes: HashMap::new(),
+            calibrate_batches: true,
         }
     }
 }
@@ -95,6 +100,7 @@ struct RawModel {
     timeout: Option<String>,
     workers: Option<usize>,
     input_shapes: Option<HashMap<String, Vec<i64>>>,
+    calibrate_batches: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,6 +204,9 @@ fn apply(mut s: ModelSettings, raw: &RawModel, prefix: &str) -> Result<ModelSett
     }
     if let Some(v) = &raw.input_shapes {
         s.input_shapes = v.clone();
+    }
+    if let Some(v) = raw.calibrate_batches {
+        s.calibrate_batches = v;
     }
     Ok(s)
 }

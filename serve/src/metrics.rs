@@ -139,6 +139,9 @@ impl ServerMetrics {
     }
 }
 
+/// Picks one histogram out of a model's metrics.
+type HistogramOf = fn(&ModelMetrics) -> &Histogram;
+
 /// Renders the exposition for `models` (and the server-wide series when `server` is given).
 pub fn render(models: &[Rendered<'_>], server: Option<&ServerMetrics>) -> String {
     let mut out = String::new();
@@ -176,7 +179,7 @@ pub fn render(models: &[Rendered<'_>], server: Option<&ServerMetrics>) -> String
             );
         }
     }
-    let histograms: [(&str, &str, fn(&ModelMetrics) -> &Histogram); 4] = [
+    let histograms: [(&str, &str, HistogramOf); 4] = [
         (
             "aq_request_duration_seconds",
             "Time from a prediction request's arrival to its answer, for answered requests.",

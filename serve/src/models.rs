@@ -40,6 +40,8 @@ impl std::fmt::Debug for ModelSource {
 
 /// A model in service.
 pub struct Loaded {
+    /// Set once warm-up (batch plans and their calibration) has finished.
+    pub warm: Arc<std::sync::atomic::AtomicBool>,
     pub version: String,
     pub origin: String,
     pub format: ModelFormat,
@@ -94,6 +96,7 @@ async fn load(source: &ModelSource, metrics: Arc<ModelMetrics>) -> Result<Loaded
     let options = TractOptions {
         max_batch: source.settings.max_batch,
         input_shapes: source.settings.input_shapes.clone(),
+        keep_all_batch_plans: !source.settings.calibrate_batches,
     };
     let bytes = source.bytes.clone();
     let format = source.format;
@@ -110,7 +113,7 @@ async fn load(source: &ModelSource, metrics: Arc<ModelMetrics>) -> Result<Loaded
         model = %source.name,
         version = %source.version,
         origin = %source.origin,
-        batch_plans = ?engine.bucket_sizes(),
+        batch_candidates = ?engine.bucket_sizes(),
         batchable = engine.signature().batchable(),
         load_ms = started.elapsed().as_millis() as u64,
         "model loaded"
@@ -120,10 +123,33 @@ async fn load(source: &ModelSource, metrics: Arc<ModelMetrics>) -> Result<Loaded
     // plans that exist.
     let warming = engine.clone();
     let name = source.name.clone();
+    let warm = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let warm_flag = warm.clone();
     tokio::task::spawn_blocking(move || {
-        if let Err(e) = warming.warm_up() {
-            tracing::warn!(model = %name, error = %e, "building batch plans failed; serving batch 1 plans only");
+        match warming.warm_up() {
+            Ok(timings) if timings.is_empty() => {}
+            Ok(timings) => {
+                let measured: Vec<String> = timings
+                    .iter()
+                    .map(|t| {
+                        let dropped = if t.kept { "" } else { " (dropped)" };
+                        format!("{}: {:.3} ms/row{dropped}", t.size, t.ms_per_row)
+                    })
+                    .collect();
+                tracing::info!(
+                    model = %name,
+                    batch_sizes = ?warming.batch_sizes(),
+                    measured = %measured.join(", "),
+                    "batch plans calibrated"
+                );
+            }
+            Err(e) => tracing::warn!(
+                model = %name,
+                error = %e,
+                "building batch plans failed; serving batch 1 plans only"
+            ),
         }
+        warm_flag.store(true, std::sync::atomic::Ordering::Release);
     });
     let batcher =
         Batcher::start(&source.name, engine.clone(), &source.settings, metrics).map_err(|e| {
@@ -133,6 +159,7 @@ async fn load(source: &ModelSource, metrics: Arc<ModelMetrics>) -> Result<Loaded
             }
         })?;
     Ok(Loaded {
+        warm,
         version: source.version.clone(),
         origin: source.origin.clone(),
         format: source.format,

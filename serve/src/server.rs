@@ -18,6 +18,10 @@ use crate::api::{self, State};
 use crate::config::ServerSettings;
 use crate::models::{ModelSource, ServeModelError};
 
+/// The most a connection reads from the socket at once: large tensor bodies arrive in few
+/// reads instead of hyper's default of growing from 8 KiB.
+const READ_BUFFER: usize = 1 << 20;
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -111,6 +115,7 @@ impl Server {
                     });
                     let connection = http1::Builder::new()
                         .keep_alive(true)
+                        .max_buf_size(READ_BUFFER)
                         .serve_connection(TokioIo::new(stream), service);
                     let watched = graceful.watch(connection);
                     tokio::spawn(async move {

@@ -102,6 +102,9 @@ fn apply_flags(mut s: ModelSettings, args: &ServingArgs) -> anyhow::Result<Model
     if let Some(v) = &args.timeout {
         s.timeout = parse_duration("--timeout", v)?;
     }
+    if args.no_calibrate {
+        s.calibrate_batches = false;
+    }
     Ok(s)
 }
 

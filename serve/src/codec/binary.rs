@@ -11,6 +11,7 @@
 //! bytes that remain before anything is allocated.
 
 use aq_runtime::{DType, Tensor};
+use bytes::Bytes;
 
 pub const CONTENT_TYPE: &str = "application/x-aq-tensors";
 const MAGIC: &[u8; 4] = b"AQT1";
@@ -71,7 +72,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-pub fn decode(body: &[u8]) -> Result<Vec<(String, Tensor)>, BinaryError> {
+/// Decodes a body; tensors are views into `body` (no copy of the data).
+pub fn decode(body: &Bytes) -> Result<Vec<(String, Tensor)>, BinaryError> {
     let mut r = Reader { bytes: body };
     if r.take(4, "the magic")? != MAGIC {
         return Err(BinaryError::Magic);
@@ -102,7 +104,9 @@ pub fn decode(body: &[u8]) -> Result<Vec<(String, Tensor)>, BinaryError> {
         }
         let len = r.u64("a data length")?;
         let len = usize::try_from(len).map_err(|_| BinaryError::Truncated("tensor data"))?;
-        let data = r.take(len, "tensor data")?.to_vec();
+        let start = body.len() - r.bytes.len();
+        r.take(len, "tensor data")?;
+        let data = body.slice(start..start + len);
         let tensor = Tensor::from_bytes(dtype, shape, data).map_err(|e| BinaryError::Tensor {
             name: name.clone(),
             reason: e.to_string(),
@@ -153,7 +157,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let decoded = decode(&sample()).unwrap();
+        let decoded = decode(&Bytes::from(sample())).unwrap();
         assert_eq!(decoded.len(), 2);
         assert_eq!(decoded[0].1.to_f32().unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
         assert_eq!(decoded[1].1.dtype(), DType::I64);
@@ -167,11 +171,14 @@ mod tests {
     fn every_truncation_is_an_error() {
         let body = sample();
         for cut in 0..body.len() {
-            assert!(decode(&body[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                decode(&Bytes::copy_from_slice(&body[..cut])).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut long = body.clone();
         long.push(0);
-        assert_eq!(decode(&long), Err(BinaryError::Trailing(1)));
+        assert_eq!(decode(&Bytes::from(long)), Err(BinaryError::Trailing(1)));
     }
 
     #[test]
@@ -184,13 +191,13 @@ mod tests {
         body.push(1);
         body.extend_from_slice(&u64::MAX.to_le_bytes());
         body.extend_from_slice(&u64::MAX.to_le_bytes());
-        assert!(decode(&body).is_err());
+        assert!(decode(&Bytes::from(body)).is_err());
     }
 
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let _ = decode(&bytes);
+            let _ = decode(&Bytes::from(bytes));
         }
 
         #[test]
@@ -198,7 +205,7 @@ mod tests {
             let mut body = sample();
             let at = at % body.len();
             body[at] ^= 1 << bit;
-            let _ = decode(&body);
+            let _ = decode(&Bytes::from(body));
         }
     }
 }

@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 
 use aq_runtime::{DType, EngineSignature, Tensor, element_count};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -69,13 +70,13 @@ fn flag(parameters: &Option<Map<String, Value>>, key: &str) -> Option<bool> {
 
 /// Decodes a request body; `header_length` is the `Inference-Header-Content-Length` value.
 pub fn decode(
-    body: &[u8],
+    body: &Bytes,
     header_length: Option<usize>,
     _signature: &EngineSignature,
 ) -> Result<InferRequest, ApiError> {
     let (json, mut binary) = match header_length {
-        None => (body, &[][..]),
-        Some(n) if n <= body.len() => body.split_at(n),
+        None => (&body[..], Bytes::new()),
+        Some(n) if n <= body.len() => (&body[..n], body.slice(n..)),
         Some(n) => {
             return Err(bad(
                 "bad_binary_body",
@@ -132,9 +133,7 @@ pub fn decode(
                         binary.len()
                     )));
                 }
-                let (mine, rest) = binary.split_at(size);
-                binary = rest;
-                mine.to_vec()
+                binary.split_to(size)
             }
             (None, Some(raw)) => {
                 let (bytes, found) = read_array(raw.get(), dtype).map_err(fail)?;
@@ -144,7 +143,7 @@ pub fn decode(
                         "shape {shape:?} holds {count} elements, data has {found}"
                     )));
                 }
-                bytes
+                Bytes::from(bytes)
             }
         };
         let tensor = Tensor::from_bytes(dtype, shape, bytes).map_err(|e| fail(e.to_string()))?;
@@ -255,75 +254,61 @@ mod tests {
     use aq_runtime::{Axis, IoSpec};
 
     fn sig() -> EngineSignature {
+        let spec = |name: &str, dtype, shape| IoSpec {
+            name: name.into(),
+            dtype,
+            shape,
+        };
         EngineSignature {
-            inputs: vec![IoSpec {
-                name: "x".into(),
-                dtype: DType::F32,
-                shape: vec![Axis::Batch, Axis::Fixed(2)],
-            }],
+            inputs: vec![spec("x", DType::F32, vec![Axis::Batch, Axis::Fixed(2)])],
             outputs: vec![
-                IoSpec {
-                    name: "y".into(),
-                    dtype: DType::F32,
-                    shape: vec![Axis::Batch, Axis::Fixed(2)],
-                },
-                IoSpec {
-                    name: "z".into(),
-                    dtype: DType::I64,
-                    shape: vec![Axis::Batch],
-                },
+                spec("y", DType::F32, vec![Axis::Batch, Axis::Fixed(2)]),
+                spec("z", DType::I64, vec![Axis::Batch]),
             ],
         }
     }
 
+    fn body(bytes: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(bytes)
+    }
+
+    const HEADER: &[u8] = br#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#;
+
     #[test]
     fn json_and_binary_inputs_decode_alike() {
         let json = br#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1.5,2]}]}"#;
-        let a = decode(json, None, &sig()).unwrap();
-        let header = br#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#;
-        let mut body = header.to_vec();
-        body.extend_from_slice(&1.5f32.to_le_bytes());
-        body.extend_from_slice(&2f32.to_le_bytes());
-        let b = decode(&body, Some(header.len()), &sig()).unwrap();
+        let a = decode(&body(json), None, &sig()).unwrap();
+        let mut raw = HEADER.to_vec();
+        raw.extend_from_slice(&1.5f32.to_le_bytes());
+        raw.extend_from_slice(&2f32.to_le_bytes());
+        let b = decode(&body(&raw), Some(HEADER.len()), &sig()).unwrap();
         assert_eq!(a.inputs[0].1, b.inputs[0].1);
     }
 
     #[test]
     fn lying_binary_bodies_are_400s() {
-        let header = br#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#;
-        let mut body = header.to_vec();
-        body.extend_from_slice(&[0; 4]);
+        let mut raw = HEADER.to_vec();
+        raw.extend_from_slice(&[0; 4]);
+        let status = |raw: &[u8], n: usize| decode(&body(raw), Some(n), &sig()).unwrap_err().status;
+        assert_eq!(status(&raw, HEADER.len()), 400, "too little binary data");
         assert_eq!(
-            decode(&body, Some(header.len()), &sig())
-                .unwrap_err()
-                .status,
+            status(&raw, raw.len() + 1),
+            400,
+            "header length past the end"
+        );
+        raw.extend_from_slice(&[0; 8]);
+        assert_eq!(status(&raw, HEADER.len()), 400, "binary data left over");
+        let strings = br#"{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":["a"]}]}"#;
+        assert_eq!(
+            decode(&body(strings), None, &sig()).unwrap_err().status,
             400
         );
-        assert_eq!(
-            decode(&body, Some(body.len() + 1), &sig())
-                .unwrap_err()
-                .status,
-            400
-        );
-        body.extend_from_slice(&[0; 8]);
-        assert_eq!(
-            decode(&body, Some(header.len()), &sig())
-                .unwrap_err()
-                .status,
-            400
-        );
-        let bytes = br#"{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":["a"]}]}"#;
-        assert_eq!(decode(bytes, None, &sig()).unwrap_err().status, 400);
     }
 
     #[test]
     fn outputs_come_back_binary_when_asked() {
-        let req = decode(
-            br#"{"id":"7","inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}],"outputs":[{"name":"z","parameters":{"binary_data":true}},{"name":"y"}]}"#,
-            None,
-            &sig(),
-        )
-        .unwrap();
+        let request = br#"{"id":"7","inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}],"outputs":[{"name":"z","parameters":{"binary_data":true}},{"name":"y"}]}"#;
+        let req = decode(&body(request), None, &sig()).unwrap();
         let y = Tensor::from_f32(vec![1, 2], &[0.25, 0.5]).unwrap();
         let z = Tensor::from_bytes(DType::I64, vec![1], 3i64.to_le_bytes().to_vec()).unwrap();
         let out = encode("m", "1", &sig(), &[y, z], &req).unwrap();
