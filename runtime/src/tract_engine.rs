@@ -37,8 +37,10 @@ pub struct TractOptions {
 /// A model loaded into tract.
 pub struct TractEngine {
     signature: EngineSignature,
-    /// What bucket plans are built from.
-    base: Base,
+    /// What bucket plans are built from; dropped once warm-up has built them (it holds a
+    /// copy of the weights).
+    base: std::sync::Mutex<Option<Base>>,
+    batched: bool,
     /// Batch-size buckets, ascending; the first (size 1, or the only plan of an unbatched
     /// model) is always built at load.
     buckets: Vec<(usize, OnceLock<Plan>)>,
@@ -215,7 +217,9 @@ impl TractEngine {
         let _ = buckets[0].1.set(first);
         Ok(TractEngine {
             signature,
-            base,
+            batched: base.batched(),
+            // A model without a batch axis has its only plan already.
+            base: std::sync::Mutex::new(base.batched().then_some(base)),
             buckets,
             keep_all_batch_plans: options.keep_all_batch_plans,
         })
@@ -249,7 +253,7 @@ impl TractEngine {
 
     fn run_unguarded(&self, inputs: Vec<AqTensor>) -> Result<Vec<AqTensor>, RunError> {
         let rows = self.signature.check(&inputs)?;
-        if !self.base.batched() {
+        if !self.batched {
             let (_, plan) = self.pick(1);
             let values = inputs
                 .iter()
@@ -300,6 +304,7 @@ impl Engine for TractEngine {
     fn warm_up(&self) -> Result<Vec<BatchTiming>, LoadError> {
         let sizes: Vec<usize> = self.buckets.iter().map(|(b, _)| *b).collect();
         if sizes.len() < 2 {
+            self.base.lock().unwrap_or_else(|e| e.into_inner()).take();
             return Ok(Vec::new());
         }
         let calibrate = !self.keep_all_batch_plans
@@ -313,7 +318,7 @@ impl Engine for TractEngine {
         for (i, (size, cell)) in self.buckets.iter().enumerate() {
             let plan = match cell.get() {
                 Some(plan) => plan.clone(),
-                None => match guarded(|| self.base.plan(*size)) {
+                None => match guarded(|| self.plan_from_base(*size)) {
                     Ok(result) => result?,
                     Err(message) => {
                         return Err(LoadError::Panicked {
@@ -354,6 +359,8 @@ impl Engine for TractEngine {
                 break;
             }
         }
+        // Every plan warm-up will ever build exists now: free the base model's weights.
+        self.base.lock().unwrap_or_else(|e| e.into_inner()).take();
         Ok(timings)
     }
 
@@ -367,6 +374,14 @@ impl Engine for TractEngine {
 }
 
 impl TractEngine {
+    fn plan_from_base(&self, size: usize) -> Result<Plan, LoadError> {
+        let base = self.base.lock().unwrap_or_else(|e| e.into_inner());
+        match base.as_ref() {
+            Some(base) => base.plan(size),
+            None => Err(LoadError::Options("batch plans were already built".into())),
+        }
+    }
+
     /// Median milliseconds per row of `plan` on zero inputs of `size` rows.
     fn time_per_row(&self, plan: &Plan, size: usize) -> Result<f64, LoadError> {
         let inputs: TVec<TValue> = self
