@@ -316,12 +316,7 @@ fn start_ours(
     // Let warm-up build and time the batch plans before measuring.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let health = std::process::Command::new("curl")
-            .args(["-s", &format!("http://{addr}/v1/serve/m/health")])
-            .output();
-        let calibrated = health
-            .ok()
-            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        let calibrated = get_json(addr, "/v1/serve/m/health")
             .filter(|v| v["batching"]["warm"] == true)
             .map(|v| v["batching"]["batch_sizes"].clone());
         std::thread::sleep(Duration::from_millis(500));
