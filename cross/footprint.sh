@@ -15,7 +15,7 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 start=$(date +%s%N)
 $qemu "$bin" --data-dir "$work/data" serve --model "rapid=$model" --addr "127.0.0.1:$port" --log-level warn > "$work/log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 python3 cross/predict.py "http://127.0.0.1:$port" rapid x 1,3,224,224 --wait 300 > "$work/first.json"
 first_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 sleep 5   # let warm-up (batch plan calibration) finish and the process go idle

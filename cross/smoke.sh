@@ -59,7 +59,7 @@ arm_pid=$!
 "$host" --data-dir "$work/host" serve --model ppocr=ppocr-cls-onnx:1.0.0 --model fixtures/models/sine_float.tflite \
   --addr "127.0.0.1:$host_port" --log-level warn > "$work/host-serve.log" 2>&1 &
 host_pid=$!
-trap 'kill $arm_pid $host_pid 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $arm_pid $host_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 for case in "ppocr x 1,3,48,192" "sine_float serving_default_dense_input:0 1,1"; do
   set -- $case
   python3 cross/predict.py "http://127.0.0.1:$arm_port" "$1" "$2" "$3" > "$work/arm-out.json"

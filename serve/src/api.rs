@@ -220,19 +220,23 @@ fn with_slot(
         .get(model)
         .ok_or_else(|| ApiError::unknown_model(model))?;
     let loaded = slot.current();
-    if let Some(v) = version
-        && v != loaded.version
-    {
-        return Err(ApiError::new(
+    check_version(&slot.name, &loaded, version)?;
+    Ok(f(&slot, &loaded))
+}
+
+/// A 404 when the request names a version other than the one in service.
+fn check_version(model: &str, loaded: &Loaded, version: Option<&str>) -> Result<(), ApiError> {
+    match version {
+        Some(v) if v != loaded.version => Err(ApiError::new(
             404,
             "version_not_found",
             format!(
                 "model {model:?} serves version {}, not {v:?}",
                 loaded.version
             ),
-        ));
+        )),
+        _ => Ok(()),
     }
-    Ok(f(&slot, &loaded))
 }
 
 fn io_json(spec: &IoSpec) -> serde_json::Value {
@@ -444,18 +448,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let loaded = slot.current();
-    if let Some(v) = version
-        && v != loaded.version
-    {
-        return Err(ApiError::new(
-            404,
-            "version_not_found",
-            format!(
-                "model {:?} serves version {}, not {v:?}",
-                slot.name, loaded.version
-            ),
-        ));
-    }
+    check_version(&slot.name, &loaded, version)?;
     let arriving = loaded.batcher.arriving();
     let (parts, body) = read_body(request, state.settings.max_body_bytes).await?;
     let signature = loaded.engine.signature();

