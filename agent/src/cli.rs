@@ -206,6 +206,50 @@ pub enum PackCommand {
     Import(ImportArgs),
     /// Write a pack's original files, byte for byte, into a new directory
     Unpack(UnpackArgs),
+    /// Upload a pack to a sync-server: only the chunks it lacks, then the signed manifest
+    Push(PushArgs),
+    /// Download a pack from a sync-server, verifying signature, chunks and files
+    Pull(PullArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RemoteArgs {
+    /// The sync-server, e.g. https://sync.example:8443
+    #[arg(long, env = "AQ_SERVER", value_name = "URL")]
+    pub server: String,
+    /// API token (prefer AQ_TOKEN or --token-file: arguments show in `ps`)
+    #[arg(long, env = "AQ_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Read the API token from this file
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate(s) to trust for the server (PEM) instead of the system's
+    #[arg(long, env = "AQ_SERVER_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Parallel connections for chunk transfers
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub jobs: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// NAME, NAME:VERSION or NAME:TAG in the local registry
+    pub reference: String,
+    /// Also point these tags at the pushed version on the server; repeatable
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// NAME, NAME:VERSION, NAME:TAG, or a pack digest, on the server
+    pub reference: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,8 @@ use aq_pack::trust::TrustError;
 use aq_runtime::InspectError;
 use aq_store::{ErrorKind, StoreError};
 
+use crate::remote::RemoteError;
+
 /// A documented exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
@@ -22,6 +24,10 @@ pub enum ExitCode {
     Conflict,
     /// 7: the registry is in use by another process.
     Busy,
+    /// 8: the server refused the token: missing, unknown, revoked, or without the role.
+    Denied,
+    /// 9: the server cannot be reached: network, TLS, or a timeout.
+    Unreachable,
 }
 
 impl ExitCode {
@@ -33,6 +39,8 @@ impl ExitCode {
             ExitCode::InvalidInput => 5,
             ExitCode::Conflict => 6,
             ExitCode::Busy => 7,
+            ExitCode::Denied => 8,
+            ExitCode::Unreachable => 9,
         }
     }
 
@@ -44,6 +52,8 @@ impl ExitCode {
             ExitCode::InvalidInput => "invalid_input",
             ExitCode::Conflict => "conflict",
             ExitCode::Busy => "busy",
+            ExitCode::Denied => "denied",
+            ExitCode::Unreachable => "unreachable",
         }
     }
 }
@@ -75,11 +85,30 @@ fn from_store_kind(kind: ErrorKind) -> ExitCode {
     }
 }
 
+fn from_remote(e: &RemoteError) -> ExitCode {
+    match e {
+        RemoteError::Url { .. } | RemoteError::CaFile { .. } => ExitCode::InvalidInput,
+        RemoteError::Unreachable { .. } | RemoteError::BadAnswer { .. } => ExitCode::Unreachable,
+        RemoteError::Refused { status, code, .. } => match status.as_u16() {
+            401 | 403 => ExitCode::Denied,
+            404 => ExitCode::NotFound,
+            409 => ExitCode::Conflict,
+            422 if code == "untrusted" || code == "integrity" => ExitCode::Verification,
+            400 | 413 | 422 => ExitCode::InvalidInput,
+            503 => ExitCode::Busy,
+            _ => ExitCode::Failure,
+        },
+    }
+}
+
 /// The exit code for an error: the first typed error in its chain decides.
 pub fn code_for(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<UserError>() {
             return e.code;
+        }
+        if let Some(e) = cause.downcast_ref::<RemoteError>() {
+            return from_remote(e);
         }
         if let Some(e) = cause.downcast_ref::<StoreError>() {
             return from_store_kind(e.kind());

@@ -11,6 +11,7 @@ mod commands;
 pub mod exit;
 mod printer;
 pub mod profile;
+pub mod remote;
 mod settings;
 
 use std::ffi::OsString;

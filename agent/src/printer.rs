@@ -78,3 +78,72 @@ pub fn human_bytes(n: u64) -> String {
         format!("{value:.1} {}", UNITS[unit])
     }
 }
+
+/// A progress bar on stderr for transfers; drawn only on a terminal, and never with `--json`
+/// or `--quiet`. Safe to advance from several tasks.
+pub struct Progress {
+    label: String,
+    total: u64,
+    enabled: bool,
+    started: std::time::Instant,
+    state: std::sync::Mutex<(u64, Option<std::time::Instant>)>,
+}
+
+impl Printer {
+    pub fn progress(&self, label: &str, total: u64) -> Progress {
+        use std::io::IsTerminal;
+        Progress {
+            label: label.to_owned(),
+            total,
+            enabled: !self.json && !self.quiet && std::io::stderr().is_terminal(),
+            started: std::time::Instant::now(),
+            state: std::sync::Mutex::new((0, None)),
+        }
+    }
+}
+
+impl Progress {
+    pub fn advance(&self, n: u64) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        state.0 += n;
+        let now = std::time::Instant::now();
+        if !self.enabled
+            || state
+                .1
+                .is_some_and(|t| now.duration_since(t).as_millis() < 100)
+        {
+            return;
+        }
+        state.1 = Some(now);
+        self.draw(state.0);
+    }
+
+    fn draw(&self, done: u64) {
+        const WIDTH: u64 = 30;
+        let filled = (done.min(self.total) * WIDTH)
+            .checked_div(self.total)
+            .unwrap_or(WIDTH);
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        eprint!(
+            "\r{} [{}{}] {} / {}  {}/s   ",
+            self.label,
+            "#".repeat(filled as usize),
+            ".".repeat((WIDTH - filled) as usize),
+            human_bytes(done),
+            human_bytes(self.total),
+            human_bytes((done as f64 / secs) as u64),
+        );
+    }
+
+    /// Draws the final state and ends the line.
+    pub fn finish(&self) {
+        if !self.enabled {
+            return;
+        }
+        let done = self.state.lock().map(|s| s.0).unwrap_or(self.total);
+        self.draw(done);
+        eprintln!();
+    }
+}

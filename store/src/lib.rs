@@ -19,6 +19,7 @@ mod unpack;
 pub use blobs::{BlobStore, FsBlobStore};
 pub use error::{ErrorKind, StoreError, archive_kind, trust_kind};
 pub use registry::{
-    GcReport, ImportReport, PackSummary, PackWriter, Registry, Snapshot, StoredPack, VerifyReport,
+    GcReport, ImportReport, LooseChunk, PackSummary, PackWriter, PutReport, Registry, Snapshot,
+    StoredPack, VerifyReport,
 };
 pub use unpack::UnpackReport;

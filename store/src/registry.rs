@@ -23,6 +23,10 @@ const PACKS: TableDefinition<&str, &[u8]> = TableDefinition::new("packs");
 const TAGS: TableDefinition<&str, &str> = TableDefinition::new("tags");
 /// chunk digest (32 bytes) -> (uncompressed size, stored size).
 const CHUNKS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("chunks");
+/// chunk digest -> unix seconds when it arrived loose (pushed or pulled ahead of its manifest).
+/// Loose chunks are kept by `gc` for a grace period, so an interrupted transfer resumes instead
+/// of starting over. A pack commit that references a loose chunk clears its mark.
+const LOOSE: TableDefinition<&[u8], u64> = TableDefinition::new("loose");
 /// Registry-wide settings, e.g. the layout version.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
@@ -100,12 +104,34 @@ pub struct Snapshot {
     pub tags: BTreeMap<String, String>,
 }
 
+/// What `put_chunks` stored.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct PutReport {
+    /// Chunks the registry did not have and now holds.
+    pub chunks_new: usize,
+    /// Chunks it already had (skipped without being written).
+    pub chunks_present: usize,
+    /// Stored (compressed) bytes written.
+    pub bytes_new: u64,
+}
+
+/// One chunk offered to [`Registry::put_chunks`]: its digest, uncompressed size and stored
+/// (zstd) bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct LooseChunk<'a> {
+    pub digest: Digest,
+    pub size: u64,
+    pub compressed: &'a [u8],
+}
+
 /// What `gc` removed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GcReport {
     pub chunks_removed: usize,
     pub bytes_freed: u64,
     pub orphan_files_removed: usize,
+    /// Loose chunks kept because they arrived within the grace period.
+    pub loose_kept: usize,
 }
 
 /// The local registry in a data directory.
@@ -189,6 +215,7 @@ impl Registry {
             txn.open_table(PACKS)?;
             txn.open_table(TAGS)?;
             txn.open_table(CHUNKS)?;
+            txn.open_table(LOOSE)?;
             let mut meta = txn.open_table(META)?;
             let existing = meta.get("layout_version")?.map(|v| v.value().to_owned());
             match existing {
@@ -441,6 +468,103 @@ impl Registry {
         Ok(txn.open_table(CHUNKS)?.get(&digest.0[..])?.is_some())
     }
 
+    /// The digests in `wanted` that have no chunk row here, in the order given, without
+    /// repeats.
+    pub fn missing_chunks(&self, wanted: &[Digest]) -> Result<Vec<Digest>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let chunks = txn.open_table(CHUNKS)?;
+        let mut seen = HashSet::new();
+        let mut missing = Vec::new();
+        for d in wanted {
+            if seen.insert(*d) && chunks.get(&d.0[..])?.is_none() {
+                missing.push(*d);
+            }
+        }
+        Ok(missing)
+    }
+
+    /// The uncompressed size of a chunk this registry has a row for.
+    pub fn chunk_size(&self, digest: &Digest) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let row = txn.open_table(CHUNKS)?.get(&digest.0[..])?;
+        row.map(|r| r.value().0)
+            .ok_or_else(|| StoreError::NotFound(format!("chunk {digest}")))
+    }
+
+    /// The stored (zstd) bytes of a chunk this registry has a row for, as they would travel
+    /// to another registry. The receiver verifies them.
+    pub fn stored_chunk(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        if !self.has_chunk_row(digest)? {
+            return Err(StoreError::NotFound(format!("chunk {digest}")));
+        }
+        self.read_stored_chunk(digest)
+    }
+
+    /// Stores chunks ahead of the manifest that will name them (a push to a server, a pull
+    /// from one): each is decompressed and checked against its digest and size first, then
+    /// all are written, made durable with one sync, and given rows in one transaction, marked
+    /// loose at `now` (see `gc_with_grace`). Chunks the registry already has are skipped. On
+    /// error nothing becomes visible.
+    pub fn put_chunks(
+        &self,
+        chunks: &[LooseChunk<'_>],
+        now: SystemTime,
+    ) -> Result<PutReport, StoreError> {
+        let mut report = PutReport::default();
+        let mut fresh: Vec<(Digest, u64, u64)> = Vec::new();
+        let mut written: Vec<Digest> = Vec::new();
+        let result = (|| -> Result<(), StoreError> {
+            for c in chunks {
+                if fresh.iter().any(|(d, _, _)| *d == c.digest) || self.has_chunk_row(&c.digest)? {
+                    report.chunks_present += 1;
+                    continue;
+                }
+                decompress_verified(c.compressed, c.digest, c.size)?;
+                self.blobs
+                    .put(&c.digest, c.compressed)
+                    .map_err(io_err("write chunk", Path::new(&c.digest.to_string())))?;
+                written.push(c.digest);
+                fresh.push((c.digest, c.size, c.compressed.len() as u64));
+                report.chunks_new += 1;
+                report.bytes_new += c.compressed.len() as u64;
+            }
+            if fresh.is_empty() {
+                return Ok(());
+            }
+            self.blobs
+                .sync()
+                .map_err(io_err("sync content store", &self.root))?;
+            let stamp = now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let txn = self.db.begin_write()?;
+            {
+                let mut rows = txn.open_table(CHUNKS)?;
+                let mut loose = txn.open_table(LOOSE)?;
+                for (d, size, stored) in &fresh {
+                    if rows.get(&d.0[..])?.is_none() {
+                        rows.insert(&d.0[..], (*size, *stored))?;
+                        loose.insert(&d.0[..], stamp)?;
+                    }
+                }
+            }
+            // Past this point the files must stay: the commit may have reached the disk even
+            // if it reports failure, and a row must never lack its file.
+            written.clear();
+            txn.commit()?;
+            Ok(())
+        })();
+        if result.is_err() {
+            for d in written {
+                if matches!(self.has_chunk_row(&d), Ok(false)) {
+                    let _ = self.blobs.remove(&d);
+                }
+            }
+        }
+        result.map(|()| report)
+    }
+
     /// Starts adding a pack whose manifest is known (an import): fails early if
     /// `name:version` exists. Chunks go to the content store as they come; nothing is visible
     /// until [`PackWriter::commit`].
@@ -589,9 +713,25 @@ impl Registry {
         Ok(newest)
     }
 
-    /// Removes chunk rows and files that no pack references, and leftover files.
+    /// Removes chunk rows and files that no pack references, and leftover files, loose chunks
+    /// included.
     pub fn gc(&self) -> Result<GcReport, StoreError> {
+        self.gc_with_grace(std::time::Duration::ZERO, SystemTime::now())
+    }
+
+    /// Like [`Registry::gc`], but keeps loose chunks (see [`Registry::put_chunks`]) that
+    /// arrived less than `grace` before `now`: an interrupted push or pull keeps its progress.
+    pub fn gc_with_grace(
+        &self,
+        grace: std::time::Duration,
+        now: SystemTime,
+    ) -> Result<GcReport, StoreError> {
         let mut report = GcReport::default();
+        let cutoff = now
+            .checked_sub(grace)
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let txn = self.db.begin_write()?;
         let mut removed = Vec::new();
         let live: HashSet<Digest>;
@@ -609,6 +749,26 @@ impl Registry {
                         .map(|c| c.digest),
                 );
             }
+            let mut loose = txn.open_table(LOOSE)?;
+            let mut young = HashSet::new();
+            let mut stale = Vec::new();
+            for entry in loose.iter()? {
+                let (k, v) = entry?;
+                let digest =
+                    Digest(k.value().try_into().map_err(|_| {
+                        StoreError::Corrupt("loose row key is not 32 bytes".into())
+                    })?);
+                if v.value() >= cutoff && !grace.is_zero() {
+                    young.insert(digest);
+                } else {
+                    stale.push(digest);
+                }
+            }
+            for d in &stale {
+                loose.remove(&d.0[..])?;
+            }
+            report.loose_kept = young.len();
+            referenced.extend(young);
             let mut chunks = txn.open_table(CHUNKS)?;
             let mut rows = Vec::new();
             for entry in chunks.iter()? {
@@ -792,6 +952,10 @@ impl PackWriter<'_> {
                     "{missing} chunk(s) of {} were never supplied",
                     self.key
                 )));
+            }
+            let mut loose = txn.open_table(LOOSE)?;
+            for c in m.unique_chunks() {
+                loose.remove(&c.digest.0[..])?;
             }
             packs.insert(self.key.as_str(), record_bytes.as_slice())?;
             let mut tags = txn.open_table(TAGS)?;

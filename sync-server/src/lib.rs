@@ -1,2 +1,184 @@
-//! Skeleton of the sync-server crate. Nothing is implemented yet: the central registry, fleet
-//! enrollment and staged rollouts arrive with their own issue. This crate exports no API.
+//! `aq-sync`, the optional central registry: signed modelpacks stored by chunk, uploaded and
+//! downloaded over HTTPS with token roles. Fleet enrollment and rollouts over MQTT build on it.
+//!
+//! Layout of a data directory: `registry/` (an `aq-store` registry: redb index and content
+//! store), `fleet.redb` (tokens), `trust.toml` (which keys may sign which packs), `tls/`
+//! (generated CA and server certificate), `admin.token` (the first admin token, 0600).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod api;
+pub mod error;
+pub mod routes;
+pub mod server;
+pub mod tls;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aq_store::Registry;
+use aq_sync_proto::Role;
+
+pub use api::State;
+
+/// How the server speaks TLS.
+#[derive(Debug, Clone)]
+pub enum TlsMode {
+    /// Plain HTTP (behind a TLS-terminating proxy, or on loopback only).
+    Off,
+    /// A private CA and server certificate made on first start (`DATA/tls/`), for these names.
+    Generated { names: Vec<String> },
+    /// PEM files given by the operator.
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub data_dir: PathBuf,
+    pub addr: SocketAddr,
+    pub tls: TlsMode,
+    pub allow_unsigned: bool,
+    pub max_body: usize,
+    pub drain: Duration,
+    /// Keep chunks uploaded ahead of their manifest this long before `gc` may take them.
+    pub upload_grace: Duration,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("failed to open the registry in {path}")]
+    Registry {
+        path: PathBuf,
+        #[source]
+        source: aq_store::StoreError,
+    },
+    #[error("failed to open the fleet database {path}")]
+    Fleet {
+        path: PathBuf,
+        #[source]
+        source: redb::Error,
+    },
+    #[error(transparent)]
+    Tokens(#[from] tokens::TokenError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("failed to write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Opens the fleet database of a data directory.
+pub fn open_fleet(data_dir: &Path) -> Result<redb::Database, StartError> {
+    let path = data_dir.join("fleet.redb");
+    std::fs::create_dir_all(data_dir).map_err(|source| StartError::Write {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    redb::Database::create(&path).map_err(|e| StartError::Fleet {
+        path,
+        source: e.into(),
+    })
+}
+
+/// A server with its stores open and its socket bound.
+pub struct Started {
+    pub state: Arc<State>,
+    pub listener: tokio::net::TcpListener,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The CA file clients should trust, when the identity was generated.
+    pub ca_file: Option<PathBuf>,
+    /// Where the first admin token was written, when this start made it.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// Opens everything, makes the first admin token if there is no token, and binds.
+pub async fn start(options: &ServerOptions) -> Result<Started, StartError> {
+    let registry_dir = options.data_dir.join("registry");
+    let registry = Registry::open(&registry_dir).map_err(|source| StartError::Registry {
+        path: registry_dir.clone(),
+        source,
+    })?;
+    // Chunks uploaded for pushes that never finished, and chunks of deleted packs.
+    match registry.gc_with_grace(options.upload_grace, SystemTime::now()) {
+        Ok(r) if r.chunks_removed + r.orphan_files_removed > 0 => {
+            tracing::info!(
+                chunks = r.chunks_removed,
+                bytes = r.bytes_freed,
+                "gc at start"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "gc at start failed"),
+    }
+    let fleet = open_fleet(&options.data_dir)?;
+    let admin_token_file = bootstrap_admin(&fleet, &options.data_dir)?;
+    let (tls, ca_file) = match &options.tls {
+        TlsMode::Off => (None, None),
+        TlsMode::Generated { names } => {
+            let paths = tls::ensure_generated(&options.data_dir, names)?;
+            let config = tls::server_config(&paths.cert, &paths.key)?;
+            (
+                Some(tokio_rustls::TlsAcceptor::from(config)),
+                Some(paths.ca),
+            )
+        }
+        TlsMode::Files { cert, key } => {
+            let config = tls::server_config(cert, key)?;
+            (Some(tokio_rustls::TlsAcceptor::from(config)), None)
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(options.addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: options.addr,
+            source,
+        })?;
+    let state = Arc::new(State {
+        registry: Arc::new(registry),
+        fleet: Arc::new(fleet),
+        trust_path: options.data_dir.join("trust.toml"),
+        allow_unsigned: options.allow_unsigned,
+        max_body: options.max_body,
+    });
+    Ok(Started {
+        state,
+        listener,
+        tls,
+        ca_file,
+        admin_token_file,
+    })
+}
+
+/// On a server with no token at all, makes an admin token and writes it to
+/// `DATA/admin.token` (mode 0600), so the operator can make the others.
+fn bootstrap_admin(fleet: &redb::Database, data_dir: &Path) -> Result<Option<PathBuf>, StartError> {
+    let tokens = tokens::Tokens::new(fleet)?;
+    if !tokens.is_empty()? {
+        return Ok(None);
+    }
+    let (_, secret) = tokens.create("admin", Role::Admin, SystemTime::now())?;
+    let path = data_dir.join("admin.token");
+    write_secret(&path, &secret).map_err(|source| StartError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Some(path))
+}
+
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    tls::write_private(path, format!("{secret}\n").as_bytes())
+}

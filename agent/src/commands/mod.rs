@@ -38,6 +38,8 @@ pub fn dispatch(command: Command, settings: &Settings, printer: &Printer) -> any
             PackCommand::Export(args) => pack::export::run(args, settings, printer),
             PackCommand::Import(args) => pack::import::run(args, settings, printer),
             PackCommand::Unpack(args) => pack::unpack::run(args, settings, printer),
+            PackCommand::Push(args) => pack::push::run(args, settings, printer),
+            PackCommand::Pull(args) => pack::pull::run(args, settings, printer),
         },
     }
 }
@@ -77,6 +79,36 @@ pub fn read_policy(path: &Path) -> anyhow::Result<TrustPolicy> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("failed to read trust policy {}", path.display()))?;
     TrustPolicy::parse(&text).with_context(|| format!("in trust policy {}", path.display()))
+}
+
+/// Connects settings for a sync-server: URL, token (flag, environment or file) and CA.
+pub fn remote(
+    args: &crate::cli::RemoteArgs,
+) -> anyhow::Result<std::sync::Arc<crate::remote::Remote>> {
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(t.trim().to_owned()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("failed to read the token file {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    Ok(crate::remote::Remote::new(&crate::remote::RemoteOptions {
+        url: args.server.clone(),
+        token,
+        ca: args.ca.clone(),
+    })?)
+}
+
+/// A runtime for commands that talk to a server.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
 }
 
 pub fn now() -> SystemTime {

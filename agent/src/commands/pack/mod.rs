@@ -5,6 +5,8 @@ pub mod gc;
 pub mod import;
 pub mod inspect;
 pub mod list;
+pub mod pull;
+pub mod push;
 pub mod rm;
 pub mod save;
 pub mod tag;

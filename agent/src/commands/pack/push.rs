@@ -1,0 +1,207 @@
+//! `aq pack push`: upload a pack to a sync-server. The server is asked which chunks it lacks;
+//! only those travel, in frames over parallel connections; the signed manifest goes last. Each
+//! frame is durable on the server when its answer arrives, so an interrupted push resumes
+//! where it stopped: the next run finds those chunks present.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use aq_pack::Digest;
+use aq_store::Registry;
+use aq_sync_proto::api::{DigestList, MissingChunks, PackUpload, PushReport, UploadReport};
+use aq_sync_proto::frame::{self, ChunkEntry};
+use bytes::Bytes;
+use hyper::Method;
+use serde::Serialize;
+
+use crate::cli::PushArgs;
+use crate::printer::{Printer, Progress, human_bytes};
+use crate::remote::Client;
+use crate::settings::Settings;
+
+/// Uncompressed chunk bytes per upload frame (stored bytes are at most this plus zstd's
+/// small bound).
+const FRAME_BYTES: u64 = 8 << 20;
+
+#[derive(Serialize)]
+struct Out {
+    id: String,
+    digest: String,
+    server: String,
+    created: bool,
+    chunks_total: usize,
+    chunks_uploaded: usize,
+    bytes_uploaded: u64,
+    pack_bytes: u64,
+    tags: Vec<String>,
+}
+
+pub fn run(args: PushArgs, settings: &Settings, printer: &Printer) -> anyhow::Result<()> {
+    let reference = super::super::parse_ref(&args.reference)?;
+    for tag in &args.tags {
+        aq_pack::reference::validate_tag(tag)
+            .map_err(|e| crate::exit::user_error(crate::exit::ExitCode::InvalidInput, e))?;
+    }
+    let registry = Arc::new(super::super::open_registry(settings)?);
+    let pack = registry.get(&reference)?;
+    let signed = pack.signed.clone();
+    let id = signed.manifest.id();
+    let remote = super::super::remote(&args.remote)?;
+    let what = || format!("failed to push {id} to {}", args.remote.server);
+    let jobs = usize::from(args.remote.jobs);
+    let runtime = super::super::runtime()?;
+    let (report, uploaded) = runtime
+        .block_on(async {
+            let mut client = Client::new(remote.clone());
+            let chunks = signed.manifest.unique_chunks();
+            let wanted = DigestList {
+                digests: chunks.iter().map(|c| c.digest).collect(),
+            };
+            let missing: MissingChunks = client
+                .json(Method::POST, "/v1/chunks/missing", Some(&wanted))
+                .await?;
+            let batches = batches(&registry, &missing.missing)?;
+            let total: u64 = batches.iter().flatten().map(|(_, size)| *size).sum();
+            let progress = Arc::new(printer.progress(&format!("push {id}"), total));
+            let uploaded = upload(
+                remote.clone(),
+                registry.clone(),
+                batches,
+                jobs,
+                progress.clone(),
+            )
+            .await?;
+            progress.finish();
+            let upload = PackUpload {
+                manifest: String::from_utf8(signed.manifest_bytes.clone())
+                    .context("the stored manifest is not UTF-8")?,
+                signature: signed
+                    .signature
+                    .as_ref()
+                    .map(|s| String::from_utf8_lossy(&s.to_bytes()).into_owned()),
+                tags: args.tags.clone(),
+            };
+            let report: PushReport = client
+                .json(Method::POST, "/v1/packs", Some(&upload))
+                .await?;
+            anyhow::Ok((report, uploaded))
+        })
+        .with_context(what)?;
+    let out = Out {
+        id: report.id,
+        digest: report.digest,
+        server: remote.url().to_owned(),
+        created: report.created,
+        chunks_total: signed.manifest.unique_chunks().len(),
+        chunks_uploaded: uploaded.chunks_new,
+        bytes_uploaded: uploaded.bytes_new,
+        pack_bytes: signed.manifest.total_size(),
+        tags: report.tags,
+    };
+    printer.result(&out, || {
+        format!(
+            "{} {} to {}\n  digest    {}\n  uploaded  {} of {} chunks ({}; the pack is {})",
+            if out.created {
+                "Pushed"
+            } else {
+                "Already on the server:"
+            },
+            out.id,
+            out.server,
+            out.digest,
+            out.chunks_uploaded,
+            out.chunks_total,
+            human_bytes(out.bytes_uploaded),
+            human_bytes(out.pack_bytes),
+        )
+    });
+    Ok(())
+}
+
+/// Groups the missing chunks into frames of about [`FRAME_BYTES`]: (digest, size) each.
+fn batches(registry: &Registry, missing: &[Digest]) -> anyhow::Result<Vec<Vec<(Digest, u64)>>> {
+    let mut out: Vec<Vec<(Digest, u64)>> = Vec::new();
+    let mut current_bytes = 0;
+    for d in missing {
+        let size = registry.chunk_size(d).with_context(|| {
+            format!("the server asked for chunk {d}, which this pack does not have")
+        })?;
+        if out.is_empty() || current_bytes + size > FRAME_BYTES {
+            out.push(Vec::new());
+            current_bytes = 0;
+        }
+        current_bytes += size;
+        if let Some(last) = out.last_mut() {
+            last.push((*d, size));
+        }
+    }
+    Ok(out)
+}
+
+/// Uploads the frames over `jobs` connections.
+async fn upload(
+    remote: Arc<crate::remote::Remote>,
+    registry: Arc<Registry>,
+    batches: Vec<Vec<(Digest, u64)>>,
+    jobs: usize,
+    progress: Arc<Progress>,
+) -> anyhow::Result<UploadReport> {
+    let queue = Arc::new(Mutex::new(batches.into_iter()));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..jobs {
+        let (remote, registry, queue, progress) = (
+            remote.clone(),
+            registry.clone(),
+            queue.clone(),
+            progress.clone(),
+        );
+        workers.spawn(async move {
+            let mut client = Client::new(remote);
+            let mut sum = UploadReport {
+                chunks_new: 0,
+                chunks_present: 0,
+                bytes_new: 0,
+            };
+            loop {
+                let next = queue.lock().ok().and_then(|mut q| q.next());
+                let Some(batch) = next else { break };
+                let stored: Vec<Vec<u8>> = batch
+                    .iter()
+                    .map(|(d, _)| registry.stored_chunk(d))
+                    .collect::<Result<_, _>>()?;
+                let entries: Vec<ChunkEntry<'_>> = batch
+                    .iter()
+                    .zip(&stored)
+                    .map(|((digest, size), bytes)| ChunkEntry {
+                        digest: *digest,
+                        size: *size,
+                        stored: bytes,
+                    })
+                    .collect();
+                let body = Bytes::from(frame::encode(&entries));
+                let answer = client
+                    .send(Method::POST, "/v1/chunks", Some(frame::CONTENT_TYPE), body)
+                    .await?;
+                let report: UploadReport = serde_json::from_slice(&answer.body)
+                    .context("the server's upload report does not decode")?;
+                progress.advance(batch.iter().map(|(_, size)| size).sum());
+                sum.chunks_new += report.chunks_new;
+                sum.chunks_present += report.chunks_present;
+                sum.bytes_new += report.bytes_new;
+            }
+            anyhow::Ok(sum)
+        });
+    }
+    let mut total = UploadReport {
+        chunks_new: 0,
+        chunks_present: 0,
+        bytes_new: 0,
+    };
+    while let Some(joined) = workers.join_next().await {
+        let part = joined.context("an upload task failed")??;
+        total.chunks_new += part.chunks_new;
+        total.chunks_present += part.chunks_present;
+        total.bytes_new += part.bytes_new;
+    }
+    Ok(total)
+}

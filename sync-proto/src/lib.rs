@@ -1,0 +1,14 @@
+//! Wire contracts between the agent (`aq`) and the sync-server (`aq-sync`): the JSON bodies of
+//! the registry REST API, the binary chunk batch frame, and token roles.
+//!
+//! Like `aq-pack`, this crate does no I/O: it turns bytes into typed values and back, so both
+//! programs (and the fuzz targets) share one definition of every message.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod api;
+pub mod frame;
+pub mod role;
+
+pub use frame::{ChunkEntry, FrameError};
+pub use role::Role;

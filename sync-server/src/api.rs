@@ -1,0 +1,611 @@
+//! Requests to answers, without sockets: authentication, routing, and one handler per route.
+//! Registry and token calls block on disk, so they run on tokio's blocking pool.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use aq_pack::reference::validate_tag;
+use aq_pack::signature::SignedManifest;
+use aq_pack::trust::Verdict;
+use aq_pack::{Digest, PackRef, TrustPolicy};
+use aq_store::{LooseChunk, Registry, StoredPack};
+use aq_sync_proto::api::{
+    DigestList, MAX_DIGESTS_PER_REQUEST, MissingChunks, PackInfo, PackList, PackSummary,
+    PackUpload, PromoteReport, PromoteRequest, PushReport, TokenCreated, TokenList, TokenRequest,
+    UploadReport,
+};
+use aq_sync_proto::frame::{self, ChunkEntry};
+use aq_sync_proto::role::Access;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::routes::{self, Matched, Op, Route};
+use crate::tokens::{Caller, Tokens};
+
+/// The most stored bytes one `POST /v1/chunks/fetch` answer carries; clients ask in batches.
+pub const MAX_FETCH_BYTES: u64 = 32 << 20;
+
+/// What every request handler shares.
+pub struct State {
+    pub registry: Arc<Registry>,
+    pub fleet: Arc<redb::Database>,
+    /// The trust policy file pushes are checked against (read on every push, so edits apply
+    /// without a restart). Absent means no key is trusted.
+    pub trust_path: PathBuf,
+    pub allow_unsigned: bool,
+    pub max_body: usize,
+}
+
+type Answer = Result<Response<Full<Bytes>>, ApiError>;
+
+/// Answers one request. Never fails: refusals are JSON error bodies.
+pub async fn handle<B>(state: &Arc<State>, request: Request<B>) -> Response<Full<Bytes>>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = match dispatch(state, request).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed = ?started.elapsed(), "request");
+    response
+}
+
+pub fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "error": { "code": e.code, "message": e.message } });
+    let mut r = bytes_response(e.status, "application/json", Bytes::from(body.to_string()));
+    if e.status == StatusCode::UNAUTHORIZED {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    r
+}
+
+fn bytes_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Answer {
+    let body = serde_json::to_vec(value).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(bytes_response(
+        status,
+        "application/json",
+        Bytes::from(body),
+    ))
+}
+
+async fn dispatch<B>(state: &Arc<State>, request: Request<B>) -> Answer
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (route, params) = match routes::route(request.method(), request.uri().path()) {
+        Matched::Route(r, p) => (r, p),
+        Matched::NotFound => {
+            return Err(ApiError::not_found(format!(
+                "no route {}; see /openapi.json",
+                request.uri().path()
+            )));
+        }
+        Matched::MethodNotAllowed(allowed) => {
+            let mut r = error_response(&ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} takes {}", request.uri().path(), allowed.join(", ")),
+            ));
+            if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+                r.headers_mut().insert(header::ALLOW, v);
+            }
+            return Ok(r);
+        }
+    };
+    let caller = authenticate(state, route, &request).await?;
+    let body = read_body(request, state.max_body).await?;
+    match route.op {
+        Op::Health => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        Op::OpenApi => json(StatusCode::OK, &routes::openapi()),
+        Op::WhoAmI => {
+            let c =
+                caller.ok_or_else(|| ApiError::internal("no caller on an authenticated route"))?;
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "name": c.name, "role": c.role, "token_id": c.token_id }),
+            )
+        }
+        Op::ListPacks => list_packs(state, None).await,
+        Op::PackVersions => list_packs(state, Some(param(&params, 0)?)).await,
+        Op::PushPack => push_pack(state, body).await,
+        Op::GetPack => get_pack(state, param(&params, 0)?).await,
+        Op::DeletePack => delete_pack(state, param(&params, 0)?).await,
+        Op::PromotePack => promote(state, param(&params, 0)?, body).await,
+        Op::MissingChunks => missing_chunks(state, body).await,
+        Op::UploadChunks => upload_chunks(state, body).await,
+        Op::FetchChunks => fetch_chunks(state, body).await,
+        Op::GetChunk => get_chunk(state, param(&params, 0)?).await,
+        Op::ListTokens => {
+            let fleet = state.fleet.clone();
+            let tokens = blocking(move || Ok(Tokens::new(&fleet)?.list()?)).await?;
+            json(StatusCode::OK, &TokenList { tokens })
+        }
+        Op::CreateToken => {
+            let req: TokenRequest = parse_json(&body)?;
+            let fleet = state.fleet.clone();
+            let (info, token) = blocking(move || {
+                Ok(Tokens::new(&fleet)?.create(&req.name, req.role, SystemTime::now())?)
+            })
+            .await?;
+            tracing::info!(id = %info.id, name = %info.name, role = %info.role, "token created");
+            json(StatusCode::CREATED, &TokenCreated { info, token })
+        }
+        Op::RevokeToken => {
+            let id = param(&params, 0)?.to_owned();
+            let fleet = state.fleet.clone();
+            let info = blocking(move || Ok(Tokens::new(&fleet)?.revoke(&id)?)).await?;
+            tracing::info!(id = %info.id, name = %info.name, "token revoked");
+            json(StatusCode::OK, &info)
+        }
+    }
+}
+
+fn param(params: &[String], i: usize) -> Result<&str, ApiError> {
+    params
+        .get(i)
+        .map(String::as_str)
+        .ok_or_else(|| ApiError::internal("route parameter missing"))
+}
+
+async fn authenticate<B>(
+    state: &Arc<State>,
+    route: &Route,
+    request: &Request<B>,
+) -> Result<Option<Caller>, ApiError> {
+    if route.access == Access::Public {
+        return Ok(None);
+    }
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("this route needs `Authorization: Bearer <token>`"))?;
+    let secret = header
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?
+        .to_owned();
+    let fleet = state.fleet.clone();
+    let caller = blocking(move || Ok(Tokens::new(&fleet)?.authenticate(&secret)?))
+        .await?
+        .ok_or_else(|| unauthorized("unknown or revoked token"))?;
+    if !caller.role.allows(route.access) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token {:?} has role {}, and {} {} needs {} access",
+                caller.name,
+                caller.role,
+                route.method,
+                route.path,
+                route.access.as_str()
+            ),
+        ));
+    }
+    Ok(Some(caller))
+}
+
+/// Bodies over the limit are still read (and dropped) up to this many bytes, so the client gets
+/// to read the 413 instead of a connection reset.
+const DRAIN_CAP: u64 = 16 << 20;
+
+async fn read_body<B>(request: Request<B>, limit: usize) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are limited to {limit} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > DRAIN_CAP) {
+        return Err(too_large());
+    }
+    let mut body = std::pin::pin!(request.into_body());
+    let mut collected = bytes::BytesMut::new();
+    let mut seen: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("failed to read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len() as u64;
+            if seen > DRAIN_CAP {
+                break;
+            }
+            if seen <= limit as u64 {
+                collected.extend_from_slice(&data);
+            }
+        }
+    }
+    if seen > limit as u64 {
+        return Err(too_large());
+    }
+    Ok(collected.freeze())
+}
+
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("handler failed: {e}")))?
+}
+
+fn parse_ref(text: &str) -> Result<PackRef, ApiError> {
+    text.parse::<PackRef>()
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn summary(pack: &StoredPack) -> PackSummary {
+    let m = pack.manifest();
+    PackSummary {
+        id: m.id(),
+        name: m.name.clone(),
+        version: m.version.to_string(),
+        digest: pack.signed.digest().to_string(),
+        size: m.total_size(),
+        tags: pack.tags.clone(),
+        saved_at: pack.saved_at.clone(),
+        signed_by: pack.signed.signature.as_ref().map(|s| s.key_id.clone()),
+    }
+}
+
+fn info(pack: &StoredPack) -> PackInfo {
+    let s = summary(pack);
+    PackInfo {
+        id: s.id,
+        name: s.name,
+        version: s.version,
+        digest: s.digest,
+        size: s.size,
+        tags: s.tags,
+        saved_at: s.saved_at,
+        signed_by: s.signed_by,
+        manifest: String::from_utf8_lossy(&pack.signed.manifest_bytes).into_owned(),
+        signature: pack
+            .signed
+            .signature
+            .as_ref()
+            .map(|s| String::from_utf8_lossy(&s.to_bytes()).into_owned()),
+    }
+}
+
+/// A digest in a path: 64 hex digits, with or without the `blake3:` prefix.
+fn path_digest(text: &str) -> Option<Digest> {
+    Digest::from_hex(text.strip_prefix("blake3:").unwrap_or(text)).ok()
+}
+
+/// Finds a pack by `NAME[:TAG|:VERSION]`, or by pack digest (`blake3:` and 64 hex digits,
+/// or the hex digits alone).
+fn lookup(registry: &Registry, text: &str) -> Result<StoredPack, ApiError> {
+    if let Some(digest) = path_digest(text) {
+        let wanted = digest.to_string();
+        for s in registry.list()? {
+            if s.digest == wanted {
+                let reference = parse_ref(&format!("{}:{}", s.name, s.version))?;
+                return Ok(registry.get(&reference)?);
+            }
+        }
+        return Err(ApiError::not_found(format!("no pack has digest {text}")));
+    }
+    Ok(registry.get(&parse_ref(text)?)?)
+}
+
+async fn list_packs(state: &Arc<State>, name: Option<&str>) -> Answer {
+    let registry = state.registry.clone();
+    let name = name.map(str::to_owned);
+    let packs = blocking(move || {
+        if let Some(n) = &name {
+            aq_pack::manifest::validate_name(n).map_err(ApiError::bad_request)?;
+        }
+        let all = registry.list()?;
+        let mut out = Vec::new();
+        for s in all {
+            if name.as_ref().is_some_and(|n| *n != s.name) {
+                continue;
+            }
+            out.push(PackSummary {
+                id: format!("{}:{}", s.name, s.version),
+                name: s.name,
+                version: s.version,
+                digest: s.digest,
+                size: s.size,
+                tags: s.tags,
+                saved_at: s.saved_at,
+                signed_by: s.signed_by,
+            });
+        }
+        if let Some(n) = &name
+            && out.is_empty()
+        {
+            return Err(ApiError::not_found(format!("no pack is named {n}")));
+        }
+        Ok(out)
+    })
+    .await?;
+    json(StatusCode::OK, &PackList { packs })
+}
+
+async fn get_pack(state: &Arc<State>, reference: &str) -> Answer {
+    let registry = state.registry.clone();
+    let reference = reference.to_owned();
+    let pack = blocking(move || lookup(&registry, &reference)).await?;
+    json(StatusCode::OK, &info(&pack))
+}
+
+async fn delete_pack(state: &Arc<State>, reference: &str) -> Answer {
+    let registry = state.registry.clone();
+    let reference = reference.to_owned();
+    let removed = blocking(move || {
+        let pack = lookup(&registry, &reference)?;
+        let exact = parse_ref(&pack.manifest().id())?;
+        registry.remove(&exact)?;
+        Ok(summary(&pack))
+    })
+    .await?;
+    tracing::info!(id = %removed.id, "pack deleted");
+    json(StatusCode::OK, &removed)
+}
+
+async fn promote(state: &Arc<State>, reference: &str, body: Bytes) -> Answer {
+    let req: PromoteRequest = parse_json(&body)?;
+    validate_tag(&req.tag).map_err(ApiError::bad_request)?;
+    let reference = parse_ref(reference)?;
+    let registry = state.registry.clone();
+    let tag = req.tag.clone();
+    let id = blocking(move || Ok(registry.tag(&reference, &tag)?)).await?;
+    tracing::info!(%id, tag = %req.tag, "tag moved");
+    json(StatusCode::OK, &PromoteReport { id, tag: req.tag })
+}
+
+async fn push_pack(state: &Arc<State>, body: Bytes) -> Answer {
+    let upload: PackUpload = parse_json(&body)?;
+    for tag in &upload.tags {
+        validate_tag(tag).map_err(ApiError::bad_request)?;
+    }
+    let signed = SignedManifest::parse(
+        upload.manifest.as_bytes(),
+        upload.signature.as_deref().map(str::as_bytes),
+    )
+    .map_err(|e| ApiError::bad_request(format!("invalid pack: {e}")))?;
+    let policy = read_policy(state).await?;
+    let verdict = policy
+        .verify(&signed, SystemTime::now(), state.allow_unsigned)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "untrusted",
+                format!("pack refused by the server's trust policy: {e}"),
+            )
+        })?;
+    let signed_by = match verdict {
+        Verdict::Trusted { key_id, .. } => Some(key_id),
+        Verdict::UnsignedAllowed => None,
+    };
+    let registry = state.registry.clone();
+    let tags = upload.tags.clone();
+    let report = blocking(move || {
+        let id = signed.manifest.id();
+        let digest = signed.digest().to_string();
+        let created = match registry.get(&parse_ref(&id)?) {
+            Ok(existing) if existing.signed.digest().to_string() == digest => false,
+            Ok(existing) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!(
+                        "{id} already exists with another digest ({}); versions are immutable, push a new version",
+                        existing.signed.digest()
+                    ),
+                ));
+            }
+            Err(_) => {
+                let wanted: Vec<Digest> = signed
+                    .manifest
+                    .unique_chunks()
+                    .iter()
+                    .map(|c| c.digest)
+                    .collect();
+                let missing = registry.missing_chunks(&wanted)?;
+                if !missing.is_empty() {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "missing_chunks",
+                        format!(
+                            "{} of {} chunks of {id} have not been uploaded (first: {}); upload them with POST /v1/chunks first",
+                            missing.len(),
+                            wanted.len(),
+                            missing[0]
+                        ),
+                    ));
+                }
+                registry.begin_pack(signed)?.commit()?;
+                true
+            }
+        };
+        let exact = parse_ref(&id)?;
+        for tag in &tags {
+            registry.tag(&exact, tag)?;
+        }
+        Ok(PushReport {
+            id,
+            digest,
+            created,
+            signed_by,
+            tags,
+        })
+    })
+    .await?;
+    tracing::info!(id = %report.id, digest = %report.digest, created = report.created, "pack pushed");
+    json(
+        if report.created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        &report,
+    )
+}
+
+async fn read_policy(state: &Arc<State>) -> Result<TrustPolicy, ApiError> {
+    match tokio::fs::read_to_string(&state.trust_path).await {
+        Ok(text) => TrustPolicy::parse(&text).map_err(|e| {
+            ApiError::internal(format!(
+                "the server's trust policy {} does not parse: {e}",
+                state.trust_path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TrustPolicy::empty()),
+        Err(e) => Err(ApiError::internal(format!(
+            "failed to read the trust policy {}: {e}",
+            state.trust_path.display()
+        ))),
+    }
+}
+
+fn digest_list(body: &[u8]) -> Result<Vec<Digest>, ApiError> {
+    let list: DigestList = parse_json(body)?;
+    if list.digests.len() > MAX_DIGESTS_PER_REQUEST {
+        return Err(ApiError::bad_request(format!(
+            "{} digests in one request; at most {MAX_DIGESTS_PER_REQUEST}",
+            list.digests.len()
+        )));
+    }
+    Ok(list.digests)
+}
+
+async fn missing_chunks(state: &Arc<State>, body: Bytes) -> Answer {
+    let wanted = digest_list(&body)?;
+    let registry = state.registry.clone();
+    let missing = blocking(move || Ok(registry.missing_chunks(&wanted)?)).await?;
+    json(StatusCode::OK, &MissingChunks { missing })
+}
+
+async fn upload_chunks(state: &Arc<State>, body: Bytes) -> Answer {
+    let registry = state.registry.clone();
+    let report = blocking(move || {
+        let entries = frame::decode(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid chunk frame: {e}")))?;
+        let chunks: Vec<LooseChunk<'_>> = entries
+            .iter()
+            .map(|e| LooseChunk {
+                digest: e.digest,
+                size: e.size,
+                compressed: e.stored,
+            })
+            .collect();
+        Ok(registry.put_chunks(&chunks, SystemTime::now())?)
+    })
+    .await?;
+    json(
+        StatusCode::OK,
+        &UploadReport {
+            chunks_new: report.chunks_new,
+            chunks_present: report.chunks_present,
+            bytes_new: report.bytes_new,
+        },
+    )
+}
+
+async fn fetch_chunks(state: &Arc<State>, body: Bytes) -> Answer {
+    let wanted = digest_list(&body)?;
+    if wanted.len() > frame::MAX_FRAME_CHUNKS as usize {
+        return Err(ApiError::bad_request(format!(
+            "at most {} chunks per fetch",
+            frame::MAX_FRAME_CHUNKS
+        )));
+    }
+    let registry = state.registry.clone();
+    let body = blocking(move || {
+        let mut stored = Vec::with_capacity(wanted.len());
+        let mut seen = std::collections::HashSet::new();
+        let mut total = 0u64;
+        for d in &wanted {
+            if !seen.insert(*d) {
+                continue;
+            }
+            let bytes = registry.stored_chunk(d)?;
+            let size = registry.chunk_size(d)?;
+            total += bytes.len() as u64;
+            if total > MAX_FETCH_BYTES {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "fetch_too_large",
+                    format!("the chunks asked for exceed {MAX_FETCH_BYTES} bytes; ask for fewer at a time"),
+                ));
+            }
+            stored.push((*d, size, bytes));
+        }
+        let entries: Vec<ChunkEntry<'_>> = stored
+            .iter()
+            .map(|(digest, size, bytes)| ChunkEntry {
+                digest: *digest,
+                size: *size,
+                stored: bytes,
+            })
+            .collect();
+        Ok(frame::encode(&entries))
+    })
+    .await?;
+    Ok(bytes_response(
+        StatusCode::OK,
+        frame::CONTENT_TYPE,
+        Bytes::from(body),
+    ))
+}
+
+async fn get_chunk(state: &Arc<State>, digest: &str) -> Answer {
+    let digest = path_digest(digest).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "invalid chunk digest {digest:?}: expected 64 lowercase hex digits, optionally after blake3:"
+        ))
+    })?;
+    let registry = state.registry.clone();
+    let bytes = blocking(move || Ok(registry.stored_chunk(&digest)?)).await?;
+    Ok(bytes_response(
+        StatusCode::OK,
+        "application/zstd",
+        Bytes::from(bytes),
+    ))
+}

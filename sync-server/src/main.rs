@@ -1,0 +1,204 @@
+//! `aq-sync`: the central registry server and its offline admin commands.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use aq_sync_proto::Role;
+use aq_sync_server::{ServerOptions, TlsMode, server, tokens::Tokens};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "aq-sync",
+    version,
+    about = "Aquilia Edge sync-server: the central modelpack registry"
+)]
+struct Cli {
+    /// Server data directory [default: $XDG_DATA_HOME/aquilia-sync or ~/.local/share/aquilia-sync]
+    #[arg(long, global = true, env = "AQ_SYNC_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server
+    Serve(ServeArgs),
+    /// Manage API tokens while the server is stopped (use /v1/tokens while it runs)
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:8443", value_name = "HOST:PORT")]
+    addr: SocketAddr,
+    /// TLS certificate chain (PEM, leaf first); without it a private CA and certificate are
+    /// made in DATA/tls/ on first start
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM)
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Names (DNS or IP) the generated certificate is valid for; repeatable
+    #[arg(long = "tls-name", value_name = "NAME", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()])]
+    tls_names: Vec<String>,
+    /// Serve plain HTTP (only behind a TLS-terminating proxy)
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    no_tls: bool,
+    /// Accept unsigned packs (the trust policy still checks signed ones)
+    #[arg(long)]
+    allow_unsigned: bool,
+    /// Largest request body in bytes
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    max_body: usize,
+    /// Log level: error, warn, info, debug or trace
+    #[arg(long, env = "AQ_LOG", default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make a token and print its secret (shown once)
+    Create {
+        #[arg(long)]
+        name: String,
+        /// admin, publisher, viewer or device
+        #[arg(long)]
+        role: Role,
+    },
+    /// List tokens
+    List,
+    /// Revoke a token by id
+    Revoke { id: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
+    if let Some(d) = &cli.data_dir {
+        return Ok(d.clone());
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/share"))
+        })
+        .context("cannot choose a data directory; pass --data-dir or set AQ_SYNC_DATA_DIR")?;
+    Ok(base.join("aquilia-sync"))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let data_dir = data_dir(&cli)?;
+    match cli.command {
+        Command::Serve(args) => serve(args, data_dir),
+        Command::Token(cmd) => {
+            let fleet = aq_sync_server::open_fleet(&data_dir)?;
+            let tokens = Tokens::new(&fleet)?;
+            match cmd {
+                TokenCommand::Create { name, role } => {
+                    let (info, secret) = tokens.create(&name, role, SystemTime::now())?;
+                    eprintln!(
+                        "token {} ({}, {}): keep it secret, it is not shown again",
+                        info.id, info.name, info.role
+                    );
+                    println!("{secret}");
+                }
+                TokenCommand::List => {
+                    for t in tokens.list()? {
+                        println!("{}  {:<10} {}  {}", t.id, t.role, t.created_at, t.name);
+                    }
+                }
+                TokenCommand::Revoke { id } => {
+                    let t = tokens.revoke(&id)?;
+                    println!("revoked {} ({})", t.id, t.name);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::filter::LevelFilter::from_level(
+        args.log_level
+            .parse()
+            .with_context(|| format!("invalid log level {:?}", args.log_level))?,
+    );
+    tracing_subscriber::fmt()
+        .with_max_level(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let tls = match (args.no_tls, args.tls_cert, args.tls_key) {
+        (true, _, _) => TlsMode::Off,
+        (false, Some(cert), Some(key)) => TlsMode::Files { cert, key },
+        _ => TlsMode::Generated {
+            names: args.tls_names,
+        },
+    };
+    let options = ServerOptions {
+        data_dir,
+        addr: args.addr,
+        tls,
+        allow_unsigned: args.allow_unsigned,
+        max_body: args.max_body,
+        drain: Duration::from_secs(30),
+        upload_grace: Duration::from_secs(24 * 3600),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(async move {
+        let started = aq_sync_server::start(&options).await.with_context(|| {
+            format!(
+                "failed to start the server in {}",
+                options.data_dir.display()
+            )
+        })?;
+        let addr = server::bound(&started.listener)?;
+        let scheme = if started.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut notes = vec![format!("data {}", options.data_dir.display())];
+        if let Some(ca) = &started.ca_file {
+            notes.push(format!("ca {}", ca.display()));
+        }
+        if let Some(t) = &started.admin_token_file {
+            notes.push(format!("first admin token in {}", t.display()));
+        }
+        println!("listening on {scheme}://{addr} ({})", notes.join("; "));
+        server::serve(
+            started.listener,
+            started.tls,
+            started.state,
+            server::shutdown_signal(),
+            options.drain,
+        )
+        .await;
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests of `aq-sync` with the real `aq`: real processes, HTTPS over loopback, real
+//! redb files and real model files.
+
+mod registry;
+mod support;
