@@ -48,6 +48,122 @@ pub enum Command {
     Serve(ServeArgs),
     /// Serve one model file and reload it whenever the file changes
     Dev(DevArgs),
+    /// Run this device under a sync-server: enroll once, then `run`
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Staged rollouts of a pack to devices on a sync-server
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+    /// Push a pack and start its rollout in one step
+    Deploy(DeployArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Register this device with a sync-server: makes the device key, gets the device token
+    Enroll(EnrollArgs),
+    /// Follow the desired state from the server and serve the active pack
+    Run(AgentRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    /// The sync-server, e.g. https://sync.example:8443
+    #[arg(long, env = "AQ_SERVER", value_name = "URL")]
+    pub server: String,
+    /// Enrollment token (role device or admin)
+    #[arg(long, env = "AQ_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Read the enrollment token from this file
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate(s) to trust for the server (PEM); copied into the data directory
+    #[arg(long, env = "AQ_SERVER_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// A label rollouts select devices by, KEY=VALUE; repeatable
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// A name for people [default: the device id]
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentRunArgs {
+    /// How often to report state and health
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub heartbeat: String,
+    #[command(flatten)]
+    pub serving: ServingArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RolloutSpec {
+    /// Devices whose labels match, KEY=VALUE; repeatable, or comma-separated
+    #[arg(long = "selector", value_name = "KEY=VALUE")]
+    pub selector: Vec<String>,
+    /// Cumulative percentages of the selected devices per step
+    #[arg(long, default_value = "10,50,100", value_name = "PCT,PCT,...")]
+    pub steps: String,
+    /// Abort and roll back when more than this share of the devices fail, e.g. 5%
+    #[arg(long, default_value = "5%", value_name = "PCT")]
+    pub max_failure: String,
+    /// Advance on its own once a step's devices all run the pack and this long has passed
+    #[arg(long, value_name = "DURATION")]
+    pub soak: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Start a rollout of NAME:VERSION (already on the server)
+    Create {
+        /// NAME:VERSION or NAME:TAG on the server
+        pack: String,
+        #[command(flatten)]
+        spec: RolloutSpec,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Show one rollout, or list them all
+    Status {
+        id: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Go to the next step now
+    Advance {
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Stop automatic advancing
+    Pause {
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Resume a paused rollout
+    Resume {
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Send every device of the rollout back to what it ran before
+    Rollback {
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// NAME, NAME:VERSION or NAME:TAG in the local registry
+    pub reference: String,
+    #[command(flatten)]
+    pub spec: RolloutSpec,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -140,3 +140,20 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
     }
     ExitCode::Failure
 }
+
+/// An error and its causes on one line, leaving out a cause whose text the line already
+/// holds (some errors print their source in their own message).
+pub fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}

@@ -8,11 +8,13 @@
 
 mod cli;
 mod commands;
+mod daemon;
 pub mod exit;
 mod printer;
 pub mod profile;
 pub mod remote;
 mod settings;
+mod transfer;
 
 use std::ffi::OsString;
 

@@ -17,17 +17,21 @@ impl Printer {
         Printer { json, quiet }
     }
 
-    /// Prints a command's result: `value` as JSON, or `human` as text.
+    /// Prints a command's result: `value` as JSON, or `human` as text. A closed stdout (a
+    /// pipe into `head`) is not an error worth a panic: the output is dropped.
     pub fn result<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) {
+        use std::io::Write;
         if self.json {
             match serde_json::to_string_pretty(value) {
-                Ok(text) => println!("{text}"),
+                Ok(text) => {
+                    let _ = writeln!(std::io::stdout().lock(), "{text}");
+                }
                 Err(e) => eprintln!("error: failed to encode output as JSON: {e}"),
             }
         } else if !self.quiet {
             let text = human();
             if !text.is_empty() {
-                println!("{}", text.trim_end_matches('\n'));
+                let _ = writeln!(std::io::stdout().lock(), "{}", text.trim_end_matches('\n'));
             }
         }
     }

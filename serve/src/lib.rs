@@ -22,4 +22,4 @@ pub mod server;
 pub use config::{ConfigError, ConfigFile, ModelSettings, ServerSettings};
 pub use error::ApiError;
 pub use models::{ModelSource, ServeModelError};
-pub use server::{Server, ServerError, ServerHandle, shutdown_signal};
+pub use server::{Server, ServerError, ServerHandle, ServingHealth, shutdown_signal};

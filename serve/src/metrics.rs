@@ -52,6 +52,24 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// The upper bound of the bucket that holds the `q` quantile (`None` before any
+    /// observation, or when it lies above the last bound).
+    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q.clamp(0.0, 1.0) * total as f64).ceil().max(1.0) as u64;
+        let mut cumulative = 0;
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            cumulative += count.load(Ordering::Relaxed);
+            if cumulative >= rank {
+                return Some(*bound);
+            }
+        }
+        None
+    }
+
     fn write(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (bound, count) in self.bounds.iter().zip(&self.counts) {
@@ -100,6 +118,15 @@ impl ModelMetrics {
     pub fn count_request(&self, protocol: &'static str, status: u16) {
         let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         *map.entry((protocol, status)).or_insert(0) += 1;
+    }
+
+    /// Requests answered with a status in `range` (e.g. `500..600`).
+    pub fn requests_in(&self, range: std::ops::Range<u16>) -> u64 {
+        let map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .filter(|((_, s), _)| range.contains(s))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     pub fn requests(&self, status: u16) -> u64 {

@@ -223,6 +223,24 @@ impl ModelSet {
         }
     }
 
+    /// Serves `source`: a reload when its name is served, an addition otherwise.
+    pub async fn put(&self, source: &ModelSource) -> Result<(), ServeModelError> {
+        if self.get(&source.name).is_some() {
+            self.reload(source).await
+        } else {
+            self.add(source).await
+        }
+    }
+
+    /// Stops serving a name; requests already queued on it finish.
+    pub fn remove(&self, name: &str) -> bool {
+        self.slots
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .is_some()
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<Slot>> {
         self.slots
             .read()

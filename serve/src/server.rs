@@ -33,8 +33,6 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("no model to serve")]
-    NoModels,
 }
 
 /// A server with its models loaded and its socket bound, not yet accepting.
@@ -55,17 +53,63 @@ impl ServerHandle {
     pub async fn reload(&self, source: &ModelSource) -> Result<(), ServeModelError> {
         self.state.models.reload(source).await
     }
+
+    /// Serves `source`, replacing the model of the same name if there is one.
+    pub async fn put(&self, source: &ModelSource) -> Result<(), ServeModelError> {
+        self.state.models.put(source).await
+    }
+
+    /// Stops serving `name`.
+    pub fn remove(&self, name: &str) -> bool {
+        self.state.models.remove(name)
+    }
+
+    /// The names being served.
+    pub fn served(&self) -> Vec<String> {
+        self.state
+            .models
+            .all()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    /// Request counts and latency over every served model since start.
+    pub fn health(&self) -> ServingHealth {
+        let mut h = ServingHealth::default();
+        let mut p95: Option<f64> = None;
+        for slot in self.state.models.all() {
+            let m = &slot.metrics;
+            h.requests += m.request_seconds.count();
+            h.errors += m.requests_in(500..600);
+            h.load_errors += m.reloads_failed.load(Ordering::Relaxed);
+            if let Some(q) = m.request_seconds.quantile_bound(0.95) {
+                p95 = Some(p95.map_or(q, |p| p.max(q)));
+            }
+        }
+        h.p95_seconds = p95;
+        h
+    }
+}
+
+/// What [`ServerHandle::health`] reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServingHealth {
+    pub requests: u64,
+    /// Requests answered 5xx.
+    pub errors: u64,
+    /// Upper bound of the latency bucket holding the 95th percentile, worst model.
+    pub p95_seconds: Option<f64>,
+    pub load_errors: u64,
 }
 
 impl Server {
-    /// Loads every model, then binds. Must run inside a tokio runtime.
+    /// Loads every model, then binds. Must run inside a tokio runtime. With no sources the
+    /// server starts empty (the agent adds models as its desired state arrives).
     pub async fn start(
         settings: ServerSettings,
         sources: &[ModelSource],
     ) -> Result<Server, ServerError> {
-        if sources.is_empty() {
-            return Err(ServerError::NoModels);
-        }
         let state = Arc::new(State::new(settings.clone()));
         for source in sources {
             state.models.add(source).await?;

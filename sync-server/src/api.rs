@@ -15,6 +15,9 @@ use aq_sync_proto::api::{
     PackUpload, PromoteReport, PromoteRequest, PushReport, TokenCreated, TokenList, TokenRequest,
     UploadReport,
 };
+use aq_sync_proto::fleet::{
+    DeviceList, EnrollRequest, EnrollResponse, PackTarget, RolloutList, RolloutRequest,
+};
 use aq_sync_proto::frame::{self, ChunkEntry};
 use aq_sync_proto::role::Access;
 use bytes::Bytes;
@@ -25,6 +28,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::fleet::{Command, Fleet, FleetError, Publish};
 use crate::routes::{self, Matched, Op, Route};
 use crate::tokens::{Caller, Tokens};
 
@@ -40,6 +44,33 @@ pub struct State {
     pub trust_path: PathBuf,
     pub allow_unsigned: bool,
     pub max_body: usize,
+    /// The key desired states are signed with.
+    pub fleet_key: Arc<aq_pack::keys::SecretKey>,
+    pub topic_prefix: String,
+    /// The MQTT endpoint devices are told to connect to.
+    pub mqtt_url: String,
+    /// Desired-state messages to publish (retained) once their change is committed.
+    pub publish: tokio::sync::mpsc::UnboundedSender<Publish>,
+}
+
+impl State {
+    /// Runs a fleet change on the blocking pool and queues the messages it produced.
+    async fn fleet<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Fleet<'_>) -> Result<(T, Vec<Publish>), FleetError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let state = self.clone();
+        let (value, publish) = blocking(move || {
+            let fleet = Fleet::new(&state.fleet, &state.fleet_key, &state.topic_prefix)?;
+            Ok(f(&fleet)?)
+        })
+        .await?;
+        for p in publish {
+            // The MQTT task only stops with the server; a closed channel means shutting down.
+            let _ = self.publish.send(p);
+        }
+        Ok(value)
+    }
 }
 
 type Answer = Result<Response<Full<Bytes>>, ApiError>;
@@ -154,6 +185,51 @@ where
             .await?;
             tracing::info!(id = %info.id, name = %info.name, role = %info.role, "token created");
             json(StatusCode::CREATED, &TokenCreated { info, token })
+        }
+        Op::ServerKey => {
+            let key = state.fleet_key.public_key();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "public_key": key.to_string(), "key_id": key.key_id() }),
+            )
+        }
+        Op::Enroll => enroll(state, body).await,
+        Op::ListDevices => {
+            let devices = state.fleet(|f| Ok((f.devices()?, Vec::new()))).await?;
+            json(StatusCode::OK, &DeviceList { devices })
+        }
+        Op::GetDevice => {
+            let id = param(&params, 0)?.to_owned();
+            let device = state
+                .fleet(move |f| Ok((f.device(&id)?, Vec::new())))
+                .await?;
+            json(StatusCode::OK, &device)
+        }
+        Op::CreateRollout => create_rollout(state, body).await,
+        Op::ListRollouts => {
+            let rollouts = state.fleet(|f| Ok((f.rollouts()?, Vec::new()))).await?;
+            json(StatusCode::OK, &RolloutList { rollouts })
+        }
+        Op::GetRollout => {
+            let id = param(&params, 0)?.to_owned();
+            let status = state
+                .fleet(move |f| Ok((f.rollout(&id)?, Vec::new())))
+                .await?;
+            json(StatusCode::OK, &status)
+        }
+        Op::AdvanceRollout | Op::PauseRollout | Op::ResumeRollout | Op::RollbackRollout => {
+            let command = match route.op {
+                Op::AdvanceRollout => Command::Advance,
+                Op::PauseRollout => Command::Pause,
+                Op::ResumeRollout => Command::Resume,
+                _ => Command::Rollback,
+            };
+            let id = param(&params, 0)?.to_owned();
+            let status = state
+                .fleet(move |f| f.command(&id, command, SystemTime::now()))
+                .await?;
+            tracing::info!(rollout = %status.id, ?command, phase = ?status.phase, "rollout command");
+            json(StatusCode::OK, &status)
         }
         Op::RevokeToken => {
             let id = param(&params, 0)?.to_owned();
@@ -608,4 +684,62 @@ async fn get_chunk(state: &Arc<State>, digest: &str) -> Answer {
         "application/zstd",
         Bytes::from(bytes),
     ))
+}
+
+async fn enroll(state: &Arc<State>, body: Bytes) -> Answer {
+    let req: EnrollRequest = parse_json(&body)?;
+    let device = state
+        .fleet(move |f| Ok((f.enroll(&req, SystemTime::now())?, Vec::new())))
+        .await?;
+    let fleet_db = state.fleet.clone();
+    let name = device.device.clone();
+    let (_, token) =
+        blocking(move || {
+            Ok(Tokens::new(&fleet_db)?.create(
+                &name,
+                aq_sync_proto::Role::Device,
+                SystemTime::now(),
+            )?)
+        })
+        .await?;
+    let policy = match tokio::fs::read_to_string(&state.trust_path).await {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => TrustPolicy::empty().to_toml(),
+        Err(e) => {
+            return Err(ApiError::internal(format!(
+                "failed to read the trust policy: {e}"
+            )));
+        }
+    };
+    tracing::info!(device = %device.device, labels = ?device.labels, "device enrolled");
+    json(
+        StatusCode::OK,
+        &EnrollResponse {
+            device: device.device,
+            token,
+            mqtt_url: state.mqtt_url.clone(),
+            topic_prefix: state.topic_prefix.clone(),
+            server_key: state.fleet_key.public_key(),
+            trust_policy: policy,
+        },
+    )
+}
+
+async fn create_rollout(state: &Arc<State>, body: Bytes) -> Answer {
+    let req: RolloutRequest = parse_json(&body)?;
+    let registry = state.registry.clone();
+    let reference = req.pack.clone();
+    let pack = blocking(move || {
+        let pack = lookup(&registry, &reference)?;
+        Ok(PackTarget {
+            id: pack.manifest().id(),
+            digest: pack.signed.digest().to_string(),
+        })
+    })
+    .await?;
+    let status = state
+        .fleet(move |f| f.create_rollout(&req, pack, SystemTime::now()))
+        .await?;
+    tracing::info!(rollout = %status.id, pack = %status.pack.id, devices = status.devices.len(), "rollout created");
+    json(StatusCode::CREATED, &status)
 }

@@ -3,6 +3,7 @@
 use aq_store::{ErrorKind, StoreError};
 use hyper::StatusCode;
 
+use crate::fleet::FleetError;
 use crate::tokens::TokenError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +72,24 @@ impl From<TokenError> for ApiError {
             TokenError::BadName(_) => ApiError::bad_request(e.to_string()),
             _ => {
                 tracing::error!(error = %chain(&e), "token store failure");
+                ApiError::internal(chain(&e))
+            }
+        }
+    }
+}
+
+impl From<FleetError> for ApiError {
+    fn from(e: FleetError) -> Self {
+        match e {
+            FleetError::UnknownDevice(_) | FleetError::UnknownRollout(_) => {
+                ApiError::not_found(e.to_string())
+            }
+            FleetError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            FleetError::Conflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            _ => {
+                tracing::error!(error = %chain(&e), "fleet store failure");
                 ApiError::internal(chain(&e))
             }
         }

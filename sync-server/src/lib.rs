@@ -8,7 +8,10 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod api;
+pub mod broker;
 pub mod error;
+pub mod fleet;
+pub mod mqtt;
 pub mod routes;
 pub mod server;
 pub mod tls;
@@ -35,6 +38,15 @@ pub enum TlsMode {
     Files { cert: PathBuf, key: PathBuf },
 }
 
+/// Which MQTT broker the fleet uses.
+#[derive(Debug, Clone)]
+pub enum MqttMode {
+    /// The broker built into this process, listening here.
+    Embedded { listen: SocketAddr },
+    /// An external broker (`mqtt://host:port`), e.g. mosquitto.
+    External { url: String },
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     pub data_dir: PathBuf,
@@ -45,6 +57,10 @@ pub struct ServerOptions {
     pub drain: Duration,
     /// Keep chunks uploaded ahead of their manifest this long before `gc` may take them.
     pub upload_grace: Duration,
+    pub mqtt: MqttMode,
+    /// The MQTT URL devices are told to use [default: the broker's own address].
+    pub mqtt_advertise: Option<String>,
+    pub topic_prefix: String,
 }
 
 /// Why the server could not start.
@@ -73,6 +89,16 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the server key {path} is not valid")]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: aq_pack::keys::KeyError,
+    },
+    #[error("invalid MQTT settings: {0}")]
+    Mqtt(String),
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
     #[error("failed to listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -103,6 +129,44 @@ pub struct Started {
     pub ca_file: Option<PathBuf>,
     /// Where the first admin token was written, when this start made it.
     pub admin_token_file: Option<PathBuf>,
+    /// The broker URL the server (and, unless advertised otherwise, devices) use.
+    pub mqtt_url: String,
+    /// The embedded broker, when there is one (it runs until the process ends).
+    pub broker: Option<broker::Embedded>,
+    mqtt: Option<(
+        rumqttc::MqttOptions,
+        tokio::sync::mpsc::UnboundedReceiver<fleet::Publish>,
+    )>,
+}
+
+impl Started {
+    /// Starts the MQTT side (publisher, reports, rollout tick) in the background.
+    pub fn spawn_fleet(&mut self) {
+        if let Some((options, outbox)) = self.mqtt.take() {
+            tokio::spawn(mqtt::run(self.state.clone(), options, outbox));
+        }
+    }
+}
+
+/// Loads the key desired states are signed with, making it on first start.
+fn server_key(data_dir: &Path) -> Result<aq_pack::keys::SecretKey, StartError> {
+    let path = data_dir.join("server.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => aq_pack::keys::SecretKey::from_file_text(&text)
+            .map_err(|source| StartError::Key { path, source }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed).map_err(|e| StartError::Write {
+                path: path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            let key = aq_pack::keys::SecretKey::from_seed(seed);
+            tls::write_private(&path, key.to_file_text().as_bytes())
+                .map_err(|source| StartError::Write { path, source })?;
+            Ok(key)
+        }
+        Err(source) => Err(StartError::Write { path, source }),
+    }
 }
 
 /// Opens everything, makes the first admin token if there is no token, and binds.
@@ -147,12 +211,33 @@ pub async fn start(options: &ServerOptions) -> Result<Started, StartError> {
             addr: options.addr,
             source,
         })?;
+    let fleet_key = server_key(&options.data_dir)?;
+    let (broker, mqtt_url) = match &options.mqtt {
+        MqttMode::Embedded { listen } => {
+            let embedded = broker::Embedded::start(*listen)?;
+            let url = format!("mqtt://{}", embedded.addr());
+            (Some(embedded), url)
+        }
+        MqttMode::External { url } => {
+            aq_sync_proto::fleet::parse_mqtt_url(url).map_err(StartError::Mqtt)?;
+            (None, url.clone())
+        }
+    };
+    let mqtt_options = mqtt::options("aq-sync", &mqtt_url).map_err(StartError::Mqtt)?;
+    let (publish, outbox) = tokio::sync::mpsc::unbounded_channel();
     let state = Arc::new(State {
         registry: Arc::new(registry),
         fleet: Arc::new(fleet),
         trust_path: options.data_dir.join("trust.toml"),
         allow_unsigned: options.allow_unsigned,
         max_body: options.max_body,
+        fleet_key: Arc::new(fleet_key),
+        topic_prefix: options.topic_prefix.clone(),
+        mqtt_url: options
+            .mqtt_advertise
+            .clone()
+            .unwrap_or_else(|| mqtt_url.clone()),
+        publish,
     });
     Ok(Started {
         state,
@@ -160,6 +245,9 @@ pub async fn start(options: &ServerOptions) -> Result<Started, StartError> {
         tls,
         ca_file,
         admin_token_file,
+        mqtt_url,
+        broker,
+        mqtt: Some((mqtt_options, outbox)),
     })
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use aq_sync_proto::Role;
-use aq_sync_server::{ServerOptions, TlsMode, server, tokens::Tokens};
+use aq_sync_server::{MqttMode, ServerOptions, TlsMode, server, tokens::Tokens};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage API tokens while the server is stopped (use /v1/tokens while it runs)
     #[command(subcommand)]
     Token(TokenCommand),
@@ -58,6 +58,23 @@ struct ServeArgs {
     /// Largest request body in bytes
     #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
     max_body: usize,
+    /// Address of the built-in MQTT broker
+    #[arg(
+        long,
+        default_value = "127.0.0.1:1883",
+        value_name = "HOST:PORT",
+        conflicts_with = "mqtt_url"
+    )]
+    mqtt_listen: SocketAddr,
+    /// Use this external MQTT broker (e.g. mqtt://mosquitto:1883) instead of the built-in one
+    #[arg(long, value_name = "URL")]
+    mqtt_url: Option<String>,
+    /// The MQTT URL devices are told at enrollment [default: the broker's address]
+    #[arg(long, value_name = "URL")]
+    mqtt_advertise: Option<String>,
+    /// Topic prefix of the fleet's MQTT topics
+    #[arg(long, default_value = "aq", value_name = "PREFIX")]
+    topic_prefix: String,
     /// Log level: error, warn, info, debug or trace
     #[arg(long, env = "AQ_LOG", default_value = "info")]
     log_level: String,
@@ -112,7 +129,7 @@ fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = data_dir(&cli)?;
     match cli.command {
-        Command::Serve(args) => serve(args, data_dir),
+        Command::Serve(args) => serve(*args, data_dir),
         Command::Token(cmd) => {
             let fleet = aq_sync_server::open_fleet(&data_dir)?;
             let tokens = Tokens::new(&fleet)?;
@@ -141,15 +158,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::filter::LevelFilter::from_level(
-        args.log_level
-            .parse()
-            .with_context(|| format!("invalid log level {:?}", args.log_level))?,
-    );
-    tracing_subscriber::fmt()
-        .with_max_level(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let level: tracing::Level = args
+        .log_level
+        .parse()
+        .with_context(|| format!("invalid log level {:?}", args.log_level))?;
+    // rumqttd logs ordinary disconnects as errors: it speaks only at debug and below.
+    let broker_level = if level >= tracing::Level::DEBUG {
+        tracing_subscriber::filter::LevelFilter::from_level(level)
+    } else {
+        tracing_subscriber::filter::LevelFilter::OFF
+    };
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(level)
+        .with_target("rumqttd", broker_level);
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(filter)
+            .init();
+    }
     let tls = match (args.no_tls, args.tls_cert, args.tls_key) {
         (true, _, _) => TlsMode::Off,
         (false, Some(cert), Some(key)) => TlsMode::Files { cert, key },
@@ -165,13 +194,21 @@ fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         max_body: args.max_body,
         drain: Duration::from_secs(30),
         upload_grace: Duration::from_secs(24 * 3600),
+        mqtt: match args.mqtt_url {
+            Some(url) => MqttMode::External { url },
+            None => MqttMode::Embedded {
+                listen: args.mqtt_listen,
+            },
+        },
+        mqtt_advertise: args.mqtt_advertise,
+        topic_prefix: args.topic_prefix,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
     runtime.block_on(async move {
-        let started = aq_sync_server::start(&options).await.with_context(|| {
+        let mut started = aq_sync_server::start(&options).await.with_context(|| {
             format!(
                 "failed to start the server in {}",
                 options.data_dir.display()
@@ -187,9 +224,11 @@ fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         if let Some(ca) = &started.ca_file {
             notes.push(format!("ca {}", ca.display()));
         }
+        notes.push(format!("mqtt {}", started.mqtt_url));
         if let Some(t) = &started.admin_token_file {
             notes.push(format!("first admin token in {}", t.display()));
         }
+        started.spawn_fleet();
         println!("listening on {scheme}://{addr} ({})", notes.join("; "));
         server::serve(
             started.listener,

@@ -1,9 +1,11 @@
 //! One module per command; `dispatch` routes the parsed command line to them.
 
+mod agent;
 mod dev;
 mod device;
 mod key;
 mod pack;
+mod rollout;
 mod serve;
 
 use std::path::Path;
@@ -13,7 +15,7 @@ use anyhow::Context;
 use aq_pack::{PackRef, TrustPolicy};
 use aq_store::Registry;
 
-use crate::cli::{Command, DeviceCommand, KeyCommand, PackCommand, TrustArgs};
+use crate::cli::{AgentCommand, Command, DeviceCommand, KeyCommand, PackCommand, TrustArgs};
 use crate::exit::{ExitCode, user_error};
 use crate::printer::Printer;
 use crate::settings::Settings;
@@ -26,6 +28,10 @@ pub fn dispatch(command: Command, settings: &Settings, printer: &Printer) -> any
         Command::Device(DeviceCommand::Profile(args)) => device::profile(args, settings, printer),
         Command::Serve(args) => serve::run(args, settings, printer),
         Command::Dev(args) => dev::run(args, settings, printer),
+        Command::Agent(AgentCommand::Enroll(args)) => agent::enroll(args, settings, printer),
+        Command::Agent(AgentCommand::Run(args)) => agent::run(args, settings, printer),
+        Command::Rollout(cmd) => rollout::run(cmd, printer),
+        Command::Deploy(args) => rollout::deploy(args, settings, printer),
         Command::Pack(cmd) => match cmd {
             PackCommand::Save(args) => pack::save::run(args, settings, printer),
             PackCommand::List => pack::list::run(settings, printer),

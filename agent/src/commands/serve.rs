@@ -231,6 +231,26 @@ pub fn init_logs(args: &ServingArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Server settings: the config file's, then the flags.
+pub fn server_settings(config: &ConfigFile, args: &ServingArgs) -> anyhow::Result<ServerSettings> {
+    let mut server_settings: ServerSettings = config.server.clone();
+    if let Some(addr) = &args.addr {
+        server_settings.addr = addr
+            .parse()
+            .map_err(|e| user_error(ExitCode::InvalidInput, format!("--addr {addr:?}: {e}")))?;
+    }
+    if let Some(n) = args.max_body {
+        server_settings.max_body_bytes = n;
+    }
+    Ok(server_settings)
+}
+
+/// Settings for a model whose name is not known in advance (the agent's): the config file's
+/// defaults, then the flags.
+pub fn model_settings(config: &ConfigFile, args: &ServingArgs) -> anyhow::Result<ModelSettings> {
+    apply_flags(config.settings_for(""), args)
+}
+
 /// Starts the server on a tokio runtime, prints where it listens, runs `with_handle` (the
 /// dev watcher hooks in there), and serves until a shutdown signal.
 pub fn serve(
@@ -241,15 +261,7 @@ pub fn serve(
     with_handle: impl FnOnce(ServerHandle),
 ) -> anyhow::Result<()> {
     init_logs(args)?;
-    let mut server_settings: ServerSettings = config.server.clone();
-    if let Some(addr) = &args.addr {
-        server_settings.addr = addr
-            .parse()
-            .map_err(|e| user_error(ExitCode::InvalidInput, format!("--addr {addr:?}: {e}")))?;
-    }
-    if let Some(n) = args.max_body {
-        server_settings.max_body_bytes = n;
-    }
+    let server_settings = server_settings(config, args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("aq-http")

@@ -42,6 +42,17 @@ pub struct Server {
     pub data: PathBuf,
     pub ca: PathBuf,
     pub admin: String,
+    /// The arguments after `serve`, for a restart on the same ports.
+    pub args: Vec<String>,
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Server {
@@ -51,11 +62,26 @@ impl Server {
     }
 
     pub fn start_on(data: &Path, addr: &str, extra: &[&str]) -> Server {
+        let mut args: Vec<String> = vec![
+            "--addr".into(),
+            addr.into(),
+            "--log-level".into(),
+            "warn".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        if !extra.contains(&"--mqtt-url") && !extra.contains(&"--mqtt-listen") {
+            args.push("--mqtt-listen".into());
+            args.push(format!("127.0.0.1:{}", free_port()));
+        }
+        Self::spawn(data, args)
+    }
+
+    fn spawn(data: &Path, args: Vec<String>) -> Server {
         let mut child = Command::new(AQ_SYNC)
             .arg("--data-dir")
             .arg(data)
-            .args(["serve", "--addr", addr, "--log-level", "warn"])
-            .args(extra)
+            .arg("serve")
+            .args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -72,13 +98,27 @@ impl Server {
             .unwrap()
             .trim()
             .to_owned();
+        let mut args = args;
+        // A restart keeps the HTTP port too.
+        if let Some(i) = args.iter().position(|a| a == "--addr") {
+            args[i + 1] = url.rsplit_once("//").unwrap().1.to_owned();
+        }
         Server {
             child,
             url,
             data: data.to_owned(),
             ca: data.join("tls/ca.pem"),
             admin,
+            args,
         }
+    }
+
+    /// SIGKILL, then start again on the same data directory and ports.
+    pub fn restart(&mut self) {
+        self.kill();
+        let fresh = Self::spawn(&self.data, self.args.clone());
+        // The old process is dead already; dropping its handle only reaps it.
+        drop(std::mem::replace(self, fresh));
     }
 
     pub fn addr(&self) -> String {
@@ -343,4 +383,140 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+/// An `aq agent run` process.
+pub struct Agent {
+    pub child: Child,
+    /// Where it serves models, `127.0.0.1:PORT`.
+    pub addr: String,
+    pub device: String,
+}
+
+impl Agent {
+    /// Enrolls a device in `data` with `token` and labels (`k=v`).
+    pub fn enroll(server: &Server, data: &Path, token: &str, labels: &[&str]) -> String {
+        let mut args = vec!["--json", "agent", "enroll"];
+        for l in labels {
+            args.push("--label");
+            args.push(l);
+        }
+        let out = server.aq(data, token, &args);
+        assert!(
+            out.status.success(),
+            "enroll: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["device"].as_str().unwrap().to_owned()
+    }
+
+    pub fn start(data: &Path) -> Agent {
+        let mut child = Command::new(aq_bin())
+            .arg("--data-dir")
+            .arg(data)
+            .args([
+                "agent",
+                "run",
+                "--addr",
+                "127.0.0.1:0",
+                "--heartbeat",
+                "300ms",
+                "--log-level",
+                "warn",
+            ])
+            .env_remove("AQ_SERVER")
+            .env_remove("AQ_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let addr = line
+            .strip_prefix("listening on http://")
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected agent start-up line {line:?}"))
+            .to_owned();
+        let device = line
+            .split("device ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .unwrap_or_default()
+            .to_owned();
+        Agent {
+            child,
+            addr,
+            device,
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The version of `model` this device serves, or `None` when it serves none.
+    pub fn serving(&self, model: &str, input: &serde_json::Value) -> Option<String> {
+        let (status, body) = http_post(
+            &self.addr,
+            &format!("/v1/serve/{model}/predict"),
+            &input.to_string(),
+        );
+        if status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["version"].as_str().map(str::to_owned)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A plain HTTP/1.1 POST over loopback; returns status and body ((0, "") when unreachable).
+pub fn http_post(addr: &str, path: &str, json: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        json.len()
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Polls `check` until it returns `Some`, or fails the test after `secs` seconds.
+pub fn wait_for<T>(what: &str, secs: u64, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -1,43 +1,15 @@
-//! `aq pack pull`: download a pack from a sync-server. The manifest's signature is checked
-//! against the local trust policy before any chunk is asked for; each chunk is decompressed and
-//! checked against its digest before it is kept; the pack becomes visible in one commit.
-//! Chunks arrive durable and loose, so an interrupted pull resumes where it stopped.
+//! `aq pack pull`: download a pack from a sync-server (see [`crate::transfer`]): signature
+//! against the local trust policy first, then only the chunks the registry lacks, each checked
+//! against its digest; an interrupted pull resumes where it stopped.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
-use aq_pack::Digest;
-use aq_pack::signature::SignedManifest;
-use aq_pack::trust::Verdict;
-use aq_store::{LooseChunk, Registry, StoreError};
-use aq_sync_proto::api::{DigestList, PackInfo};
-use aq_sync_proto::frame;
-use bytes::Bytes;
-use hyper::Method;
-use serde::Serialize;
 
 use crate::cli::PullArgs;
-use crate::exit::{ExitCode, user_error};
-use crate::printer::{Printer, Progress, human_bytes};
-use crate::remote::{Client, Remote};
+use crate::printer::{Printer, human_bytes};
 use crate::settings::Settings;
-
-/// Uncompressed chunk bytes asked for per fetch.
-const FRAME_BYTES: u64 = 8 << 20;
-
-#[derive(Serialize)]
-struct Out {
-    id: String,
-    digest: String,
-    server: String,
-    created: bool,
-    signed_by: Option<String>,
-    chunks_total: usize,
-    chunks_downloaded: usize,
-    bytes_downloaded: u64,
-    pack_bytes: u64,
-}
+use crate::transfer;
 
 pub fn run(args: PullArgs, settings: &Settings, printer: &Printer) -> anyhow::Result<()> {
     let policy = super::super::load_policy(&args.trust, settings)?;
@@ -52,89 +24,16 @@ pub fn run(args: PullArgs, settings: &Settings, printer: &Printer) -> anyhow::Re
     let runtime = super::super::runtime()?;
     let registry = Arc::new(super::super::open_registry(settings)?);
     let out = runtime
-        .block_on(async {
-            let mut client = Client::new(remote.clone());
-            let path = format!("/v1/packs/{}", args.reference);
-            let info: PackInfo = client.json(Method::GET, &path, None::<&()>).await?;
-            let signed = SignedManifest::parse(
-                info.manifest.as_bytes(),
-                info.signature.as_deref().map(str::as_bytes),
-            )
-            .context("the server sent a manifest that does not parse")?;
-            if signed.digest().to_string() != info.digest {
-                return Err(user_error(
-                    ExitCode::Verification,
-                    format!(
-                        "the server's manifest hashes to {}, not the digest {} it claims",
-                        signed.digest(),
-                        info.digest
-                    ),
-                ));
-            }
-            let verdict = policy.verify(&signed, super::super::now(), args.trust.allow_unsigned)?;
-            let signed_by = match verdict {
-                Verdict::Trusted { key_id, .. } => Some(key_id),
-                Verdict::UnsignedAllowed => None,
-            };
-            let id = signed.manifest.id();
-            let chunks = signed.manifest.unique_chunks();
-            let base = Out {
-                id: id.clone(),
-                digest: info.digest.clone(),
-                server: remote.url().to_owned(),
-                created: false,
-                signed_by,
-                chunks_total: chunks.len(),
-                chunks_downloaded: 0,
-                bytes_downloaded: 0,
-                pack_bytes: signed.manifest.total_size(),
-            };
-            match registry.get(&super::super::parse_ref(&id)?) {
-                Ok(local) if local.signed.digest() == signed.digest() => return Ok(base),
-                Ok(local) => {
-                    return Err(StoreError::AlreadyExists {
-                        id,
-                        digest: local.signed.digest().to_string(),
-                    }
-                    .into());
-                }
-                Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-            let wanted: Vec<Digest> = chunks.iter().map(|c| c.digest).collect();
-            let missing: HashSet<Digest> = registry.missing_chunks(&wanted)?.into_iter().collect();
-            let mut batches: Vec<Vec<(Digest, u64)>> = Vec::new();
-            let mut current = 0;
-            for c in chunks.iter().filter(|c| missing.contains(&c.digest)) {
-                if batches.is_empty() || current + c.size > FRAME_BYTES {
-                    batches.push(Vec::new());
-                    current = 0;
-                }
-                current += c.size;
-                if let Some(last) = batches.last_mut() {
-                    last.push((c.digest, c.size));
-                }
-            }
-            let total: u64 = batches.iter().flatten().map(|(_, s)| s).sum();
-            let progress = Arc::new(printer.progress(&format!("pull {id}"), total));
-            let (downloaded, bytes) = download(
-                remote.clone(),
-                registry.clone(),
-                batches,
-                jobs,
-                progress.clone(),
-            )
-            .await?;
-            progress.finish();
-            let report = registry.begin_pack(signed)?.commit()?;
-            Ok(Out {
-                created: true,
-                chunks_downloaded: downloaded,
-                bytes_downloaded: bytes,
-                digest: report.digest,
-                ..base
-            })
-        })
+        .block_on(transfer::fetch_pack(
+            remote,
+            registry,
+            &args.reference,
+            &policy,
+            args.trust.allow_unsigned,
+            super::super::now(),
+            jobs,
+            Some(printer),
+        ))
         .with_context(what)?;
     printer.result(&out, || {
         format!(
@@ -151,108 +50,4 @@ pub fn run(args: PullArgs, settings: &Settings, printer: &Printer) -> anyhow::Re
         )
     });
     Ok(())
-}
-
-/// Fetches the batches over `jobs` connections and stores each frame as it arrives.
-/// Returns (chunks stored, stored bytes received).
-async fn download(
-    remote: Arc<Remote>,
-    registry: Arc<Registry>,
-    batches: Vec<Vec<(Digest, u64)>>,
-    jobs: usize,
-    progress: Arc<Progress>,
-) -> anyhow::Result<(usize, u64)> {
-    let queue = Arc::new(Mutex::new(batches.into_iter()));
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..jobs {
-        let (remote, registry, queue, progress) = (
-            remote.clone(),
-            registry.clone(),
-            queue.clone(),
-            progress.clone(),
-        );
-        workers.spawn(async move {
-            let mut client = Client::new(remote);
-            let (mut chunks, mut bytes) = (0usize, 0u64);
-            loop {
-                let next = queue.lock().ok().and_then(|mut q| q.next());
-                let Some(batch) = next else { break };
-                let request = DigestList {
-                    digests: batch.iter().map(|(d, _)| *d).collect(),
-                };
-                let body = Bytes::from(serde_json::to_vec(&request)?);
-                let answer = client
-                    .send(
-                        Method::POST,
-                        "/v1/chunks/fetch",
-                        Some("application/json"),
-                        body,
-                    )
-                    .await?;
-                let received = answer.body;
-                let stored = tokio::task::spawn_blocking({
-                    let registry = registry.clone();
-                    move || store_frame(&registry, &batch, &received)
-                })
-                .await
-                .context("a download task failed")??;
-                chunks += stored.0;
-                bytes += stored.1;
-                progress.advance(stored.2);
-            }
-            anyhow::Ok((chunks, bytes))
-        });
-    }
-    let (mut chunks, mut bytes) = (0, 0);
-    while let Some(joined) = workers.join_next().await {
-        let (c, b) = joined.context("a download task failed")??;
-        chunks += c;
-        bytes += b;
-    }
-    Ok((chunks, bytes))
-}
-
-/// Checks that a fetched frame holds exactly the chunks asked for, with the sizes the manifest
-/// gives, and stores them (each verified against its digest). Returns (chunks, stored bytes,
-/// uncompressed bytes).
-fn store_frame(
-    registry: &Registry,
-    asked: &[(Digest, u64)],
-    body: &[u8],
-) -> anyhow::Result<(usize, u64, u64)> {
-    let entries = frame::decode(body).context("the server's chunk frame does not decode")?;
-    let mismatch = |m: String| user_error(ExitCode::Verification, m);
-    if entries.len() != asked.len() {
-        return Err(mismatch(format!(
-            "asked the server for {} chunks, it sent {}",
-            asked.len(),
-            entries.len()
-        )));
-    }
-    let mut loose = Vec::with_capacity(entries.len());
-    for e in &entries {
-        let Some((_, size)) = asked.iter().find(|(d, _)| *d == e.digest) else {
-            return Err(mismatch(format!(
-                "the server sent chunk {}, which was not asked for",
-                e.digest
-            )));
-        };
-        if *size != e.size {
-            return Err(mismatch(format!(
-                "the server says chunk {} is {} bytes; the manifest says {size}",
-                e.digest, e.size
-            )));
-        }
-        loose.push(LooseChunk {
-            digest: e.digest,
-            size: e.size,
-            compressed: e.stored,
-        });
-    }
-    registry.put_chunks(&loose, std::time::SystemTime::now())?;
-    Ok((
-        entries.len(),
-        entries.iter().map(|e| e.stored.len() as u64).sum(),
-        entries.iter().map(|e| e.size).sum(),
-    ))
 }

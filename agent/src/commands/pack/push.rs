@@ -24,21 +24,50 @@ use crate::settings::Settings;
 const FRAME_BYTES: u64 = 8 << 20;
 
 #[derive(Serialize)]
-struct Out {
-    id: String,
-    digest: String,
-    server: String,
-    created: bool,
-    chunks_total: usize,
-    chunks_uploaded: usize,
-    bytes_uploaded: u64,
-    pack_bytes: u64,
-    tags: Vec<String>,
+pub struct Out {
+    pub id: String,
+    pub digest: String,
+    pub server: String,
+    pub created: bool,
+    pub chunks_total: usize,
+    pub chunks_uploaded: usize,
+    pub bytes_uploaded: u64,
+    pub pack_bytes: u64,
+    pub tags: Vec<String>,
 }
 
 pub fn run(args: PushArgs, settings: &Settings, printer: &Printer) -> anyhow::Result<()> {
-    let reference = super::super::parse_ref(&args.reference)?;
-    for tag in &args.tags {
+    let out = push(&args.reference, &args.tags, &args.remote, settings, printer)?;
+    printer.result(&out, || {
+        format!(
+            "{} {} to {}\n  digest    {}\n  uploaded  {} of {} chunks ({}; the pack is {})",
+            if out.created {
+                "Pushed"
+            } else {
+                "Already on the server:"
+            },
+            out.id,
+            out.server,
+            out.digest,
+            out.chunks_uploaded,
+            out.chunks_total,
+            human_bytes(out.bytes_uploaded),
+            human_bytes(out.pack_bytes),
+        )
+    });
+    Ok(())
+}
+
+/// Pushes a local pack; `aq deploy` reuses it.
+pub fn push(
+    reference: &str,
+    tags: &[String],
+    remote_args: &crate::cli::RemoteArgs,
+    settings: &Settings,
+    printer: &Printer,
+) -> anyhow::Result<Out> {
+    let reference = super::super::parse_ref(reference)?;
+    for tag in tags {
         aq_pack::reference::validate_tag(tag)
             .map_err(|e| crate::exit::user_error(crate::exit::ExitCode::InvalidInput, e))?;
     }
@@ -46,9 +75,9 @@ pub fn run(args: PushArgs, settings: &Settings, printer: &Printer) -> anyhow::Re
     let pack = registry.get(&reference)?;
     let signed = pack.signed.clone();
     let id = signed.manifest.id();
-    let remote = super::super::remote(&args.remote)?;
-    let what = || format!("failed to push {id} to {}", args.remote.server);
-    let jobs = usize::from(args.remote.jobs);
+    let remote = super::super::remote(remote_args)?;
+    let what = || format!("failed to push {id} to {}", remote_args.server);
+    let jobs = usize::from(remote_args.jobs);
     let runtime = super::super::runtime()?;
     let (report, uploaded) = runtime
         .block_on(async {
@@ -79,7 +108,7 @@ pub fn run(args: PushArgs, settings: &Settings, printer: &Printer) -> anyhow::Re
                     .signature
                     .as_ref()
                     .map(|s| String::from_utf8_lossy(&s.to_bytes()).into_owned()),
-                tags: args.tags.clone(),
+                tags: tags.to_vec(),
             };
             let report: PushReport = client
                 .json(Method::POST, "/v1/packs", Some(&upload))
@@ -87,7 +116,7 @@ pub fn run(args: PushArgs, settings: &Settings, printer: &Printer) -> anyhow::Re
             anyhow::Ok((report, uploaded))
         })
         .with_context(what)?;
-    let out = Out {
+    Ok(Out {
         id: report.id,
         digest: report.digest,
         server: remote.url().to_owned(),
@@ -97,25 +126,7 @@ pub fn run(args: PushArgs, settings: &Settings, printer: &Printer) -> anyhow::Re
         bytes_uploaded: uploaded.bytes_new,
         pack_bytes: signed.manifest.total_size(),
         tags: report.tags,
-    };
-    printer.result(&out, || {
-        format!(
-            "{} {} to {}\n  digest    {}\n  uploaded  {} of {} chunks ({}; the pack is {})",
-            if out.created {
-                "Pushed"
-            } else {
-                "Already on the server:"
-            },
-            out.id,
-            out.server,
-            out.digest,
-            out.chunks_uploaded,
-            out.chunks_total,
-            human_bytes(out.bytes_uploaded),
-            human_bytes(out.pack_bytes),
-        )
-    });
-    Ok(())
+    })
 }
 
 /// Groups the missing chunks into frames of about [`FRAME_BYTES`]: (digest, size) each.

@@ -1,0 +1,743 @@
+//! The fleet: enrolled devices, their desired and reported state, and staged rollouts, in the
+//! server's `fleet.redb`. Every change is one redb transaction and returns the desired-state
+//! messages it produced; the caller publishes them (retained) once the change is committed, so
+//! what devices see never runs ahead of what the server recorded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use aq_pack::keys::{PublicKey, SecretKey};
+use aq_sync_proto::fleet::{
+    self, DesiredState, DeviceInfo, DeviceOutcome, EnrollRequest, Kind, PackTarget, Phase,
+    ReportedState, RolloutPhase, RolloutRequest, RolloutStatus,
+};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+/// device id -> device record (JSON).
+const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+/// rollout id -> rollout record (JSON).
+const ROLLOUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("rollouts");
+/// counters (`rollout`).
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FleetError {
+    #[error("fleet database error")]
+    Database(#[from] redb::Error),
+    #[error("fleet record {0} is corrupt")]
+    Corrupt(String),
+    #[error("no device {0}")]
+    UnknownDevice(String),
+    #[error("no rollout {0}")]
+    UnknownRollout(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for FleetError {
+            fn from(e: $t) -> Self {
+                FleetError::Database(e.into())
+            }
+        }
+    )*};
+}
+db_err!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceRecord {
+    device: String,
+    name: String,
+    public_key: PublicKey,
+    labels: BTreeMap<String, String>,
+    enrolled_at: String,
+    desired: Option<DesiredState>,
+    reported: Option<ReportedState>,
+    last_seen: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolloutRecord {
+    id: String,
+    pack: PackTarget,
+    selector: BTreeMap<String, String>,
+    steps: Vec<u32>,
+    max_failure: f64,
+    soak_s: Option<u64>,
+    phase: RolloutPhase,
+    reason: Option<String>,
+    step: usize,
+    /// Every selected device, in rollout order.
+    devices: Vec<String>,
+    /// Devices told to run the pack: the desired seq that told them, and what they ran before.
+    assigned: BTreeMap<String, Assignment>,
+    rolled_back: BTreeSet<String>,
+    created_at: String,
+    updated_at: String,
+    /// Unix seconds when the current step began.
+    step_started: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Assignment {
+    seq: u64,
+    previous: Option<PackTarget>,
+}
+
+/// What a batch of reports produced: messages to publish, and the refused reports with why.
+pub type ReportOutcome = (Vec<Publish>, Vec<(String, FleetError)>);
+
+/// A retained message to publish: topic and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// The fleet over one database, signing desired states with the server key.
+pub struct Fleet<'a> {
+    db: &'a Database,
+    key: &'a SecretKey,
+    prefix: &'a str,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, FleetError> {
+    serde_json::from_slice(bytes).map_err(|e| FleetError::Corrupt(format!("{key}: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, FleetError> {
+    serde_json::to_vec(value).map_err(|e| FleetError::Corrupt(e.to_string()))
+}
+
+/// The device id of a public key: `d-` and its key id.
+pub fn device_id(key: &PublicKey) -> String {
+    format!("d-{}", key.key_id())
+}
+
+fn valid_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+}
+
+impl<'a> Fleet<'a> {
+    pub fn new(db: &'a Database, key: &'a SecretKey, prefix: &'a str) -> Result<Self, FleetError> {
+        let txn = db.begin_write()?;
+        txn.open_table(DEVICES)?;
+        txn.open_table(ROLLOUTS)?;
+        txn.open_table(COUNTERS)?;
+        txn.commit()?;
+        Ok(Fleet { db, key, prefix })
+    }
+
+    fn get_device(txn: &WriteTransaction, id: &str) -> Result<DeviceRecord, FleetError> {
+        let table = txn.open_table(DEVICES)?;
+        let bytes = table
+            .get(id)?
+            .ok_or_else(|| FleetError::UnknownDevice(id.to_owned()))?;
+        decode(id, bytes.value())
+    }
+
+    fn put_device(txn: &WriteTransaction, d: &DeviceRecord) -> Result<(), FleetError> {
+        txn.open_table(DEVICES)?
+            .insert(d.device.as_str(), encode(d)?.as_slice())?;
+        Ok(())
+    }
+
+    fn put_rollout(txn: &WriteTransaction, r: &RolloutRecord) -> Result<(), FleetError> {
+        txn.open_table(ROLLOUTS)?
+            .insert(r.id.as_str(), encode(r)?.as_slice())?;
+        Ok(())
+    }
+
+    /// Sets a device's desired state (next seq) and returns the message to publish.
+    fn set_desired(
+        &self,
+        device: &mut DeviceRecord,
+        pack: Option<PackTarget>,
+        rollout: Option<String>,
+        now: SystemTime,
+    ) -> Publish {
+        let seq = device.desired.as_ref().map_or(0, |d| d.seq) + 1;
+        let desired = DesiredState {
+            format_version: fleet::FLEET_FORMAT_VERSION,
+            device: device.device.clone(),
+            seq,
+            pack,
+            rollout,
+            issued_at: rfc3339(now),
+        };
+        let publish = Publish {
+            topic: fleet::desired_topic(self.prefix, &device.device),
+            payload: fleet::seal(Kind::Desired, &desired, self.key),
+        };
+        device.desired = Some(desired);
+        publish
+    }
+
+    /// Registers a device (or re-registers the same key with new labels).
+    pub fn enroll(&self, req: &EnrollRequest, now: SystemTime) -> Result<DeviceInfo, FleetError> {
+        for (k, v) in &req.labels {
+            if !valid_label(k) || !valid_label(v) {
+                return Err(FleetError::Invalid(format!(
+                    "invalid label {k}={v}: use 1 to 64 letters, digits, '.', '_', '-', '/'"
+                )));
+            }
+        }
+        let id = device_id(&req.public_key);
+        let txn = self.db.begin_write()?;
+        let record = match Self::get_device(&txn, &id) {
+            Ok(mut existing) => {
+                existing.labels = req.labels.clone();
+                if let Some(n) = &req.name {
+                    existing.name = n.clone();
+                }
+                existing
+            }
+            Err(FleetError::UnknownDevice(_)) => DeviceRecord {
+                device: id.clone(),
+                name: req.name.clone().unwrap_or_else(|| id.clone()),
+                public_key: req.public_key,
+                labels: req.labels.clone(),
+                enrolled_at: rfc3339(now),
+                desired: None,
+                reported: None,
+                last_seen: None,
+            },
+            Err(e) => return Err(e),
+        };
+        Self::put_device(&txn, &record)?;
+        txn.commit()?;
+        Ok(info(record))
+    }
+
+    pub fn devices(&self) -> Result<Vec<DeviceInfo>, FleetError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DEVICES)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push(info(decode(k.value(), v.value())?));
+        }
+        Ok(out)
+    }
+
+    pub fn device(&self, id: &str) -> Result<DeviceInfo, FleetError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DEVICES)?;
+        let bytes = table
+            .get(id)?
+            .ok_or_else(|| FleetError::UnknownDevice(id.to_owned()))?;
+        Ok(info(decode(id, bytes.value())?))
+    }
+
+    /// Every device's current desired state, to publish again (a broker that lost its
+    /// retained messages, or a server restart).
+    pub fn all_desired(&self) -> Result<Vec<Publish>, FleetError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DEVICES)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let d: DeviceRecord = decode(k.value(), v.value())?;
+            if let Some(desired) = &d.desired {
+                out.push(Publish {
+                    topic: fleet::desired_topic(self.prefix, &d.device),
+                    payload: fleet::seal(Kind::Desired, desired, self.key),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes a batch of reports (device id, payload) in one transaction: each is checked
+    /// against its device's enrolled key and dropped if not newer than the last one taken;
+    /// then the rollout rules run once. Returns the messages to publish and the refused
+    /// reports with why.
+    pub fn reports(
+        &self,
+        batch: &[(String, Vec<u8>)],
+        now: SystemTime,
+    ) -> Result<ReportOutcome, FleetError> {
+        let txn = self.db.begin_write()?;
+        let mut refused = Vec::new();
+        for (device, payload) in batch {
+            if let Err(e) = Self::take_report(&txn, device, payload, now) {
+                refused.push((device.clone(), e));
+            }
+        }
+        let publish = self.evaluate_in(&txn, now)?;
+        txn.commit()?;
+        Ok((publish, refused))
+    }
+
+    fn take_report(
+        txn: &WriteTransaction,
+        device: &str,
+        payload: &[u8],
+        now: SystemTime,
+    ) -> Result<(), FleetError> {
+        let mut record = Self::get_device(txn, device)?;
+        let report: ReportedState = fleet::open(Kind::Reported, payload, &record.public_key)
+            .map_err(|e| FleetError::Invalid(format!("report from {device}: {e}")))?;
+        if report.device != device {
+            return Err(FleetError::Invalid(format!(
+                "report on {device}'s topic names device {}",
+                report.device
+            )));
+        }
+        if record
+            .reported
+            .as_ref()
+            .is_some_and(|r| r.report_seq >= report.report_seq)
+        {
+            return Ok(());
+        }
+        record.reported = Some(report);
+        record.last_seen = Some(rfc3339(now));
+        Self::put_device(txn, &record)
+    }
+
+    /// Starts a rollout of `pack` to the devices matching the selector.
+    pub fn create_rollout(
+        &self,
+        req: &RolloutRequest,
+        pack: PackTarget,
+        now: SystemTime,
+    ) -> Result<(RolloutStatus, Vec<Publish>), FleetError> {
+        if req.steps.is_empty()
+            || req.steps.windows(2).any(|w| w[0] >= w[1])
+            || req.steps.first().is_some_and(|s| *s == 0)
+            || req.steps.last() != Some(&100)
+        {
+            return Err(FleetError::Invalid(format!(
+                "steps {:?} must increase from above 0 and end at 100",
+                req.steps
+            )));
+        }
+        if !(0.0..1.0).contains(&req.max_failure) {
+            return Err(FleetError::Invalid(format!(
+                "max_failure {} must be a fraction in [0, 1)",
+                req.max_failure
+            )));
+        }
+        let txn = self.db.begin_write()?;
+        let counter = {
+            let mut counters = txn.open_table(COUNTERS)?;
+            let next = counters.get("rollout")?.map_or(0, |v| v.value()) + 1;
+            counters.insert("rollout", next)?;
+            next
+        };
+        let id = format!("r{counter}");
+        let busy = self.devices_in_live_rollouts(&txn)?;
+        let mut devices = Vec::new();
+        {
+            let table = txn.open_table(DEVICES)?;
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                let d: DeviceRecord = decode(k.value(), v.value())?;
+                if req
+                    .selector
+                    .iter()
+                    .all(|(key, value)| d.labels.get(key) == Some(value))
+                {
+                    if let Some(other) = busy.get(&d.device) {
+                        return Err(FleetError::Conflict(format!(
+                            "device {} is in rollout {other}, which is still live; finish, pause and roll back, or wait for it",
+                            d.device
+                        )));
+                    }
+                    devices.push(d.device);
+                }
+            }
+        }
+        if devices.is_empty() {
+            return Err(FleetError::Invalid(format!(
+                "the selector {:?} matches no enrolled device",
+                req.selector
+            )));
+        }
+        devices.sort_by_key(|d| {
+            blake3::hash(format!("{id}/{d}").as_bytes())
+                .to_hex()
+                .to_string()
+        });
+        let mut rollout = RolloutRecord {
+            id,
+            pack,
+            selector: req.selector.clone(),
+            steps: req.steps.clone(),
+            max_failure: req.max_failure,
+            soak_s: req.soak_s,
+            phase: RolloutPhase::Running,
+            reason: None,
+            step: 0,
+            devices,
+            assigned: BTreeMap::new(),
+            rolled_back: BTreeSet::new(),
+            created_at: rfc3339(now),
+            updated_at: rfc3339(now),
+            step_started: unix(now),
+        };
+        let publish = self.assign_step(&txn, &mut rollout, now)?;
+        Self::put_rollout(&txn, &rollout)?;
+        let status = self.status_in(&txn, &rollout)?;
+        txn.commit()?;
+        Ok((status, publish))
+    }
+
+    fn devices_in_live_rollouts(
+        &self,
+        txn: &WriteTransaction,
+    ) -> Result<BTreeMap<String, String>, FleetError> {
+        let mut out = BTreeMap::new();
+        for r in Self::rollouts_in(txn)? {
+            if matches!(r.phase, RolloutPhase::Running | RolloutPhase::Paused) {
+                for d in &r.devices {
+                    out.insert(d.clone(), r.id.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn rollouts_in(txn: &WriteTransaction) -> Result<Vec<RolloutRecord>, FleetError> {
+        let table = txn.open_table(ROLLOUTS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// How many devices the step at `index` covers.
+    fn target_count(total: usize, percent: u32) -> usize {
+        (total * percent as usize).div_ceil(100).clamp(1, total)
+    }
+
+    /// Points the devices the current step adds at the rollout's pack.
+    fn assign_step(
+        &self,
+        txn: &WriteTransaction,
+        rollout: &mut RolloutRecord,
+        now: SystemTime,
+    ) -> Result<Vec<Publish>, FleetError> {
+        let count = Self::target_count(rollout.devices.len(), rollout.steps[rollout.step]);
+        let mut publish = Vec::new();
+        let newly: Vec<String> = rollout.devices[..count]
+            .iter()
+            .filter(|id| !rollout.assigned.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in newly {
+            let mut device = Self::get_device(txn, &id)?;
+            let previous = device.desired.as_ref().and_then(|d| d.pack.clone());
+            publish.push(self.set_desired(
+                &mut device,
+                Some(rollout.pack.clone()),
+                Some(rollout.id.clone()),
+                now,
+            ));
+            let seq = device.desired.as_ref().map_or(0, |d| d.seq);
+            rollout
+                .assigned
+                .insert(id.clone(), Assignment { seq, previous });
+            Self::put_device(txn, &device)?;
+        }
+        rollout.step_started = unix(now);
+        rollout.updated_at = rfc3339(now);
+        Ok(publish)
+    }
+
+    /// Sends every assigned device back to what it ran before the rollout.
+    fn roll_back(
+        &self,
+        txn: &WriteTransaction,
+        rollout: &mut RolloutRecord,
+        phase: RolloutPhase,
+        reason: String,
+        now: SystemTime,
+    ) -> Result<Vec<Publish>, FleetError> {
+        let mut publish = Vec::new();
+        for (id, assignment) in rollout.assigned.clone() {
+            if rollout.rolled_back.contains(&id) {
+                continue;
+            }
+            let mut device = Self::get_device(txn, &id)?;
+            publish.push(self.set_desired(
+                &mut device,
+                assignment.previous.clone(),
+                Some(rollout.id.clone()),
+                now,
+            ));
+            Self::put_device(txn, &device)?;
+            rollout.rolled_back.insert(id);
+        }
+        rollout.phase = phase;
+        rollout.reason = Some(reason);
+        rollout.updated_at = rfc3339(now);
+        Ok(publish)
+    }
+
+    fn outcome(
+        txn: &WriteTransaction,
+        rollout: &RolloutRecord,
+        id: &str,
+    ) -> Result<DeviceOutcome, FleetError> {
+        if rollout.rolled_back.contains(id) {
+            return Ok(DeviceOutcome::RolledBack);
+        }
+        let Some(assignment) = rollout.assigned.get(id) else {
+            return Ok(DeviceOutcome::Waiting);
+        };
+        let device = Self::get_device(txn, id)?;
+        let Some(report) = &device.reported else {
+            return Ok(DeviceOutcome::Pending);
+        };
+        if report.desired_seq < assignment.seq {
+            return Ok(DeviceOutcome::Pending);
+        }
+        Ok(match report.phase {
+            Phase::Failed => DeviceOutcome::Failed,
+            Phase::Applied
+                if report.active.as_ref().map(|p| &p.digest) == Some(&rollout.pack.digest) =>
+            {
+                DeviceOutcome::Succeeded
+            }
+            _ => DeviceOutcome::Pending,
+        })
+    }
+
+    /// Applies the rollout rules: abort past the failure threshold, advance after the soak
+    /// time, complete after the last step.
+    fn evaluate_in(
+        &self,
+        txn: &WriteTransaction,
+        now: SystemTime,
+    ) -> Result<Vec<Publish>, FleetError> {
+        let mut publish = Vec::new();
+        for mut rollout in Self::rollouts_in(txn)? {
+            if rollout.phase != RolloutPhase::Running {
+                continue;
+            }
+            let before = rollout.phase;
+            let (before_step, assigned) = (rollout.step, rollout.assigned.len());
+            let mut failed = 0;
+            let mut succeeded = 0;
+            for id in rollout.assigned.keys() {
+                match Self::outcome(txn, &rollout, id)? {
+                    DeviceOutcome::Failed => failed += 1,
+                    DeviceOutcome::Succeeded => succeeded += 1,
+                    _ => {}
+                }
+            }
+            if failed as f64 > rollout.max_failure * rollout.devices.len() as f64 {
+                let reason = format!(
+                    "{failed} of {} devices failed to run {} (max_failure {})",
+                    rollout.devices.len(),
+                    rollout.pack.id,
+                    rollout.max_failure
+                );
+                tracing::warn!(rollout = %rollout.id, %reason, "rollout aborted");
+                publish.extend(self.roll_back(
+                    txn,
+                    &mut rollout,
+                    RolloutPhase::Aborted,
+                    reason,
+                    now,
+                )?);
+            } else if succeeded == assigned {
+                if rollout.step + 1 == rollout.steps.len() {
+                    rollout.phase = RolloutPhase::Completed;
+                    rollout.updated_at = rfc3339(now);
+                    tracing::info!(rollout = %rollout.id, "rollout completed");
+                } else if let Some(soak) = rollout.soak_s
+                    && unix(now) >= rollout.step_started + soak
+                {
+                    rollout.step += 1;
+                    publish.extend(self.assign_step(txn, &mut rollout, now)?);
+                    tracing::info!(rollout = %rollout.id, step = rollout.step, "rollout advanced after soak");
+                }
+            }
+            if rollout.phase != before || rollout.step != before_step {
+                Self::put_rollout(txn, &rollout)?;
+            }
+        }
+        Ok(publish)
+    }
+
+    /// Re-evaluates every running rollout (the periodic tick: soak times pass without reports).
+    pub fn tick(&self, now: SystemTime) -> Result<Vec<Publish>, FleetError> {
+        let txn = self.db.begin_write()?;
+        let publish = self.evaluate_in(&txn, now)?;
+        txn.commit()?;
+        Ok(publish)
+    }
+
+    fn load_rollout(txn: &WriteTransaction, id: &str) -> Result<RolloutRecord, FleetError> {
+        let table = txn.open_table(ROLLOUTS)?;
+        let bytes = table
+            .get(id)?
+            .ok_or_else(|| FleetError::UnknownRollout(id.to_owned()))?;
+        decode(id, bytes.value())
+    }
+
+    /// A user's command on a rollout.
+    pub fn command(
+        &self,
+        id: &str,
+        command: Command,
+        now: SystemTime,
+    ) -> Result<(RolloutStatus, Vec<Publish>), FleetError> {
+        let txn = self.db.begin_write()?;
+        let mut rollout = Self::load_rollout(&txn, id)?;
+        // A completed rollout can still be rolled back; nothing else acts on a finished one.
+        let allowed = match rollout.phase {
+            RolloutPhase::Running | RolloutPhase::Paused => true,
+            RolloutPhase::Completed => command == Command::Rollback,
+            RolloutPhase::Aborted | RolloutPhase::RolledBack => false,
+        };
+        if !allowed {
+            return Err(FleetError::Conflict(format!(
+                "rollout {id} is {:?}; it does not take {command:?}",
+                rollout.phase
+            )));
+        }
+        let mut publish = Vec::new();
+        match command {
+            Command::Advance => {
+                if rollout.step + 1 >= rollout.steps.len() {
+                    return Err(FleetError::Conflict(format!(
+                        "rollout {id} is at its last step ({}%)",
+                        rollout.steps[rollout.step]
+                    )));
+                }
+                rollout.step += 1;
+                rollout.phase = RolloutPhase::Running;
+                publish = self.assign_step(&txn, &mut rollout, now)?;
+            }
+            Command::Pause => {
+                rollout.phase = RolloutPhase::Paused;
+                rollout.updated_at = rfc3339(now);
+            }
+            Command::Resume => {
+                rollout.phase = RolloutPhase::Running;
+                rollout.updated_at = rfc3339(now);
+            }
+            Command::Rollback => {
+                publish = self.roll_back(
+                    &txn,
+                    &mut rollout,
+                    RolloutPhase::RolledBack,
+                    "rolled back by a user".into(),
+                    now,
+                )?;
+            }
+        }
+        Self::put_rollout(&txn, &rollout)?;
+        publish.extend(self.evaluate_in(&txn, now)?);
+        let rollout = Self::load_rollout(&txn, id)?;
+        let status = self.status_in(&txn, &rollout)?;
+        txn.commit()?;
+        Ok((status, publish))
+    }
+
+    fn status_in(
+        &self,
+        txn: &WriteTransaction,
+        r: &RolloutRecord,
+    ) -> Result<RolloutStatus, FleetError> {
+        let mut devices = BTreeMap::new();
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for id in &r.devices {
+            let outcome = Self::outcome(txn, r, id)?;
+            let name = serde_json::to_value(outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            *counts.entry(name).or_default() += 1;
+            devices.insert(id.clone(), outcome);
+        }
+        Ok(RolloutStatus {
+            id: r.id.clone(),
+            pack: r.pack.clone(),
+            selector: r.selector.clone(),
+            steps: r.steps.clone(),
+            step: r.step,
+            max_failure: r.max_failure,
+            soak_s: r.soak_s,
+            phase: r.phase,
+            reason: r.reason.clone(),
+            created_at: r.created_at.clone(),
+            updated_at: r.updated_at.clone(),
+            devices,
+            counts,
+        })
+    }
+
+    pub fn rollout(&self, id: &str) -> Result<RolloutStatus, FleetError> {
+        // A write transaction only for its consistent view; it is dropped without commit.
+        let txn = self.db.begin_write()?;
+        let r = Self::load_rollout(&txn, id)?;
+        self.status_in(&txn, &r)
+    }
+
+    pub fn rollouts(&self) -> Result<Vec<RolloutStatus>, FleetError> {
+        let txn = self.db.begin_write()?;
+        let mut out = Vec::new();
+        for r in Self::rollouts_in(&txn)? {
+            out.push(self.status_in(&txn, &r)?);
+        }
+        out.sort_by_key(|s| s.id.trim_start_matches('r').parse::<u64>().unwrap_or(0));
+        Ok(out)
+    }
+
+    /// How long the tick waits between evaluations.
+    pub const TICK: Duration = Duration::from_secs(1);
+}
+
+/// What a user can tell a rollout to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Advance,
+    Pause,
+    Resume,
+    Rollback,
+}
+
+fn info(d: DeviceRecord) -> DeviceInfo {
+    DeviceInfo {
+        device: d.device,
+        name: d.name,
+        labels: d.labels,
+        enrolled_at: d.enrolled_at,
+        desired: d.desired,
+        reported: d.reported,
+        last_seen: d.last_seen,
+    }
+}

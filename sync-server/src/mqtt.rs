@@ -1,0 +1,174 @@
+//! The server's MQTT side: one client connection to the broker (the embedded one or any
+//! external broker, through the same code): it publishes desired states (retained, QoS 1),
+//! takes device reports, and ticks the rollout rules once a second.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aq_sync_proto::fleet;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+use crate::api::State;
+use crate::fleet::{Fleet, FleetError, Publish};
+
+/// Options for a client id on a broker.
+pub fn options(client_id: &str, url: &str) -> Result<MqttOptions, String> {
+    let (host, port) = fleet::parse_mqtt_url(url)?;
+    let mut options = MqttOptions::new(client_id, host, port);
+    options.set_keep_alive(Duration::from_secs(15));
+    options.set_clean_session(false);
+    // Read what the broker lets through (oversized messages are then refused one by one)
+    // rather than drop the connection on them.
+    options.set_max_packet_size(fleet::MAX_INCOMING_PACKET, fleet::MAX_MESSAGE_BYTES * 2);
+    Ok(options)
+}
+
+async fn fleet_call<T: Send + 'static>(
+    state: &Arc<State>,
+    f: impl FnOnce(&Fleet<'_>) -> Result<T, FleetError> + Send + 'static,
+) -> Result<T, FleetError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let fleet = Fleet::new(&state.fleet, &state.fleet_key, &state.topic_prefix)?;
+        f(&fleet)
+    })
+    .await
+    .map_err(|e| FleetError::Invalid(format!("fleet task failed: {e}")))?
+}
+
+/// Runs until the process ends: the broker connection (reconnecting with back-off), the
+/// publisher, report handling and the rollout tick.
+pub async fn run(
+    state: Arc<State>,
+    options: MqttOptions,
+    mut outbox: mpsc::UnboundedReceiver<Publish>,
+) {
+    let (client, eventloop) = AsyncClient::new(options, 1024);
+    let (inbox_tx, mut inbox) = mpsc::channel::<Incoming>(4096);
+    tokio::spawn(drive(eventloop, inbox_tx));
+    let mut tick = tokio::time::interval(Fleet::TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            Some(p) = outbox.recv() => publish(&client, p).await,
+            Some(incoming) = inbox.recv() => match incoming {
+                Incoming::Connected => republish(&state, &client).await,
+                Incoming::Report { topic, payload } => {
+                    // Take whatever else has arrived too: one transaction for the batch.
+                    let mut batch = Vec::new();
+                    let mut reconnected = false;
+                    let mut next = Some(Incoming::Report { topic, payload });
+                    while let Some(item) = next.take() {
+                        match item {
+                            Incoming::Report { topic, payload } => {
+                                if let Some(device) = fleet::device_of_reported_topic(&state.topic_prefix, &topic) {
+                                    batch.push((device.to_owned(), payload));
+                                }
+                            }
+                            Incoming::Connected => reconnected = true,
+                        }
+                        if batch.len() < MAX_REPORT_BATCH {
+                            next = inbox.try_recv().ok();
+                        }
+                    }
+                    let count = batch.len();
+                    match fleet_call(&state, move |f| f.reports(&batch, SystemTime::now())).await {
+                        Ok((out, refused)) => {
+                            for (device, e) in refused {
+                                tracing::warn!(%device, error = %e, "report refused");
+                            }
+                            tracing::debug!(reports = count, "reports taken");
+                            for p in out {
+                                publish(&client, p).await;
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "reports could not be recorded"),
+                    }
+                    if reconnected {
+                        republish(&state, &client).await;
+                    }
+                }
+            },
+            _ = tick.tick() => {
+                match fleet_call(&state, |f| f.tick(SystemTime::now())).await {
+                    Ok(out) => {
+                        for p in out {
+                            publish(&client, p).await;
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "rollout tick failed"),
+                }
+            }
+        }
+    }
+}
+
+/// Most reports taken in one transaction.
+const MAX_REPORT_BATCH: usize = 2048;
+
+/// On every (re)connection: subscribe to reports, and publish every desired state again (the
+/// broker may have lost its retained messages, as an in-memory broker does on restart).
+/// Devices ignore repeats.
+async fn republish(state: &Arc<State>, client: &AsyncClient) {
+    let filter = fleet::reported_filter(&state.topic_prefix);
+    if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
+        tracing::warn!(error = %e, "subscribe failed");
+    }
+    match fleet_call(state, |f| f.all_desired()).await {
+        Ok(all) => {
+            tracing::info!(
+                devices = all.len(),
+                "connected to the broker; desired states republished"
+            );
+            for p in all {
+                publish(client, p).await;
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read desired states"),
+    }
+}
+
+async fn publish(client: &AsyncClient, p: Publish) {
+    if let Err(e) = client
+        .publish(p.topic.clone(), QoS::AtLeastOnce, true, p.payload)
+        .await
+    {
+        tracing::warn!(topic = %p.topic, error = %e, "publish failed");
+    }
+}
+
+enum Incoming {
+    Connected,
+    Report { topic: String, payload: Vec<u8> },
+}
+
+/// Polls the connection; a failed poll is followed by a reconnect on the next one.
+async fn drive(mut eventloop: EventLoop, inbox: mpsc::Sender<Incoming>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(100);
+                if inbox.send(Incoming::Connected).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let message = Incoming::Report {
+                    topic: p.topic.clone(),
+                    payload: p.payload.to_vec(),
+                };
+                if inbox.send(message).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "MQTT connection lost");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
