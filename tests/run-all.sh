@@ -15,6 +15,7 @@ command -v zstd >/dev/null || missing+=(zstd)   # benches compare against tar --
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v promtool >/dev/null || missing+=(prometheus)   # serving tests check /metrics with promtool
 command -v wrk >/dev/null || missing+=(wrk)   # the HTTP benchmark's load generator
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)   # the fleet test's external broker
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
@@ -23,6 +24,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 cargo --version
+# Debian puts mosquitto in /usr/sbin, which a non-login PATH may lack.
+export PATH="$PATH:/usr/sbin"
 
 step "fixtures"
 fixtures/fetch.sh

