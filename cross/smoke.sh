@@ -8,7 +8,9 @@
 # verify, export; the host imports the ARM-made .aqpack and the ARM binary imports the host's;
 # unpack gives the original bytes; `aq serve` of an ARM-registry pack and of a TFLite file
 # answers a predict from the host with the host build's outputs (within 1e-5: NEON and AVX
-# kernels round differently).
+# kernels round differently). Then the fleet path: the ARM binary pulls a pack from a host
+# `aq-sync` over TLS (rustls/ring on ARM), enrolls as a device, and under `aq agent run`
+# follows a rollout over MQTT; its prediction must equal the host's again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$1"; qemu="$2"; host="${3:-}"
@@ -16,6 +18,9 @@ if [ -z "$host" ]; then
   cargo build --locked -p aq-agent --bin aq
   host="${CARGO_TARGET_DIR:-target}/debug/aq"
 fi
+cargo build --locked -p aq-sync-server --bin aq-sync
+sync_bin="$(dirname "$host")/aq-sync"
+[ -x "$sync_bin" ] || sync_bin="${CARGO_TARGET_DIR:-target}/debug/aq-sync"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 arm() { "$qemu" "$bin" "$@"; }
 
@@ -74,6 +79,44 @@ assert worst <= 1e-5, f"ARM and host outputs differ by {worst}"
 print(f"smoke: serve {sys.argv[3]}: predict over HTTP from the host, ARM output equals host output (max abs diff {worst:.2g})")
 PY
 done
-kill -TERM $arm_pid $host_pid
+kill -TERM $arm_pid
 wait $arm_pid || { echo "smoke: the ARM aq serve did not exit cleanly on SIGTERM" >&2; exit 1; }
+
+# The fleet path on ARM: TLS pull from a host aq-sync, then enrollment and a rollout over MQTT.
+mqtt_port=$(free_port)
+"$sync_bin" --data-dir "$work/sync" serve --addr 127.0.0.1:0 --mqtt-listen "127.0.0.1:$mqtt_port" --log-level warn > "$work/sync.out" 2> "$work/sync.err" &
+sync_pid=$!
+trap 'kill $arm_pid $host_pid $sync_pid ${agent_pid:-} 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 100); do grep -q listening "$work/sync.out" 2>/dev/null && break; sleep 0.1; done
+url=$(grep -o 'https://[^ ]*' "$work/sync.out")
+export AQ_SERVER="$url" AQ_SERVER_CA="$work/sync/tls/ca.pem" AQ_TOKEN="$(cat "$work/sync/admin.token")"
+"$host" key trust "$work/k.pub" --packs '*' --policy "$work/sync/trust.toml" >/dev/null
+"$host" --data-dir "$work/host" pack push ppocr-cls-onnx:1.0.0 >/dev/null
+arm --data-dir "$work/arm4" key trust "$work/k.pub" --packs '*' >/dev/null
+arm --data-dir "$work/arm4" pack pull ppocr-cls-onnx:1.0.0 >/dev/null
+arm --data-dir "$work/arm4" pack verify ppocr-cls-onnx:1.0.0 >/dev/null
+echo "smoke: the ARM build pulled a pack from aq-sync over TLS and verified it"
+arm --data-dir "$work/device" agent enroll --label site=smoke >/dev/null
+"$qemu" "$bin" --data-dir "$work/device" agent run --addr "127.0.0.1:0" --heartbeat 500ms --log-level warn > "$work/agent.out" 2> "$work/agent.err" &
+agent_pid=$!
+for _ in $(seq 300); do grep -q listening "$work/agent.out" 2>/dev/null && break; sleep 0.1; done
+agent_addr=$(grep -o 'http://[0-9.:]*' "$work/agent.out")
+"$host" rollout create ppocr-cls-onnx:1.0.0 --selector site=smoke --steps 100 >/dev/null
+done=""
+for _ in $(seq 600); do
+  if "$host" --json rollout status r1 | grep -q '"phase": "completed"'; then done=yes; break; fi
+  sleep 0.2
+done
+[ -n "$done" ] || { echo "smoke: the ARM agent did not complete the rollout" >&2; cat "$work/agent.err" >&2; exit 1; }
+python3 cross/predict.py "$agent_addr" ppocr-cls-onnx x 1,3,48,192 > "$work/agent-out.json"
+python3 cross/predict.py "http://127.0.0.1:$host_port" ppocr x 1,3,48,192 > "$work/host-out.json"
+python3 - "$work/agent-out.json" "$work/host-out.json" <<'PY'
+import json, sys
+a, h = (json.load(open(p))["outputs"] for p in sys.argv[1:3])
+worst = max(abs(x - y) for k in a for x, y in zip(a[k]["data"], h[k]["data"]))
+assert worst <= 1e-5, f"ARM agent and host outputs differ by {worst}"
+print(f"smoke: the ARM agent applied a rollout over MQTT and serves it (max abs diff to host {worst:.2g})")
+PY
+kill -TERM $agent_pid $host_pid $sync_pid
+wait $agent_pid || { echo "smoke: the ARM agent did not exit cleanly on SIGTERM" >&2; exit 1; }
 echo "smoke: passed"

@@ -97,9 +97,6 @@ struct Assignment {
     previous: Option<PackTarget>,
 }
 
-/// What a batch of reports produced: messages to publish, and the refused reports with why.
-pub type ReportOutcome = (Vec<Publish>, Vec<(String, FleetError)>);
-
 /// A retained message to publish: topic and payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publish {
@@ -275,14 +272,13 @@ impl<'a> Fleet<'a> {
     }
 
     /// Takes a batch of reports (device id, payload) in one transaction: each is checked
-    /// against its device's enrolled key and dropped if not newer than the last one taken;
-    /// then the rollout rules run once. Returns the messages to publish and the refused
-    /// reports with why.
+    /// against its device's enrolled key and dropped if not newer than the last one taken.
+    /// Returns the refused reports with why. The rollout rules run on [`Fleet::tick`].
     pub fn reports(
         &self,
         batch: &[(String, Vec<u8>)],
         now: SystemTime,
-    ) -> Result<ReportOutcome, FleetError> {
+    ) -> Result<Vec<(String, FleetError)>, FleetError> {
         let txn = self.db.begin_write()?;
         let mut refused = Vec::new();
         for (device, payload) in batch {
@@ -290,9 +286,8 @@ impl<'a> Fleet<'a> {
                 refused.push((device.clone(), e));
             }
         }
-        let publish = self.evaluate_in(&txn, now)?;
         txn.commit()?;
-        Ok((publish, refused))
+        Ok(refused)
     }
 
     fn take_report(
@@ -860,10 +855,11 @@ mod tests {
             fleet::open_desired(&publish[0].payload, &w.server.public_key(), &canary).unwrap();
         assert_eq!(desired.pack, Some(pack("2")));
         let i = w.devices.iter().position(|(d, _)| *d == canary).unwrap();
-        let (publish, refused) = fleet
+        let refused = fleet
             .reports(&[report(&w, i, 1, Phase::Applied, Some(pack("2")))], now)
             .unwrap();
         assert!(refused.is_empty());
+        let publish = fleet.tick(now).unwrap();
         // Soak 0: the step is done, so the next one (50%) starts in the same evaluation.
         assert_eq!(publish.len(), 4);
         let status = fleet.rollout(&status.id).unwrap();
@@ -881,13 +877,15 @@ mod tests {
                 batch.push(report(&w, i, 1, Phase::Applied, Some(pack("2"))));
             }
         }
-        let (publish, _) = fleet.reports(&batch, now).unwrap();
+        fleet.reports(&batch, now).unwrap();
+        let publish = fleet.tick(now).unwrap();
         assert_eq!(publish.len(), 5);
         let mut batch = Vec::new();
         for i in 0..10 {
             batch.push(report(&w, i, 2, Phase::Applied, Some(pack("2"))));
         }
         fleet.reports(&batch, now).unwrap();
+        fleet.tick(now).unwrap();
         let status = fleet.rollout(&status.id).unwrap();
         assert_eq!(
             (status.phase, status.counts["succeeded"]),
@@ -907,6 +905,7 @@ mod tests {
             .map(|i| report(&w, i, 1, Phase::Applied, Some(pack("1"))))
             .collect();
         fleet.reports(&batch, now).unwrap();
+        fleet.tick(now).unwrap();
         assert_eq!(
             fleet.rollout(&first.id).unwrap().phase,
             RolloutPhase::Completed
@@ -923,11 +922,13 @@ mod tests {
         fleet
             .reports(&[fail(assigned[0], 2), fail(assigned[1], 2)], now)
             .unwrap();
+        assert!(fleet.tick(now).unwrap().is_empty());
         assert_eq!(
             fleet.rollout(&status.id).unwrap().phase,
             RolloutPhase::Running
         );
-        let (publish, _) = fleet.reports(&[fail(assigned[2], 2)], now).unwrap();
+        fleet.reports(&[fail(assigned[2], 2)], now).unwrap();
+        let publish = fleet.tick(now).unwrap();
         let status = fleet.rollout(&status.id).unwrap();
         assert_eq!(status.phase, RolloutPhase::Aborted);
         assert_eq!(publish.len(), 5, "every assigned device goes back");
@@ -958,7 +959,7 @@ mod tests {
         assert_eq!(d.reported.unwrap().active, Some(pack("9")));
         // Signed by another device's key, or published on another device's topic: refused.
         let (_, theirs) = report(&w, 1, 9, Phase::Failed, None);
-        let (_, refused) = fleet
+        let refused = fleet
             .reports(
                 &[
                     (w.devices[0].0.clone(), theirs.clone()),

@@ -45,61 +45,70 @@ pub async fn run(
     mut outbox: mpsc::UnboundedReceiver<Publish>,
 ) {
     let (client, eventloop) = AsyncClient::new(options, 1024);
-    let (inbox_tx, mut inbox) = mpsc::channel::<Incoming>(4096);
+    let (inbox_tx, inbox) = mpsc::channel::<Incoming>(4096);
     tokio::spawn(drive(eventloop, inbox_tx));
+    // Reports and the rollout tick run beside the publisher, so a rollout's desired states
+    // never wait behind report processing; what they produce goes through the outbox.
+    tokio::spawn(take_reports(state.clone(), client.clone(), inbox));
+    tokio::spawn(tick(state.clone()));
+    while let Some(p) = outbox.recv().await {
+        publish(&client, p).await;
+    }
+}
+
+/// Records device reports in batches (one transaction each). The rollout rules run on the
+/// tick, not per batch: one pass over the fleet a second, whatever the report rate.
+async fn take_reports(state: Arc<State>, client: AsyncClient, mut inbox: mpsc::Receiver<Incoming>) {
+    while let Some(first) = inbox.recv().await {
+        let mut batch = Vec::new();
+        let mut reconnected = false;
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Incoming::Report { topic, payload } => {
+                    if let Some(device) =
+                        fleet::device_of_reported_topic(&state.topic_prefix, &topic)
+                    {
+                        batch.push((device.to_owned(), payload));
+                    }
+                }
+                Incoming::Connected => reconnected = true,
+            }
+            if batch.len() < MAX_REPORT_BATCH {
+                next = inbox.try_recv().ok();
+            }
+        }
+        if reconnected {
+            republish(&state, &client).await;
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let count = batch.len();
+        match fleet_call(&state, move |f| f.reports(&batch, SystemTime::now())).await {
+            Ok(refused) => {
+                for (device, e) in refused {
+                    tracing::warn!(%device, error = %e, "report refused");
+                }
+                tracing::debug!(reports = count, "reports taken");
+            }
+            Err(e) => tracing::error!(error = %e, "reports could not be recorded"),
+        }
+    }
+}
+
+async fn tick(state: Arc<State>) {
     let mut tick = tokio::time::interval(Fleet::TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        tokio::select! {
-            Some(p) = outbox.recv() => publish(&client, p).await,
-            Some(incoming) = inbox.recv() => match incoming {
-                Incoming::Connected => republish(&state, &client).await,
-                Incoming::Report { topic, payload } => {
-                    // Take whatever else has arrived too: one transaction for the batch.
-                    let mut batch = Vec::new();
-                    let mut reconnected = false;
-                    let mut next = Some(Incoming::Report { topic, payload });
-                    while let Some(item) = next.take() {
-                        match item {
-                            Incoming::Report { topic, payload } => {
-                                if let Some(device) = fleet::device_of_reported_topic(&state.topic_prefix, &topic) {
-                                    batch.push((device.to_owned(), payload));
-                                }
-                            }
-                            Incoming::Connected => reconnected = true,
-                        }
-                        if batch.len() < MAX_REPORT_BATCH {
-                            next = inbox.try_recv().ok();
-                        }
-                    }
-                    let count = batch.len();
-                    match fleet_call(&state, move |f| f.reports(&batch, SystemTime::now())).await {
-                        Ok((out, refused)) => {
-                            for (device, e) in refused {
-                                tracing::warn!(%device, error = %e, "report refused");
-                            }
-                            tracing::debug!(reports = count, "reports taken");
-                            for p in out {
-                                publish(&client, p).await;
-                            }
-                        }
-                        Err(e) => tracing::error!(error = %e, "reports could not be recorded"),
-                    }
-                    if reconnected {
-                        republish(&state, &client).await;
-                    }
-                }
-            },
-            _ = tick.tick() => {
-                match fleet_call(&state, |f| f.tick(SystemTime::now())).await {
-                    Ok(out) => {
-                        for p in out {
-                            publish(&client, p).await;
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "rollout tick failed"),
+        tick.tick().await;
+        match fleet_call(&state, |f| f.tick(SystemTime::now())).await {
+            Ok(out) => {
+                for p in out {
+                    let _ = state.publish.send(p);
                 }
             }
+            Err(e) => tracing::error!(error = %e, "rollout tick failed"),
         }
     }
 }
