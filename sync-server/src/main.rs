@@ -132,6 +132,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(*args, data_dir),
         Command::Token(cmd) => {
             let fleet = aq_sync_server::open_fleet(&data_dir)?;
+            Tokens::init(&fleet)?;
             let tokens = Tokens::new(&fleet)?;
             match cmd {
                 TokenCommand::Create { name, role } => {

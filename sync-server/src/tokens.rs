@@ -81,10 +81,15 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl<'db> Tokens<'db> {
-    pub fn new(db: &'db Database) -> Result<Self, TokenError> {
+    /// Creates the table (once, at start); [`Tokens::new`] never writes.
+    pub fn init(db: &Database) -> Result<(), TokenError> {
         let txn = db.begin_write()?;
         txn.open_table(TOKENS)?;
         txn.commit()?;
+        Ok(())
+    }
+
+    pub fn new(db: &'db Database) -> Result<Self, TokenError> {
         Ok(Tokens { db })
     }
 
@@ -201,6 +206,7 @@ mod tests {
     fn create_authenticate_list_revoke() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("fleet.redb")).unwrap();
+        Tokens::init(&db).unwrap();
         let tokens = Tokens::new(&db).unwrap();
         assert!(tokens.is_empty().unwrap());
         let now = SystemTime::now();
