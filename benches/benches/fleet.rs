@@ -333,6 +333,12 @@ async fn device(
             Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) if !counted => {
                 counted = true;
                 subscribed.fetch_add(1, Ordering::Relaxed);
+                // Like the agent: report on connect, so the server knows the device is live.
+                report_seq += 1;
+                let payload = report(report_seq, last_seq, None);
+                let topic = fleet::reported_topic("aq", &id);
+                let _ = client.try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload);
+                state.get_or_insert((last_seq, None));
             }
             Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
                 let Ok(desired) = fleet::open_desired(&p.payload, &server_key, &id) else {

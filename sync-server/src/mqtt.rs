@@ -51,8 +51,13 @@ pub async fn run(
     // never wait behind report processing; what they produce goes through the outbox.
     tokio::spawn(take_reports(state.clone(), client.clone(), inbox));
     tokio::spawn(tick(state.clone()));
+    let mut published: u64 = 0;
     while let Some(p) = outbox.recv().await {
         publish(&client, p).await;
+        published += 1;
+        if published % 1000 == 0 {
+            tracing::debug!(published, "desired states published");
+        }
     }
 }
 
@@ -97,11 +102,38 @@ async fn take_reports(state: Arc<State>, client: AsyncClient, mut inbox: mpsc::R
     }
 }
 
+/// How long a live device may lag its desired state before it is sent again.
+const RESEND_AFTER: Duration = Duration::from_secs(15);
+/// A device that reported within this long counts as live.
+const LIVE_WITHIN: Duration = Duration::from_secs(120);
+
 async fn tick(state: Arc<State>) {
     let mut tick = tokio::time::interval(Fleet::TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut ticks: u64 = 0;
     loop {
         tick.tick().await;
+        ticks += 1;
+        if ticks % RESEND_AFTER.as_secs() == 0 {
+            match fleet_call(&state, |f| {
+                f.unacknowledged(SystemTime::now(), RESEND_AFTER, LIVE_WITHIN)
+            })
+            .await
+            {
+                Ok(out) => {
+                    if !out.is_empty() {
+                        tracing::info!(
+                            devices = out.len(),
+                            "desired states sent again to devices that lag"
+                        );
+                    }
+                    for p in out {
+                        let _ = state.publish.send(p);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "resend scan failed"),
+            }
+        }
         match fleet_call(&state, |f| f.tick(SystemTime::now())).await {
             Ok(out) => {
                 for p in out {
