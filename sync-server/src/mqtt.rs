@@ -55,7 +55,7 @@ pub async fn run(
     while let Some(p) = outbox.recv().await {
         publish(&client, p).await;
         published += 1;
-        if published % 1000 == 0 {
+        if published.is_multiple_of(1000) {
             tracing::debug!(published, "desired states published");
         }
     }
@@ -114,7 +114,7 @@ async fn tick(state: Arc<State>) {
     loop {
         tick.tick().await;
         ticks += 1;
-        if ticks % RESEND_AFTER.as_secs() == 0 {
+        if ticks.is_multiple_of(RESEND_AFTER.as_secs()) {
             match fleet_call(&state, |f| {
                 f.unacknowledged(SystemTime::now(), RESEND_AFTER, LIVE_WITHIN)
             })
