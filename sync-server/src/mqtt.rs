@@ -45,7 +45,7 @@ pub async fn run(
     mut outbox: mpsc::UnboundedReceiver<Publish>,
 ) {
     let (client, eventloop) = AsyncClient::new(options, 1024);
-    let (inbox_tx, inbox) = mpsc::channel::<Incoming>(4096);
+    let (inbox_tx, inbox) = mpsc::channel::<Incoming>(INBOX);
     tokio::spawn(drive(eventloop, inbox_tx));
     // Reports and the rollout tick run beside the publisher, so a rollout's desired states
     // never wait behind report processing; what they produce goes through the outbox.
@@ -145,6 +145,9 @@ async fn tick(state: Arc<State>) {
     }
 }
 
+/// Reports waiting to be recorded before new ones are dropped.
+const INBOX: usize = 65_536;
+
 /// Most reports taken in one transaction.
 const MAX_REPORT_BATCH: usize = 2048;
 
@@ -187,21 +190,34 @@ enum Incoming {
 /// Polls the connection; a failed poll is followed by a reconnect on the next one.
 async fn drive(mut eventloop: EventLoop, inbox: mpsc::Sender<Incoming>) {
     let mut backoff = Duration::from_millis(100);
+    let mut dropped: u64 = 0;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(100);
-                if inbox.send(Incoming::Connected).await.is_err() {
-                    return;
-                }
+                // Queued from a task of its own, so a full inbox never stalls this loop.
+                let tx = inbox.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(Incoming::Connected).await;
+                });
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let message = Incoming::Report {
                     topic: p.topic.clone(),
                     payload: p.payload.to_vec(),
                 };
-                if inbox.send(message).await.is_err() {
-                    return;
+                // Never wait here: this loop also sends the desired states and answers the
+                // broker's keep-alive. When reports come faster than they are recorded, the
+                // surplus is dropped; every device repeats its report on its heartbeat.
+                match inbox.try_send(message) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        dropped += 1;
+                        if dropped.is_power_of_two() {
+                            tracing::warn!(dropped, "reports arrive faster than they are recorded; dropping (devices repeat them)");
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
             Ok(_) => {}
