@@ -214,7 +214,10 @@ async fn drive(mut eventloop: EventLoop, inbox: mpsc::Sender<Incoming>) {
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         dropped += 1;
                         if dropped.is_power_of_two() {
-                            tracing::warn!(dropped, "reports arrive faster than they are recorded; dropping (devices repeat them)");
+                            tracing::warn!(
+                                dropped,
+                                "reports arrive faster than they are recorded; dropping (devices repeat them)"
+                            );
                         }
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => return,
