@@ -602,10 +602,23 @@ fn dev_hot_reload_under_load_fails_no_request() {
         }
         seen.push(version());
     }
-    // A file that is not a model leaves the old one serving.
+    // A file that is not a model leaves the old one serving. The watcher may still be
+    // warming up the last swap, so wait for the failed reload to show in the metrics.
     std::fs::write(env.path("staging.onnx"), b"not a model").unwrap();
     std::fs::rename(env.path("staging.onnx"), &watched).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics =
+            String::from_utf8(http(server.addr, "GET", "/metrics", &[], b"").body).unwrap();
+        if metrics.contains("aq_model_reloads_total{model=\"m\",result=\"failed\"} 1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the junk file was never tried: {metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(version(), *seen.last().unwrap());
     stop.store(true, Ordering::Relaxed);
     let (ok, failures, versions) = clients.join().unwrap();
