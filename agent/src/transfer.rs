@@ -22,8 +22,27 @@ use crate::exit::{ExitCode, user_error};
 use crate::printer::{Printer, Progress};
 use crate::remote::{Client, Remote};
 
-/// Uncompressed chunk bytes asked for per fetch.
+/// Uncompressed chunk bytes per frame, both ways (stored bytes are at most this plus zstd's
+/// small bound).
 const FRAME_BYTES: u64 = 8 << 20;
+
+/// Groups chunks (digest, uncompressed size) into frames of about [`FRAME_BYTES`], for upload
+/// and download alike.
+pub fn frames(chunks: impl IntoIterator<Item = (Digest, u64)>) -> Vec<Vec<(Digest, u64)>> {
+    let mut out: Vec<Vec<(Digest, u64)>> = Vec::new();
+    let mut current = 0;
+    for (digest, size) in chunks {
+        match out.last_mut() {
+            Some(last) if current + size <= FRAME_BYTES => last.push((digest, size)),
+            _ => {
+                out.push(vec![(digest, size)]);
+                current = 0;
+            }
+        }
+        current += size;
+    }
+    out
+}
 
 /// What a fetch did.
 #[derive(Debug, Clone, Serialize)]
@@ -106,18 +125,12 @@ pub async fn fetch_pack(
     }
     let wanted: Vec<Digest> = chunks.iter().map(|c| c.digest).collect();
     let missing: HashSet<Digest> = registry.missing_chunks(&wanted)?.into_iter().collect();
-    let mut batches: Vec<Vec<(Digest, u64)>> = Vec::new();
-    let mut current = 0;
-    for c in chunks.iter().filter(|c| missing.contains(&c.digest)) {
-        if batches.is_empty() || current + c.size > FRAME_BYTES {
-            batches.push(Vec::new());
-            current = 0;
-        }
-        current += c.size;
-        if let Some(last) = batches.last_mut() {
-            last.push((c.digest, c.size));
-        }
-    }
+    let batches = frames(
+        chunks
+            .iter()
+            .filter(|c| missing.contains(&c.digest))
+            .map(|c| (c.digest, c.size)),
+    );
     let total: u64 = batches.iter().flatten().map(|(_, s)| s).sum();
     let progress = Arc::new(match printer {
         Some(p) => p.progress(&format!("pull {id}"), total),
@@ -244,4 +257,33 @@ fn store_frame(
         entries.iter().map(|e| e.stored.len() as u64).sum(),
         entries.iter().map(|e| e.size).sum(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_stay_under_the_limit_and_keep_order() {
+        let d = |i: u8| Digest::of(&[i]);
+        assert!(frames([]).is_empty());
+        let big = FRAME_BYTES + 1;
+        let out = frames([
+            (d(0), 3 << 20),
+            (d(1), 3 << 20),
+            (d(2), 3 << 20),
+            (d(3), big),
+            (d(4), 1),
+        ]);
+        let sizes: Vec<Vec<u64>> = out
+            .iter()
+            .map(|f| f.iter().map(|c| c.1).collect())
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![vec![3 << 20, 3 << 20], vec![3 << 20], vec![big], vec![1]]
+        );
+        let order: Vec<Digest> = out.iter().flatten().map(|c| c.0).collect();
+        assert_eq!(order, (0..5).map(d).collect::<Vec<_>>());
+    }
 }

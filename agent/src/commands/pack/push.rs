@@ -19,10 +19,6 @@ use crate::printer::{Printer, Progress, human_bytes};
 use crate::remote::Client;
 use crate::settings::Settings;
 
-/// Uncompressed chunk bytes per upload frame (stored bytes are at most this plus zstd's
-/// small bound).
-const FRAME_BYTES: u64 = 8 << 20;
-
 #[derive(Serialize)]
 pub struct Out {
     pub id: String,
@@ -129,24 +125,18 @@ pub fn push(
     })
 }
 
-/// Groups the missing chunks into frames of about [`FRAME_BYTES`]: (digest, size) each.
+/// Groups the missing chunks into frames: (digest, size) each.
 fn batches(registry: &Registry, missing: &[Digest]) -> anyhow::Result<Vec<Vec<(Digest, u64)>>> {
-    let mut out: Vec<Vec<(Digest, u64)>> = Vec::new();
-    let mut current_bytes = 0;
-    for d in missing {
-        let size = registry.chunk_size(d).with_context(|| {
-            format!("the server asked for chunk {d}, which this pack does not have")
-        })?;
-        if out.is_empty() || current_bytes + size > FRAME_BYTES {
-            out.push(Vec::new());
-            current_bytes = 0;
-        }
-        current_bytes += size;
-        if let Some(last) = out.last_mut() {
-            last.push((*d, size));
-        }
-    }
-    Ok(out)
+    let sized = missing
+        .iter()
+        .map(|d| {
+            let size = registry.chunk_size(d).with_context(|| {
+                format!("the server asked for chunk {d}, which this pack does not have")
+            })?;
+            Ok((*d, size))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(crate::transfer::frames(sized))
 }
 
 /// Uploads the frames over `jobs` connections.
