@@ -155,6 +155,45 @@ pub async fn fetch_pack(
     })
 }
 
+/// Runs `work` on every frame over `jobs` connections (a [`Client`] per worker, handed to
+/// `work` and given back with its result), for uploads and downloads alike. The first error
+/// ends the transfer; results come in completion order.
+pub async fn over_connections<T, F, Fut>(
+    remote: Arc<Remote>,
+    frames: Vec<Vec<(Digest, u64)>>,
+    jobs: usize,
+    work: F,
+) -> anyhow::Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(Client, Vec<(Digest, u64)>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<(Client, T)>> + Send + 'static,
+{
+    let queue = Arc::new(Mutex::new(frames.into_iter()));
+    let work = Arc::new(work);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..jobs {
+        let (remote, queue, work) = (remote.clone(), queue.clone(), work.clone());
+        workers.spawn(async move {
+            let mut client = Client::new(remote);
+            let mut results = Vec::new();
+            loop {
+                let next = queue.lock().ok().and_then(|mut q| q.next());
+                let Some(frame) = next else { break };
+                let (back, result) = work(client, frame).await?;
+                client = back;
+                results.push(result);
+            }
+            anyhow::Ok(results)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(joined) = workers.join_next().await {
+        all.extend(joined.context("a transfer task failed")??);
+    }
+    Ok(all)
+}
+
 /// Fetches the batches over `jobs` connections and stores each frame as it arrives.
 /// Returns (chunks stored, stored bytes received).
 async fn download(
@@ -164,54 +203,34 @@ async fn download(
     jobs: usize,
     progress: Arc<Progress>,
 ) -> anyhow::Result<(usize, u64)> {
-    let queue = Arc::new(Mutex::new(batches.into_iter()));
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..jobs {
-        let (remote, registry, queue, progress) = (
-            remote.clone(),
-            registry.clone(),
-            queue.clone(),
-            progress.clone(),
-        );
-        workers.spawn(async move {
-            let mut client = Client::new(remote);
-            let (mut chunks, mut bytes) = (0usize, 0u64);
-            loop {
-                let next = queue.lock().ok().and_then(|mut q| q.next());
-                let Some(batch) = next else { break };
-                let request = DigestList {
-                    digests: batch.iter().map(|(d, _)| *d).collect(),
-                };
-                let body = Bytes::from(serde_json::to_vec(&request)?);
-                let answer = client
-                    .send(
-                        Method::POST,
-                        "/v1/chunks/fetch",
-                        Some("application/json"),
-                        body,
-                    )
-                    .await?;
-                let received = answer.body;
-                let stored = tokio::task::spawn_blocking({
-                    let registry = registry.clone();
-                    move || store_frame(&registry, &batch, &received)
-                })
-                .await
-                .context("a download task failed")??;
-                chunks += stored.0;
-                bytes += stored.1;
-                progress.advance(stored.2);
-            }
-            anyhow::Ok((chunks, bytes))
-        });
-    }
-    let (mut chunks, mut bytes) = (0, 0);
-    while let Some(joined) = workers.join_next().await {
-        let (c, b) = joined.context("a download task failed")??;
-        chunks += c;
-        bytes += b;
-    }
-    Ok((chunks, bytes))
+    let results = over_connections(remote, batches, jobs, move |mut client, batch| {
+        let (registry, progress) = (registry.clone(), progress.clone());
+        async move {
+            let request = DigestList {
+                digests: batch.iter().map(|(d, _)| *d).collect(),
+            };
+            let body = Bytes::from(serde_json::to_vec(&request)?);
+            let answer = client
+                .send(
+                    Method::POST,
+                    "/v1/chunks/fetch",
+                    Some("application/json"),
+                    body,
+                )
+                .await?;
+            let received = answer.body;
+            let (chunks, bytes, size) =
+                tokio::task::spawn_blocking(move || store_frame(&registry, &batch, &received))
+                    .await
+                    .context("a download task failed")??;
+            progress.advance(size);
+            Ok((client, (chunks, bytes)))
+        }
+    })
+    .await?;
+    Ok(results
+        .into_iter()
+        .fold((0, 0), |(c, b), (dc, db)| (c + dc, b + db)))
 }
 
 /// Checks that a fetched frame holds exactly the chunks asked for, with the sizes the manifest

@@ -38,21 +38,7 @@ pub enum FleetError {
     Conflict(String),
 }
 
-macro_rules! db_err {
-    ($($t:ty),*) => {$(
-        impl From<$t> for FleetError {
-            fn from(e: $t) -> Self {
-                FleetError::Database(e.into())
-            }
-        }
-    )*};
-}
-db_err!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+crate::redb_errors_into!(FleetError);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -7,6 +7,34 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+/// Lets `?` turn redb's specific error types into an error enum's `Database(redb::Error)`
+/// variant.
+macro_rules! redb_errors_into {
+    ($error:ident) => {
+        impl From<redb::TransactionError> for $error {
+            fn from(e: redb::TransactionError) -> Self {
+                $error::Database(e.into())
+            }
+        }
+        impl From<redb::TableError> for $error {
+            fn from(e: redb::TableError) -> Self {
+                $error::Database(e.into())
+            }
+        }
+        impl From<redb::StorageError> for $error {
+            fn from(e: redb::StorageError) -> Self {
+                $error::Database(e.into())
+            }
+        }
+        impl From<redb::CommitError> for $error {
+            fn from(e: redb::CommitError) -> Self {
+                $error::Database(e.into())
+            }
+        }
+    };
+}
+pub(crate) use redb_errors_into;
+
 pub mod api;
 pub mod broker;
 pub mod error;

@@ -29,22 +29,7 @@ pub enum TokenError {
     Random(#[source] getrandom::Error),
 }
 
-/// Lets `?` turn redb's specific error types into [`TokenError::Database`].
-macro_rules! db_err {
-    ($($t:ty),*) => {$(
-        impl From<$t> for TokenError {
-            fn from(e: $t) -> Self {
-                TokenError::Database(e.into())
-            }
-        }
-    )*};
-}
-db_err!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+crate::redb_errors_into!(TokenError);
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

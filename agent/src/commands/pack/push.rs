@@ -3,7 +3,7 @@
 //! frame is durable on the server when its answer arrives, so an interrupted push resumes
 //! where it stopped: the next run finds those chunks present.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use aq_pack::Digest;
@@ -147,25 +147,10 @@ async fn upload(
     jobs: usize,
     progress: Arc<Progress>,
 ) -> anyhow::Result<UploadReport> {
-    let queue = Arc::new(Mutex::new(batches.into_iter()));
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..jobs {
-        let (remote, registry, queue, progress) = (
-            remote.clone(),
-            registry.clone(),
-            queue.clone(),
-            progress.clone(),
-        );
-        workers.spawn(async move {
-            let mut client = Client::new(remote);
-            let mut sum = UploadReport {
-                chunks_new: 0,
-                chunks_present: 0,
-                bytes_new: 0,
-            };
-            loop {
-                let next = queue.lock().ok().and_then(|mut q| q.next());
-                let Some(batch) = next else { break };
+    let reports =
+        crate::transfer::over_connections(remote, batches, jobs, move |mut client, batch| {
+            let (registry, progress) = (registry.clone(), progress.clone());
+            async move {
                 let stored: Vec<Vec<u8>> = batch
                     .iter()
                     .map(|(d, _)| registry.stored_chunk(d))
@@ -186,23 +171,20 @@ async fn upload(
                 let report: UploadReport = serde_json::from_slice(&answer.body)
                     .context("the server's upload report does not decode")?;
                 progress.advance(batch.iter().map(|(_, size)| size).sum());
-                sum.chunks_new += report.chunks_new;
-                sum.chunks_present += report.chunks_present;
-                sum.bytes_new += report.bytes_new;
+                Ok((client, report))
             }
-            anyhow::Ok(sum)
-        });
-    }
-    let mut total = UploadReport {
-        chunks_new: 0,
-        chunks_present: 0,
-        bytes_new: 0,
-    };
-    while let Some(joined) = workers.join_next().await {
-        let part = joined.context("an upload task failed")??;
-        total.chunks_new += part.chunks_new;
-        total.chunks_present += part.chunks_present;
-        total.bytes_new += part.bytes_new;
-    }
-    Ok(total)
+        })
+        .await?;
+    Ok(reports.into_iter().fold(
+        UploadReport {
+            chunks_new: 0,
+            chunks_present: 0,
+            bytes_new: 0,
+        },
+        |sum, r| UploadReport {
+            chunks_new: sum.chunks_new + r.chunks_new,
+            chunks_present: sum.chunks_present + r.chunks_present,
+            bytes_new: sum.bytes_new + r.bytes_new,
+        },
+    ))
 }
