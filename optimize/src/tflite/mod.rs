@@ -1,0 +1,249 @@
+//! ONNX to TFLite (fp32): tract types and declutters the ONNX graph, rewrites it for TFLite
+//! (NCHW convolutions and pools to NHWC, kernels to OHWI, padding made explicit) and writes the
+//! flatbuffer.
+//!
+//! tract's writer stops at the first op it cannot write, and for a few ops it writes something
+//! LiteRT computes differently (it writes `Rsqrt` as `SQRT`) or panics (`todo!`). So this pass
+//! first checks every op of the rewritten graph against [`SUPPORTED`], the ops whose
+//! translation our LiteRT tests cover, and lists all that fail at once. The write runs under
+//! `catch_unwind`, and the written file is read back with tract and run against the source
+//! model before it is returned.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use tract_onnx::prelude::*;
+
+use crate::error::{ExportError, UnsupportedOp};
+use crate::source::{InputShapes, typed_onnx};
+
+mod prepare;
+
+/// One tensor of the exported model's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSig {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: String,
+}
+
+/// An exported TFLite model.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub bytes: Vec<u8>,
+    pub inputs: Vec<TensorSig>,
+    pub outputs: Vec<TensorSig>,
+    /// TFLite-level ops of the rewritten graph (tract op names), with their counts.
+    pub ops: BTreeMap<String, usize>,
+    /// Largest absolute difference between tract running the source model and tract running
+    /// the written file, on one seeded pseudo-random input.
+    pub self_check_max_abs: f32,
+}
+
+/// Exports an ONNX model to TFLite fp32.
+pub fn export(onnx: &[u8], shapes: &InputShapes) -> Result<Exported, ExportError> {
+    let source = typed_onnx(onnx, shapes)?;
+    let mut typed = source.clone();
+    guarded(|| prepare::prepare(&mut typed))
+        .map_err(|e| ExportError::Unsupported(vec![rewrite_failure(&e)]))?;
+    let mut rewritten = typed.clone();
+    guarded(|| tract_tflite::rewriter::rewrite_for_tflite(&mut rewritten))
+        .map_err(|e| ExportError::Unsupported(vec![rewrite_failure(&e)]))?;
+    guarded(|| prepare::fold_axis_ops_on_constants(&mut rewritten))
+        .map_err(|e| ExportError::Write(format!("{e:#}")))?;
+    let unsupported = unsupported_ops(&rewritten);
+    if !unsupported.is_empty() {
+        return Err(ExportError::Unsupported(unsupported));
+    }
+    let mut bytes = Vec::new();
+    guarded(|| tract_tflite::tflite().write(&rewritten, &mut bytes))
+        .map_err(|e| ExportError::Write(format!("{e:#}")))?;
+    let self_check_max_abs = self_check(&source, &bytes)?;
+    let mut ops = BTreeMap::new();
+    for node in &rewritten.nodes {
+        let name = op_name(node);
+        if name != "Source" && name != "Const" {
+            *ops.entry(name).or_insert(0) += 1;
+        }
+    }
+    Ok(Exported {
+        bytes,
+        inputs: signature(&typed, typed.input_outlets())?,
+        outputs: signature(&typed, typed.output_outlets())?,
+        ops,
+        self_check_max_abs,
+    })
+}
+
+/// Runs `f`, turning a panic inside tract into an error.
+fn guarded<T>(f: impl FnOnce() -> TractResult<T>) -> TractResult<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            Err(TractError::msg(format!("tract panicked: {message}")))
+        }
+    }
+}
+
+fn rewrite_failure(e: &TractError) -> UnsupportedOp {
+    // tract names the node in its error context: "Rewriting rule ... on node #12 "name" Op".
+    UnsupportedOp {
+        node: String::new(),
+        op: "(rewrite)".into(),
+        reason: format!("{e:#}"),
+    }
+}
+
+/// The tract op name used for support checks: the inner op for element-wise and binary
+/// wrappers (`Sigmoid`, `Add`), the op's own name otherwise.
+fn op_name(node: &TypedNode) -> String {
+    node.op.name().to_string()
+}
+
+/// Ops of the rewritten graph that tract writes as TFLite ops LiteRT computes the same way.
+const SUPPORTED: &[&str] = &[
+    "Source",
+    "Const", // graph plumbing
+    "AddAxis",
+    "RmAxis",
+    "MoveAxis",
+    "Reshape", // AxisOp: EXPAND_DIMS, SQUEEZE, TRANSPOSE, RESHAPE
+    "MultiBroadcastTo",
+    "Concat",
+    "Slice",
+    "Downsample",
+    "Pad", //
+    "Conv",
+    "MaxPool",
+    "SumPool", //
+    "PrefixMatMul",
+    "Softmax", //
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Max",
+    "Min", //
+    "Abs",
+    "Exp",
+    "Ln",
+    "Sqrt",
+    "Square",
+    "Sigmoid",
+    "Tanh",
+    "HardSwish",
+    "LeakyRelu",
+    "Floor",
+    "Ceil",
+    "Sin",
+    "Cos", //
+    "Reduce<Max>",
+    "Reduce<Min>",
+    "Reduce<Sum>",
+    "Reduce<Prod>", //
+];
+
+/// Every op of `model` outside [`SUPPORTED`].
+fn unsupported_ops(model: &TypedModel) -> Vec<UnsupportedOp> {
+    model
+        .nodes
+        .iter()
+        .filter(|node| !SUPPORTED.contains(&op_name(node).as_str()))
+        .map(|node| UnsupportedOp {
+            node: node.name.clone(),
+            op: op_name(node),
+            reason: "no TFLite translation".into(),
+        })
+        .collect()
+}
+
+fn signature(
+    model: &TypedModel,
+    outlets: TractResult<&[OutletId]>,
+) -> Result<Vec<TensorSig>, ExportError> {
+    let write = |e: TractError| ExportError::Write(format!("{e:#}"));
+    outlets
+        .map_err(write)?
+        .iter()
+        .map(|outlet| {
+            let fact = model.outlet_fact(*outlet).map_err(write)?;
+            let shape = fact
+                .shape
+                .as_concrete()
+                .ok_or_else(|| ExportError::Write(format!("{outlet:?} has a symbolic shape")))?
+                .to_vec();
+            Ok(TensorSig {
+                name: model.node(outlet.node).name.clone(),
+                shape,
+                dtype: format!("{:?}", fact.datum_type).to_lowercase(),
+            })
+        })
+        .collect()
+}
+
+/// Runs the source model and the written file on the same seeded input with tract; returns
+/// the largest absolute difference, or an error when they disagree beyond float noise.
+fn self_check(source: &TypedModel, written: &[u8]) -> Result<f32, ExportError> {
+    let back =
+        guarded(|| tract_tflite::tflite().model_for_read(&mut &written[..])).map_err(|e| {
+            ExportError::Write(format!("tract cannot read the written file back: {e:#}"))
+        })?;
+    let mismatch = |e: TractError| ExportError::Mismatch(format!("{e:#}"));
+    let mut inputs = TVec::new();
+    for (ix, outlet) in source.input_outlets().map_err(mismatch)?.iter().enumerate() {
+        let fact = source.outlet_fact(*outlet).map_err(mismatch)?;
+        let shape = fact.shape.as_concrete().unwrap_or(&[]).to_vec();
+        inputs.push(seeded_input(&shape, ix as u64).into_tvalue());
+    }
+    let expected =
+        guarded(|| source.clone().into_runnable()?.run(inputs.clone())).map_err(mismatch)?;
+    let got = guarded(|| back.into_runnable()?.run(inputs)).map_err(mismatch)?;
+    let mut worst = 0f32;
+    for (e, g) in expected.iter().zip(got.iter()) {
+        let e = e.cast_to::<f32>().map_err(mismatch)?;
+        let g = g.cast_to::<f32>().map_err(mismatch)?;
+        if e.shape() != g.shape() {
+            return Err(ExportError::Mismatch(format!(
+                "output shape {:?} became {:?}",
+                e.shape(),
+                g.shape()
+            )));
+        }
+        let (e, g) = (
+            e.to_plain_array_view::<f32>().map_err(mismatch)?,
+            g.to_plain_array_view::<f32>().map_err(mismatch)?,
+        );
+        let scale = e.iter().fold(1f32, |m, v| m.max(v.abs()));
+        for (a, b) in e.iter().zip(g) {
+            let diff = (a - b).abs();
+            if diff.is_nan() || diff > 1e-3 * scale {
+                return Err(ExportError::Mismatch(format!(
+                    "an output differs by {diff} (source {a}, exported {b})"
+                )));
+            }
+            worst = worst.max(diff);
+        }
+    }
+    Ok(worst)
+}
+
+/// A deterministic input in [-1, 1): the same for every run, so exports are reproducible.
+fn seeded_input(shape: &[usize], seed: u64) -> Tensor {
+    let len: usize = shape.iter().product();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ seed;
+    let data: Vec<f32> = (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    // Invariant: `data` has exactly `shape.iter().product()` elements.
+    Tensor::from_shape(shape, &data).expect("data length equals the shape's element count")
+}

