@@ -56,6 +56,35 @@ pub enum Command {
     Rollout(RolloutCommand),
     /// Push a pack and start its rollout in one step
     Deploy(DeployArgs),
+    /// Convert a pack's model (or an ONNX file) for another runtime; a pack gains the result as
+    /// a signed variant
+    Export(ModelExportArgs),
+}
+
+/// What `aq export` converts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportTarget {
+    /// A TFLite flatbuffer that Google's LiteRT runs (variant `tflite-fp32`)
+    Tflite,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelExportArgs {
+    /// NAME:VERSION (or NAME, NAME:TAG) in the local registry, or an ONNX model file
+    pub source: String,
+    /// The runtime to convert for
+    #[arg(long, value_enum)]
+    pub target: ExportTarget,
+    /// Also write the converted model to this file (required when SOURCE is a file)
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Fixed shape for an input with free dimensions, NAME=D1,D2,... (repeatable); a free
+    /// leading (batch) axis defaults to 1
+    #[arg(long = "input-shape", value_name = "NAME=D1,D2,...")]
+    pub input_shapes: Vec<String>,
+    /// Secret key to sign the pack's extended manifest (required when the pack is signed)
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,6 +230,10 @@ pub struct ServingArgs {
     /// Log level: error, warn, info, debug or trace
     #[arg(long, env = "AQ_LOG", default_value = "info")]
     pub log_level: String,
+    /// A pack variant to serve when the pack has it (e.g. tflite-fp32), in order of preference;
+    /// repeatable [default: the device profile's variants]
+    #[arg(long = "variant", value_name = "NAME")]
+    pub variants: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

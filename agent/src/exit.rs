@@ -28,6 +28,8 @@ pub enum ExitCode {
     Denied,
     /// 9: the server cannot be reached: network, TLS, or a timeout.
     Unreachable,
+    /// 10: the model uses ops the export target cannot express (each is listed).
+    Unsupported,
 }
 
 impl ExitCode {
@@ -41,6 +43,7 @@ impl ExitCode {
             ExitCode::Busy => 7,
             ExitCode::Denied => 8,
             ExitCode::Unreachable => 9,
+            ExitCode::Unsupported => 10,
         }
     }
 
@@ -54,6 +57,7 @@ impl ExitCode {
             ExitCode::Busy => "busy",
             ExitCode::Denied => "denied",
             ExitCode::Unreachable => "unreachable",
+            ExitCode::Unsupported => "unsupported",
         }
     }
 }
@@ -118,6 +122,15 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
         }
         if let Some(e) = cause.downcast_ref::<TrustError>() {
             return from_store_kind(aq_store::trust_kind(e));
+        }
+        if let Some(e) = cause.downcast_ref::<aq_optimize::ExportError>() {
+            return match e {
+                aq_optimize::ExportError::Unsupported(_) => ExitCode::Unsupported,
+                aq_optimize::ExportError::Source(_)
+                | aq_optimize::ExportError::UnknownShape { .. }
+                | aq_optimize::ExportError::BadShape(_) => ExitCode::InvalidInput,
+                _ => ExitCode::Failure,
+            };
         }
         if cause.downcast_ref::<ManifestError>().is_some()
             || cause

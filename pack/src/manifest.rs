@@ -64,7 +64,29 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub meta: BTreeMap<String, String>,
     pub provenance: Provenance,
+    /// Other forms of the same model made from `model` (an export, a quantization), each
+    /// with its own entry among `files`. A device loads the first variant its profile
+    /// prefers, else `model`. Adding a variant keeps everything else of the manifest (see
+    /// [`Manifest::extends`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<Variant>,
 }
+
+/// A derived form of a pack's model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// What it is, as device profiles name it: `tflite-fp32`, `tflite-int8`, `onnx-int8`.
+    pub name: String,
+    pub model: ModelInfo,
+    /// How it was made and what it was checked against: tool options, the largest output
+    /// difference from the source model, calibration data digest, ...
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub notes: BTreeMap<String, String>,
+}
+
+/// Most variants one pack may hold.
+pub const MAX_VARIANTS: usize = 64;
 
 /// What the model is and how to call it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,6 +223,36 @@ impl Manifest {
         format!("{}:{}", self.name, self.version)
     }
 
+    /// Whether `self` is `base` with variants added: every other field equal, `base.files` a
+    /// prefix of `self.files`, `base.variants` a prefix of `self.variants`, and at least one
+    /// variant more. This is the only change a stored `name:version` accepts.
+    pub fn extends(&self, base: &Manifest) -> bool {
+        self.format_version == base.format_version
+            && self.name == base.name
+            && self.version == base.version
+            && self.created_at == base.created_at
+            && self.model == base.model
+            && self.meta == base.meta
+            && self.provenance == base.provenance
+            && self.files.starts_with(&base.files)
+            && self.variants.starts_with(&base.variants)
+            && self.variants.len() > base.variants.len()
+    }
+
+    /// The variant named `name`.
+    pub fn variant(&self, name: &str) -> Option<&Variant> {
+        self.variants.iter().find(|v| v.name == name)
+    }
+
+    /// The model a device loads: the first of `preferred` that names a variant of this pack,
+    /// else the main model. Returns the variant's name (`None` for the main model).
+    pub fn select_model<'a>(&'a self, preferred: &[String]) -> (Option<&'a str>, &'a ModelInfo) {
+        preferred
+            .iter()
+            .find_map(|name| self.variant(name))
+            .map_or((None, &self.model), |v| (Some(v.name.as_str()), &v.model))
+    }
+
     /// Sum of the file sizes.
     pub fn total_size(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
@@ -285,63 +337,34 @@ impl Manifest {
                 ));
             }
         }
-        if !paths.contains(self.model.entry.as_str()) {
+        validate_model_info("model", &self.model, &paths)?;
+        if self.variants.len() > MAX_VARIANTS {
             return Err(invalid(
-                "model.entry",
-                format!("{:?} is not one of the pack's files", self.model.entry),
+                "variants",
+                format!("more than {MAX_VARIANTS} variants"),
             ));
         }
-        for (kind, list) in [
-            ("inputs", &self.model.inputs),
-            ("outputs", &self.model.outputs),
-        ] {
-            if list.len() > MAX_TENSORS {
-                return Err(invalid(format!("model.{kind}"), "too many tensors"));
+        let mut names = HashSet::new();
+        let mut entries = HashSet::from([self.model.entry.as_str()]);
+        for (i, variant) in self.variants.iter().enumerate() {
+            let field = format!("variants[{i}]");
+            validate_name(&variant.name).map_err(|r| invalid(format!("{field}.name"), r))?;
+            if !names.insert(variant.name.as_str()) {
+                return Err(invalid(
+                    format!("{field}.name"),
+                    format!("duplicate variant {:?}", variant.name),
+                ));
             }
-            for (i, t) in list.iter().enumerate() {
-                if t.name.is_empty() || t.name.len() > 1024 {
-                    return Err(invalid(
-                        format!("model.{kind}[{i}].name"),
-                        "empty or too long",
-                    ));
-                }
-                if !DTYPES.contains(&t.dtype.as_str()) {
-                    return Err(invalid(
-                        format!("model.{kind}[{i}].dtype"),
-                        format!("unknown dtype {:?}", t.dtype),
-                    ));
-                }
-                if let Some(shape) = &t.shape {
-                    if shape.len() > MAX_RANK {
-                        return Err(invalid(format!("model.{kind}[{i}].shape"), "rank over 32"));
-                    }
-                    for d in shape {
-                        if let Dim::Symbol(s) = d
-                            && (s.is_empty() || s.len() > 64)
-                        {
-                            return Err(invalid(
-                                format!("model.{kind}[{i}].shape"),
-                                "symbolic dims are 1 to 64 characters",
-                            ));
-                        }
-                    }
-                }
+            validate_model_info(&format!("{field}.model"), &variant.model, &paths)?;
+            if !entries.insert(variant.model.entry.as_str()) {
+                return Err(invalid(
+                    format!("{field}.model.entry"),
+                    format!("{:?} is already another model's entry", variant.model.entry),
+                ));
             }
+            validate_string_map(&format!("{field}.notes"), &variant.notes)?;
         }
-        if self.meta.len() > MAX_META_ENTRIES {
-            return Err(invalid(
-                "meta",
-                format!("more than {MAX_META_ENTRIES} entries"),
-            ));
-        }
-        for (k, v) in &self.meta {
-            if k.is_empty() || k.len() > MAX_META_KEY_LEN || k.chars().any(char::is_control) {
-                return Err(invalid("meta", format!("bad key {k:?}")));
-            }
-            if v.len() > MAX_META_VALUE_LEN {
-                return Err(invalid("meta", format!("value of {k:?} is too long")));
-            }
-        }
+        validate_string_map("meta", &self.meta)?;
         if self.provenance.tool.is_empty() || self.provenance.tool.len() > 256 {
             return Err(invalid("provenance.tool", "empty or too long"));
         }
@@ -422,6 +445,77 @@ pub fn validate_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a model description: its entry is one of `paths`, its tensors are well formed.
+fn validate_model_info(
+    field: &str,
+    model: &ModelInfo,
+    paths: &HashSet<&str>,
+) -> Result<(), ManifestError> {
+    if !paths.contains(model.entry.as_str()) {
+        return Err(invalid(
+            format!("{field}.entry"),
+            format!("{:?} is not one of the pack's files", model.entry),
+        ));
+    }
+    for (kind, list) in [("inputs", &model.inputs), ("outputs", &model.outputs)] {
+        if list.len() > MAX_TENSORS {
+            return Err(invalid(format!("{field}.{kind}"), "too many tensors"));
+        }
+        for (i, t) in list.iter().enumerate() {
+            if t.name.is_empty() || t.name.len() > 1024 {
+                return Err(invalid(
+                    format!("{field}.{kind}[{i}].name"),
+                    "empty or too long",
+                ));
+            }
+            if !DTYPES.contains(&t.dtype.as_str()) {
+                return Err(invalid(
+                    format!("{field}.{kind}[{i}].dtype"),
+                    format!("unknown dtype {:?}", t.dtype),
+                ));
+            }
+            if let Some(shape) = &t.shape {
+                if shape.len() > MAX_RANK {
+                    return Err(invalid(
+                        format!("{field}.{kind}[{i}].shape"),
+                        "rank over 32",
+                    ));
+                }
+                for d in shape {
+                    if let Dim::Symbol(s) = d
+                        && (s.is_empty() || s.len() > 64)
+                    {
+                        return Err(invalid(
+                            format!("{field}.{kind}[{i}].shape"),
+                            "symbolic dims are 1 to 64 characters",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a string map (`meta`, a variant's `notes`): bounded count, key and value sizes.
+fn validate_string_map(field: &str, map: &BTreeMap<String, String>) -> Result<(), ManifestError> {
+    if map.len() > MAX_META_ENTRIES {
+        return Err(invalid(
+            field,
+            format!("more than {MAX_META_ENTRIES} entries"),
+        ));
+    }
+    for (k, v) in map {
+        if k.is_empty() || k.len() > MAX_META_KEY_LEN || k.chars().any(char::is_control) {
+            return Err(invalid(field, format!("bad key {k:?}")));
+        }
+        if v.len() > MAX_META_VALUE_LEN {
+            return Err(invalid(field, format!("value of {k:?} is too long")));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -463,6 +557,7 @@ pub(crate) mod tests {
                 source: Some("model.onnx".into()),
                 created_by: None,
             },
+            variants: Vec::new(),
         }
     }
 
@@ -550,6 +645,94 @@ pub(crate) mod tests {
         assert!(m.validate().is_err());
     }
 
+    /// `base` plus a `tflite-fp32` variant in a second file.
+    pub(crate) fn with_tflite_variant(base: &Manifest) -> Manifest {
+        let data = b"tflite bytes".to_vec();
+        let d = Digest::of(&data);
+        let mut m = base.clone();
+        m.files.push(FileEntry {
+            path: "variants/tflite-fp32/model.tflite".into(),
+            size: data.len() as u64,
+            digest: d,
+            chunks: vec![ChunkRef {
+                digest: d,
+                size: data.len() as u64,
+            }],
+        });
+        m.variants.push(Variant {
+            name: "tflite-fp32".into(),
+            model: ModelInfo {
+                format: ModelFormat::Tflite,
+                entry: "variants/tflite-fp32/model.tflite".into(),
+                ..base.model.clone()
+            },
+            notes: [("max_abs_vs_source".to_string(), "2.4e-7".to_string())].into(),
+        });
+        m
+    }
+
+    #[test]
+    fn variants_round_trip_and_are_validated() {
+        let m = with_tflite_variant(&sample());
+        let bytes = m.to_canonical_bytes().unwrap();
+        assert_eq!(Manifest::parse(&bytes).unwrap(), m);
+        // A manifest without variants encodes exactly as before variants existed.
+        let plain = String::from_utf8(sample().to_canonical_bytes().unwrap()).unwrap();
+        assert!(!plain.contains("variants"), "{plain}");
+
+        let mut missing_file = m.clone();
+        missing_file.files.pop();
+        let mut duplicate = m.clone();
+        duplicate.variants.push(duplicate.variants[0].clone());
+        let mut same_entry = m.clone();
+        same_entry.variants[0].model.entry = "model.onnx".into();
+        let mut bad_name = m.clone();
+        bad_name.variants[0].name = "TFLite FP32".into();
+        for (bad, field) in [
+            (missing_file, "variants[0].model.entry"),
+            (duplicate, "variants[1].name"),
+            (same_entry, "variants[0].model.entry"),
+            (bad_name, "variants[0].name"),
+        ] {
+            match bad.validate() {
+                Err(ManifestError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn only_added_variants_extend_a_manifest() {
+        let base = sample();
+        let extended = with_tflite_variant(&base);
+        assert!(extended.extends(&base));
+        assert!(!base.extends(&base), "no new variant");
+        assert!(!base.extends(&extended), "a variant removed");
+        let mut edited = extended.clone();
+        edited.model.inputs.clear();
+        assert!(!edited.extends(&base), "the main model changed");
+        let mut swapped = extended.clone();
+        swapped.files.swap(0, 1);
+        assert!(
+            !swapped.extends(&base),
+            "the base files must stay first and unchanged"
+        );
+        let mut other_version = extended.clone();
+        other_version.version = semver::Version::new(9, 0, 0);
+        assert!(!other_version.extends(&base));
+    }
+
+    #[test]
+    fn a_device_loads_its_preferred_variant_else_the_main_model() {
+        let m = with_tflite_variant(&sample());
+        let prefs = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (name, model) = m.select_model(&prefs(&["tflite-int8", "tflite-fp32"]));
+        assert_eq!(name, Some("tflite-fp32"));
+        assert_eq!(model.format, ModelFormat::Tflite);
+        let (name, model) = m.select_model(&prefs(&["onnx-int8"]));
+        assert_eq!((name, model), (None, &m.model));
+    }
+
     #[test]
     fn rejects_bad_names() {
         for bad in ["", "Upper", "-lead", "a b", "x/y", &"a".repeat(129)] {
@@ -573,7 +756,11 @@ mod schema_tests {
         let mut no_meta = sample();
         no_meta.meta.clear();
         no_meta.provenance.source = None;
-        for m in [sample(), no_meta] {
+        for m in [
+            sample(),
+            no_meta,
+            super::tests::with_tflite_variant(&sample()),
+        ] {
             let value: serde_json::Value =
                 serde_json::from_slice(&m.to_canonical_bytes().unwrap()).unwrap();
             let errors: Vec<String> = validator

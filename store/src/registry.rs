@@ -451,10 +451,19 @@ impl Registry {
     // ----- writing -------------------------------------------------------------------------
 
     fn check_absent(&self, key: &str) -> Result<(), StoreError> {
+        self.check_writable(key, None)
+    }
+
+    /// Fails unless `key` is absent, or `manifest` [extends](Manifest::extends) the stored
+    /// one (it adds variants and changes nothing else).
+    fn check_writable(&self, key: &str, manifest: Option<&Manifest>) -> Result<(), StoreError> {
         let txn = self.db.begin_read()?;
         let packs = txn.open_table(PACKS)?;
         if let Some(existing) = packs.get(key)? {
             let (other, _) = Self::decode_record(key, existing.value())?;
+            if manifest.is_some_and(|m| m.extends(&other.manifest)) {
+                return Ok(());
+            }
             return Err(StoreError::AlreadyExists {
                 id: key.to_owned(),
                 digest: other.digest().to_string(),
@@ -570,7 +579,7 @@ impl Registry {
     /// until [`PackWriter::commit`].
     pub fn begin_pack(&self, signed: SignedManifest) -> Result<PackWriter<'_>, StoreError> {
         let key = pack_key(&signed.manifest.name, &signed.manifest.version);
-        self.check_absent(&key)?;
+        self.check_writable(&key, Some(&signed.manifest))?;
         let mut needed = HashMap::new();
         for c in signed.manifest.unique_chunks() {
             if !self.has_chunk_row(&c.digest)? {
@@ -599,6 +608,23 @@ impl Registry {
         Ok(PackWriter {
             registry: self,
             key,
+            signed: None,
+            needed: None,
+            staged: HashMap::new(),
+            bytes_new: 0,
+        })
+    }
+
+    /// Starts adding a variant to the stored pack `base` (`aq export`): chunks go to the content
+    /// store as they come; [`PackWriter::commit_manifest`] then replaces the stored manifest
+    /// with one that [extends](Manifest::extends) it, in one transaction. Readers see the old
+    /// manifest or the new one, never a mix; if another change to the version landed first,
+    /// the commit fails with [`StoreError::AlreadyExists`].
+    pub fn begin_variant(&self, base: &StoredPack) -> Result<PackWriter<'_>, StoreError> {
+        let m = base.manifest();
+        Ok(PackWriter {
+            registry: self,
+            key: pack_key(&m.name, &m.version),
             signed: None,
             needed: None,
             staged: HashMap::new(),
@@ -931,10 +957,15 @@ impl PackWriter<'_> {
             let mut packs = txn.open_table(PACKS)?;
             if let Some(existing) = packs.get(self.key.as_str())? {
                 let (other, _) = Registry::decode_record(&self.key, existing.value())?;
-                return Err(StoreError::AlreadyExists {
-                    id: self.key.clone(),
-                    digest: other.digest().to_string(),
-                });
+                // The one change a stored version accepts: the same manifest with variants
+                // added (decided inside this transaction, so two racing exports cannot both
+                // land).
+                if !m.extends(&other.manifest) {
+                    return Err(StoreError::AlreadyExists {
+                        id: self.key.clone(),
+                        digest: other.digest().to_string(),
+                    });
+                }
             }
             let mut chunks = txn.open_table(CHUNKS)?;
             for (d, (size, stored)) in &self.staged {

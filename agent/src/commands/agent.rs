@@ -151,6 +151,7 @@ pub fn run(args: AgentRunArgs, settings: &Settings, printer: &Printer) -> anyhow
             remote,
             server: server.handle(),
             model_settings,
+            preferred_variants: super::serve::preferred_variants(&args.serving, settings)?,
             heartbeat,
             started: Instant::now(),
         });

@@ -3,10 +3,11 @@
 mod agent;
 mod dev;
 mod device;
+mod export;
 mod key;
 mod pack;
 mod rollout;
-mod serve;
+pub(crate) mod serve;
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -32,6 +33,7 @@ pub fn dispatch(command: Command, settings: &Settings, printer: &Printer) -> any
         Command::Agent(AgentCommand::Run(args)) => agent::run(args, settings, printer),
         Command::Rollout(cmd) => rollout::run(cmd, printer),
         Command::Deploy(args) => rollout::deploy(args, settings, printer),
+        Command::Export(args) => export::run(args, settings, printer),
         Command::Pack(cmd) => match cmd {
             PackCommand::Save(args) => pack::save::run(args, settings, printer),
             PackCommand::List => pack::list::run(settings, printer),

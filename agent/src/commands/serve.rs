@@ -125,6 +125,7 @@ fn resolve_all(
 ) -> anyhow::Result<Vec<ModelSource>> {
     let mut registry = None;
     let mut sources = Vec::new();
+    let preferred = preferred_variants(args, settings)?;
     for (name, spec) in wanted {
         if sources.iter().any(|s: &ModelSource| &s.name == name) {
             return Err(user_error(
@@ -142,7 +143,7 @@ fn resolve_all(
             let Some(registry) = &registry else {
                 unreachable!("the registry was opened just above")
             };
-            from_registry(registry, name, spec, model_settings)?
+            from_registry(registry, name, spec, &preferred, model_settings)?
         };
         sources.push(source);
     }
@@ -183,12 +184,26 @@ fn from_registry(
     registry: &aq_store::Registry,
     name: &str,
     spec: &str,
+    preferred: &[String],
     settings: ModelSettings,
 ) -> anyhow::Result<ModelSource> {
     let reference = super::parse_ref(spec)?;
     let pack = registry.get(&reference)?;
+    pack_source(registry, &pack, name, preferred, settings)
+}
+
+/// The model of a stored pack to serve: its first variant in `preferred`, else its main
+/// model.
+pub fn pack_source(
+    registry: &aq_store::Registry,
+    pack: &aq_store::StoredPack,
+    name: &str,
+    preferred: &[String],
+    settings: ModelSettings,
+) -> anyhow::Result<ModelSource> {
     let manifest = pack.manifest();
-    let entry = &manifest.model.entry;
+    let (variant, model) = manifest.select_model(preferred);
+    let entry = &model.entry;
     let size = manifest
         .files
         .iter()
@@ -202,11 +217,23 @@ fn from_registry(
     Ok(ModelSource {
         name: name.to_owned(),
         version: manifest.version.to_string(),
-        format: manifest.model.format,
+        format: model.format,
         bytes: Arc::new(bytes),
-        origin: format!("{} ({})", manifest.id(), pack.signed.digest()),
+        origin: match variant {
+            Some(v) => format!("{} variant {v} ({})", manifest.id(), pack.signed.digest()),
+            None => format!("{} ({})", manifest.id(), pack.signed.digest()),
+        },
         settings,
     })
+}
+
+/// Variants to serve, best first: `--variant`, else the device profile's.
+pub fn preferred_variants(args: &ServingArgs, settings: &Settings) -> anyhow::Result<Vec<String>> {
+    if !args.variants.is_empty() {
+        return Ok(args.variants.clone());
+    }
+    let (profile, _) = settings.profile()?;
+    Ok(profile.map(|(p, _)| p.variants).unwrap_or_default())
 }
 
 /// Installs the tracing subscriber that writes logs on stderr.

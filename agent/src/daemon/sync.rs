@@ -28,6 +28,8 @@ pub struct Agent {
     pub remote: Arc<Remote>,
     pub server: ServerHandle,
     pub model_settings: ModelSettings,
+    /// Pack variants to load, best first (the device profile's, or `--variant`).
+    pub preferred_variants: Vec<String>,
     pub heartbeat: Duration,
     pub started: Instant,
 }
@@ -39,10 +41,12 @@ struct Status {
     last_report_seq: u64,
 }
 
-/// The source of a pack's model, read from the registry with every chunk checked.
+/// The source of a pack's model (its preferred variant, if it has one), read from the
+/// registry with every chunk checked.
 pub fn model_source(
     registry: &Registry,
     target: &PackTarget,
+    preferred: &[String],
     settings: ModelSettings,
 ) -> anyhow::Result<ModelSource> {
     let reference: aq_pack::PackRef = target
@@ -58,19 +62,8 @@ pub fn model_source(
             target.digest
         );
     }
-    let manifest = pack.manifest();
-    let mut bytes = Vec::new();
-    registry
-        .write_file(manifest, &manifest.model.entry, &mut bytes)
-        .with_context(|| format!("failed to read the model of {}", target.id))?;
-    Ok(ModelSource {
-        name: manifest.name.clone(),
-        version: manifest.version.to_string(),
-        format: manifest.model.format,
-        bytes: Arc::new(bytes),
-        origin: format!("{} ({})", manifest.id(), target.digest),
-        settings,
-    })
+    let name = pack.manifest().name.clone();
+    crate::commands::serve::pack_source(registry, &pack, &name, preferred, settings)
 }
 
 fn served_name(target: &PackTarget) -> &str {
@@ -99,9 +92,10 @@ impl Agent {
         let data_dir = self.data_dir.clone();
         let settings = self.model_settings.clone();
         let target = active.clone();
+        let preferred = self.preferred_variants.clone();
         let source = tokio::task::spawn_blocking(move || {
             let registry = Registry::open(&data_dir)?;
-            model_source(&registry, &target, settings)
+            model_source(&registry, &target, &preferred, settings)
         })
         .await??;
         self.server.put(&source).await?;
@@ -247,8 +241,11 @@ impl Agent {
         let source = {
             let settings = self.model_settings.clone();
             let target = target.clone();
-            tokio::task::spawn_blocking(move || model_source(&registry, &target, settings))
-                .await??
+            let preferred = self.preferred_variants.clone();
+            tokio::task::spawn_blocking(move || {
+                model_source(&registry, &target, &preferred, settings)
+            })
+            .await??
         };
         self.server
             .put(&source)

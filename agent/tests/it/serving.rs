@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use crate::support::{AQ, Env, fixture, json};
 
 /// A running `aq serve`/`aq dev`, killed on drop.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Drop for Served {
@@ -26,7 +26,7 @@ impl Drop for Served {
 }
 
 /// Starts `aq [--data-dir DATA] ARGS --addr 127.0.0.1:0` and waits for its listening line.
-fn start(data: Option<&Path>, args: &[&str]) -> Served {
+pub(crate) fn start(data: Option<&Path>, args: &[&str]) -> Served {
     let mut command = Command::new(AQ);
     if let Some(d) = data {
         command.arg("--data-dir").arg(d);
@@ -52,14 +52,14 @@ fn start(data: Option<&Path>, args: &[&str]) -> Served {
 }
 
 /// A minimal HTTP/1.1 exchange over a fresh connection.
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
 impl Answer {
-    fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
@@ -129,7 +129,11 @@ fn http(
     }
 }
 
-fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> Answer {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> Answer {
+    http(addr, "GET", path, &[], &[])
+}
+
+pub(crate) fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> Answer {
     http(
         addr,
         "POST",
@@ -141,7 +145,7 @@ fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> Answer {
 
 /// The Python with the reference runtimes (tests/python/setup.sh makes it; the test command
 /// runs that first and exports AQ_PYTHON).
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("AQ_PYTHON") {
         return PathBuf::from(p);
     }
@@ -155,7 +159,7 @@ fn python() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
-fn python_script(name: &str) -> PathBuf {
+pub(crate) fn python_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/python")
         .join(name)

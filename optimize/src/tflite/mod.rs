@@ -33,7 +33,7 @@ pub struct Exported {
     pub bytes: Vec<u8>,
     pub inputs: Vec<TensorSig>,
     pub outputs: Vec<TensorSig>,
-    /// TFLite-level ops of the rewritten graph (tract op names), with their counts.
+    /// The TFLite ops of the written file (`CONV_2D`, ...), with their counts.
     pub ops: BTreeMap<String, usize>,
     /// Largest absolute difference between tract running the source model and tract running
     /// the written file, on one seeded pseudo-random input.
@@ -59,13 +59,7 @@ pub fn export(onnx: &[u8], shapes: &InputShapes) -> Result<Exported, ExportError
     guarded(|| tract_tflite::tflite().write(&rewritten, &mut bytes))
         .map_err(|e| ExportError::Write(format!("{e:#}")))?;
     let self_check_max_abs = self_check(&source, &bytes)?;
-    let mut ops = BTreeMap::new();
-    for node in &rewritten.nodes {
-        let name = op_name(node);
-        if name != "Source" && name != "Const" {
-            *ops.entry(name).or_insert(0) += 1;
-        }
-    }
+    let ops = tflite_ops(&bytes)?;
     Ok(Exported {
         bytes,
         inputs: signature(&typed, typed.input_outlets())?,
@@ -73,6 +67,27 @@ pub fn export(onnx: &[u8], shapes: &InputShapes) -> Result<Exported, ExportError
         ops,
         self_check_max_abs,
     })
+}
+
+/// Counts the operators of a TFLite flatbuffer by builtin name.
+pub fn tflite_ops(bytes: &[u8]) -> Result<BTreeMap<String, usize>, ExportError> {
+    let bad =
+        |e: &dyn std::fmt::Display| ExportError::Write(format!("not a TFLite flatbuffer: {e}"));
+    let model = tract_tflite::tflite::root_as_model(bytes).map_err(|e| bad(&e))?;
+    let codes = model
+        .operator_codes()
+        .ok_or_else(|| bad(&"no operator codes"))?;
+    let mut ops = BTreeMap::new();
+    for graph in model.subgraphs().iter().flatten() {
+        for op in graph.operators().iter().flatten() {
+            let code = codes.get(op.opcode_index() as usize).builtin_code();
+            let name = code
+                .variant_name()
+                .map_or_else(|| format!("{code:?}"), str::to_owned);
+            *ops.entry(name).or_insert(0) += 1;
+        }
+    }
+    Ok(ops)
 }
 
 /// Runs `f`, turning a panic inside tract into an error.

@@ -56,10 +56,10 @@ fn every_fixture_model_exports_and_litert_matches_onnxruntime() {
     );
 }
 
-#[test]
-fn unsupported_ops_are_all_listed_and_nothing_is_written() {
-    // x -> Erf -> Add(1) -> Round -> y: Erf and Round have no TFLite translation.
-    let onnx = onnx_graph(
+/// x -> Erf -> Add(1) -> Round -> y: Erf and Round have no TFLite translation. Committed as
+/// `fixtures/models/erf_round.onnx` for the CLI tests.
+fn erf_round() -> Vec<u8> {
+    onnx_graph(
         &[1, 4],
         vec![
             node("Erf", &["x"], "erf"),
@@ -67,7 +67,21 @@ fn unsupported_ops_are_all_listed_and_nothing_is_written() {
             node("Round", &["plus"], "y"),
         ],
         vec![f32_tensor("one", &[1], &[1.0])],
-    );
+    )
+}
+
+#[test]
+fn the_committed_erf_round_fixture_is_what_its_generator_makes() {
+    let path = fixture("erf_round.onnx");
+    if std::env::var_os("AQ_WRITE_FIXTURES").is_some() {
+        std::fs::write(&path, erf_round()).unwrap();
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), erf_round());
+}
+
+#[test]
+fn unsupported_ops_are_all_listed_and_nothing_is_written() {
+    let onnx = erf_round();
     let err = export(&onnx, &BTreeMap::new()).unwrap_err();
     let ExportError::Unsupported(ops) = &err else {
         panic!("expected Unsupported, got {err}");

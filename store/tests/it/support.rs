@@ -86,6 +86,7 @@ pub fn make_pack(
             source: None,
             created_by: None,
         },
+        variants: Vec::new(),
     };
     (
         SignedManifest::seal(manifest, Some(&key())).unwrap(),

@@ -90,6 +90,18 @@ pub fn run(args: RefArgs, settings: &Settings, printer: &Printer) -> anyhow::Res
                 f.digest
             ));
         }
+        if !m.variants.is_empty() {
+            s.push_str("  variants\n");
+            for v in &m.variants {
+                s.push_str(&format!(
+                    "    {:<24} {} (entry {})\n",
+                    v.name, v.model.format, v.model.entry
+                ));
+                for (k, value) in &v.notes {
+                    s.push_str(&format!("      {k} = {value}\n"));
+                }
+            }
+        }
         if !m.meta.is_empty() {
             s.push_str("  meta\n");
             for (k, v) in &m.meta {

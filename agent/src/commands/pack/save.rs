@@ -86,6 +86,7 @@ pub fn run(args: SaveArgs, settings: &Settings, printer: &Printer) -> anyhow::Re
                 .map(|n| n.to_string_lossy().into_owned()),
             created_by: std::env::var("USER").ok().filter(|u| !u.is_empty()),
         },
+        variants: Vec::new(),
     };
     let signed =
         SignedManifest::seal(manifest, key.as_ref()).context("failed to build the manifest")?;
@@ -146,8 +147,19 @@ fn chunk_file(
     path: &Path,
     level: i32,
 ) -> anyhow::Result<FileEntry> {
-    use std::sync::mpsc;
     let file = File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+    chunk_reader(writer, name, file, &path.display().to_string(), level)
+}
+
+/// [`chunk_file`] for any reader; `label` names the source in errors.
+pub(crate) fn chunk_reader(
+    writer: &mut PackWriter<'_>,
+    name: &str,
+    reader: impl std::io::Read,
+    label: &str,
+    level: i32,
+) -> anyhow::Result<FileEntry> {
+    use std::sync::mpsc;
     let mut hasher = blake3::Hasher::new();
     let mut chunks = Vec::new();
     let mut size = 0u64;
@@ -166,8 +178,8 @@ fn chunk_file(
                 }
             }
         });
-        for chunk in chunk_stream(BufReader::with_capacity(1 << 20, file)) {
-            let chunk = chunk.with_context(|| format!("failed to read {}", path.display()))?;
+        for chunk in chunk_stream(BufReader::with_capacity(1 << 20, reader)) {
+            let chunk = chunk.with_context(|| format!("failed to read {label}"))?;
             hasher.update(&chunk.data);
             let len = chunk.data.len() as u64;
             size += len;

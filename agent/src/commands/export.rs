@@ -1,0 +1,226 @@
+//! `aq export`: convert a pack's model (or an ONNX file) for another runtime. From a pack, the
+//! result is recorded as a signed variant of the same `name:version`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context;
+use aq_optimize::InputShapes;
+use aq_pack::SignedManifest;
+use aq_pack::manifest::{ModelFormat, ModelInfo, TensorSpec, Variant};
+use serde::Serialize;
+
+use crate::cli::{ExportTarget, ModelExportArgs};
+use crate::commands::key::load_secret;
+use crate::commands::pack::save::chunk_reader;
+use crate::daemon::config::write_atomic;
+use crate::exit::{ExitCode, user_error};
+use crate::printer::{Printer, human_bytes};
+use crate::settings::Settings;
+
+#[derive(Debug, Serialize)]
+struct ExportReport {
+    source: String,
+    target: &'static str,
+    /// The variant recorded in the pack (absent for a file source).
+    variant: Option<String>,
+    /// The pack's new digest, once the variant is recorded.
+    digest: Option<String>,
+    output: Option<String>,
+    bytes: usize,
+    /// Largest output difference, tract on the source against tract on the export.
+    self_check_max_abs: f32,
+    ops: BTreeMap<String, usize>,
+}
+
+pub fn run(args: ModelExportArgs, settings: &Settings, printer: &Printer) -> anyhow::Result<()> {
+    let shapes = parse_input_shapes(&args.input_shapes)?;
+    let (variant_name, file_name) = match args.target {
+        ExportTarget::Tflite => ("tflite-fp32", "model.tflite"),
+    };
+    let source_path = Path::new(&args.source);
+    if source_path.is_file() {
+        let output = args.output.as_deref().ok_or_else(|| {
+            user_error(
+                ExitCode::InvalidInput,
+                "exporting a model file needs --output FILE (only a pack records a variant)",
+            )
+        })?;
+        let onnx = std::fs::read(source_path)
+            .with_context(|| format!("failed to read {}", source_path.display()))?;
+        let exported = aq_optimize::tflite::export(&onnx, &shapes)
+            .with_context(|| format!("cannot export {}", source_path.display()))?;
+        write_atomic(output, &exported.bytes, false)?;
+        let report = ExportReport {
+            source: args.source.clone(),
+            target: variant_name,
+            variant: None,
+            digest: None,
+            output: Some(output.display().to_string()),
+            bytes: exported.bytes.len(),
+            self_check_max_abs: exported.self_check_max_abs,
+            ops: exported.ops,
+        };
+        printer.result(&report, || human(&report));
+        return Ok(());
+    }
+
+    let reference = super::parse_ref(&args.source)?;
+    let registry = super::open_registry(settings)?;
+    let stored = registry.get(&reference)?;
+    let manifest = stored.manifest();
+    if manifest.variant(variant_name).is_some() {
+        return Err(user_error(
+            ExitCode::Conflict,
+            format!("{} already has the variant {variant_name}", manifest.id()),
+        ));
+    }
+    if manifest.model.format != ModelFormat::Onnx {
+        return Err(user_error(
+            ExitCode::InvalidInput,
+            format!(
+                "{} holds a {} model; export converts ONNX models",
+                manifest.id(),
+                manifest.model.format
+            ),
+        ));
+    }
+    if stored.signed.signature.is_some() && args.key.is_none() {
+        return Err(user_error(
+            ExitCode::InvalidInput,
+            format!(
+                "{} is signed; the variant changes its manifest, so sign it again with --key FILE",
+                manifest.id()
+            ),
+        ));
+    }
+    let key = args.key.as_deref().map(load_secret).transpose()?;
+    let mut onnx = Vec::new();
+    registry.write_file(manifest, &manifest.model.entry, &mut onnx)?;
+    let exported = aq_optimize::tflite::export(&onnx, &shapes)
+        .with_context(|| format!("cannot export {}", manifest.id()))?;
+
+    let path = format!("variants/{variant_name}/{file_name}");
+    let mut writer = registry.begin_variant(&stored)?;
+    let file = chunk_reader(
+        &mut writer,
+        &path,
+        &exported.bytes[..],
+        "the exported model",
+        aq_pack::chunk::DEFAULT_LEVEL,
+    )?;
+    let mut extended = manifest.clone();
+    extended.files.push(file);
+    extended.variants.push(Variant {
+        name: variant_name.to_owned(),
+        model: ModelInfo {
+            format: ModelFormat::Tflite,
+            entry: path,
+            inputs: specs(&exported.inputs),
+            outputs: specs(&exported.outputs),
+        },
+        notes: [
+            (
+                "tool".to_owned(),
+                format!("aq {}", env!("CARGO_PKG_VERSION")),
+            ),
+            (
+                "self_check_max_abs".to_owned(),
+                format!("{:.1e}", exported.self_check_max_abs),
+            ),
+            (
+                "input_shapes".to_owned(),
+                exported
+                    .inputs
+                    .iter()
+                    .map(|t| format!("{}={:?}", t.name, t.shape))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+        ]
+        .into(),
+    });
+    let signed = SignedManifest::seal(extended, key.as_ref())
+        .context("failed to build the extended manifest")?;
+    let import = writer.commit_manifest(signed)?;
+    if let Some(output) = &args.output {
+        write_atomic(output, &exported.bytes, false)?;
+    }
+    let report = ExportReport {
+        source: manifest.id(),
+        target: variant_name,
+        variant: Some(variant_name.to_owned()),
+        digest: Some(import.digest),
+        output: args.output.as_ref().map(|p| p.display().to_string()),
+        bytes: exported.bytes.len(),
+        self_check_max_abs: exported.self_check_max_abs,
+        ops: exported.ops,
+    };
+    printer.result(&report, || human(&report));
+    Ok(())
+}
+
+fn human(report: &ExportReport) -> String {
+    let mut text = format!(
+        "Exported {} to {} ({})\n  self-check  max abs difference {:.1e} (tract on the source and on the export)\n  ops         {}",
+        report.source,
+        report.target,
+        human_bytes(report.bytes as u64),
+        report.self_check_max_abs,
+        report
+            .ops
+            .iter()
+            .map(|(op, n)| format!("{op}×{n}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    if let (Some(variant), Some(digest)) = (&report.variant, &report.digest) {
+        text.push_str(&format!(
+            "\n  variant     {variant} recorded in {}\n  digest      {digest}",
+            report.source
+        ));
+    }
+    if let Some(output) = &report.output {
+        text.push_str(&format!("\n  written     {output}"));
+    }
+    text
+}
+
+fn specs(tensors: &[aq_optimize::tflite::TensorSig]) -> Vec<TensorSpec> {
+    tensors
+        .iter()
+        .map(|t| TensorSpec {
+            name: t.name.clone(),
+            dtype: t.dtype.clone(),
+            shape: Some(
+                t.shape
+                    .iter()
+                    .map(|d| aq_pack::manifest::Dim::Fixed(*d as u64))
+                    .collect(),
+            ),
+        })
+        .collect()
+}
+
+/// Parses `NAME=D1,D2,...` pairs.
+fn parse_input_shapes(pairs: &[String]) -> anyhow::Result<InputShapes> {
+    let mut shapes = InputShapes::new();
+    for pair in pairs {
+        let bad = || {
+            user_error(
+                ExitCode::InvalidInput,
+                format!("--input-shape {pair:?} is not NAME=D1,D2,... with positive sizes"),
+            )
+        };
+        let (name, dims) = pair.rsplit_once('=').ok_or_else(bad)?;
+        let dims: Vec<usize> = dims
+            .split(',')
+            .map(|d| d.trim().parse::<usize>().ok().filter(|d| *d > 0))
+            .collect::<Option<_>>()
+            .ok_or_else(bad)?;
+        if name.is_empty() || shapes.insert(name.to_owned(), dims).is_some() {
+            return Err(bad());
+        }
+    }
+    Ok(shapes)
+}

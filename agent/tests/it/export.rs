@@ -1,0 +1,222 @@
+//! `aq export`: a pack's ONNX model becomes a signed `tflite-fp32` variant of the same
+//! version, LiteRT runs it like onnxruntime runs the source, and `aq serve --variant` serves
+//! it with the outputs of the main model. Refusals leave the registry as it was.
+
+use std::process::Command;
+
+use crate::serving::{get, post_json, python, python_script, start};
+use crate::support::{Env, fingerprint, fixture, json};
+
+const SHAPE: &str = "x=1,3,48,192";
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn export_records_a_signed_variant_that_serves_like_the_main_model() {
+    let env = Env::new();
+    let key = env.trusted_key("d", "signer");
+    let key = key.to_str().unwrap();
+    let model = fixture("ppocr_cls.onnx");
+    env.ok(
+        "d",
+        &[
+            "pack",
+            "save",
+            model.to_str().unwrap(),
+            "--name",
+            "ppocr",
+            "--version",
+            "1.0.0",
+            "--key",
+            key,
+        ],
+    );
+    let before = fingerprint(&env.data("d"));
+    let export = |extra: &[&str]| {
+        let mut args = vec!["export", "ppocr:1.0.0", "--target", "tflite"];
+        args.extend_from_slice(extra);
+        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+
+    // Refusals, each with its exit code, and the registry untouched.
+    let err = env.fails("d", &refs(&export(&["--key", key])), 5);
+    assert!(err.contains("--input-shape x="), "{err}");
+    let err = env.fails("d", &refs(&export(&["--input-shape", SHAPE])), 5);
+    assert!(err.contains("--key"), "{err}");
+    for bad in ["x=1,3,zero,192", "x", "=1,2", "x=1,3,0,192"] {
+        let err = env.fails(
+            "d",
+            &refs(&export(&["--input-shape", bad, "--key", key])),
+            5,
+        );
+        assert!(err.contains("--input-shape"), "{bad}: {err}");
+    }
+    let err = env.fails(
+        "d",
+        &refs(&export(&["--input-shape", "y=1,3,48,192", "--key", key])),
+        5,
+    );
+    assert!(err.contains("no input named \"y\""), "{err}");
+    env.fails(
+        "d",
+        &["export", "nope:1.0.0", "--target", "tflite", "--key", key],
+        3,
+    );
+    assert_eq!(fingerprint(&env.data("d")), before);
+
+    // The export: a variant in the same version, signed by the key, also written to a file.
+    let file = env.path("ppocr.tflite");
+    let mut args = export(&["--input-shape", SHAPE, "--key", key, "-o"]);
+    args.push(file.to_str().unwrap().to_owned());
+    args.insert(0, "--json".into());
+    let report = json(&env.ok("d", &refs(&args)));
+    assert_eq!(report["variant"], "tflite-fp32", "{report}");
+    assert!(
+        report["ops"]["DEPTHWISE_CONV_2D"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert!(
+        report["self_check_max_abs"].as_f64().unwrap() <= 1e-4,
+        "{report}"
+    );
+    let inspected = json(&env.ok("d", &["--json", "pack", "inspect", "ppocr:1.0.0"]));
+    assert_eq!(inspected["digest"], report["digest"], "{inspected}");
+    let variant = &inspected["manifest"]["variants"][0];
+    assert_eq!(variant["name"], "tflite-fp32");
+    assert_eq!(variant["model"]["format"], "tflite");
+    assert_eq!(
+        variant["model"]["inputs"][0]["shape"],
+        serde_json::json!([1, 3, 48, 192])
+    );
+    assert!(inspected["signature"]["key_id"].is_string(), "{inspected}");
+    env.ok("d", &["pack", "verify", "ppocr:1.0.0"]);
+    // The main model is as it was.
+    assert_eq!(inspected["manifest"]["model"]["entry"], "ppocr_cls.onnx");
+    // The same variant again: a conflict, and nothing changes.
+    let after = fingerprint(&env.data("d"));
+    env.fails(
+        "d",
+        &refs(&export(&["--input-shape", SHAPE, "--key", key])),
+        6,
+    );
+    assert_eq!(fingerprint(&env.data("d")), after);
+
+    // Google's LiteRT runs the file with onnxruntime's outputs on the source.
+    let check = Command::new(python())
+        .arg(python_script("check_tflite.py"))
+        .arg(&model)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // Served as the variant and as the main model: the same outputs.
+    let input = {
+        let data: Vec<f32> = (0..3 * 48 * 192)
+            .map(|i| ((i % 97) as f32) / 97.0 - 0.5)
+            .collect();
+        serde_json::json!({ "inputs": { "x": { "shape": [1, 3, 48, 192], "data": data } } })
+    };
+    let mut outputs = Vec::new();
+    for variant in ["tflite-fp32", "onnx-fp32"] {
+        let server = start(
+            Some(&env.data("d")),
+            &["serve", "--model", "ppocr", "--variant", variant],
+        );
+        let health = get(server.addr, "/v2/models/ppocr").json();
+        let answer = post_json(server.addr, "/v1/serve/ppocr/predict", &input);
+        assert_eq!(answer.status, 200, "{variant}: {}", answer.json());
+        let body = answer.json();
+        let (_, output) = body["outputs"].as_object().unwrap().iter().next().unwrap();
+        let values: Vec<f64> = output["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        outputs.push((variant, health, values));
+    }
+    let (tflite, onnx) = (&outputs[0].2, &outputs[1].2);
+    assert_eq!(tflite.len(), 2);
+    assert_eq!(tflite.len(), onnx.len());
+    for (a, b) in tflite.iter().zip(onnx) {
+        assert!((a - b).abs() <= 1e-4, "{tflite:?} vs {onnx:?}");
+    }
+    // The variant server really ran the TFLite file: its signature is the fixed export shape.
+    assert_eq!(
+        outputs[0].1["inputs"][0]["shape"],
+        serde_json::json!([1, 3, 48, 192]),
+        "{}",
+        outputs[0].1
+    );
+}
+
+#[test]
+fn a_model_file_exports_to_a_file_and_unsupported_ops_are_listed() {
+    let env = Env::new();
+    let out = env.path("sigmoid.tflite");
+    let model = fixture("sigmoid.onnx");
+    let stdout = env.ok(
+        "d",
+        &[
+            "export",
+            model.to_str().unwrap(),
+            "--target",
+            "tflite",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(stdout.contains("LOGISTIC"), "{stdout}");
+    assert!(std::fs::metadata(&out).unwrap().len() > 0);
+    // A file needs -o.
+    env.fails(
+        "d",
+        &["export", model.to_str().unwrap(), "--target", "tflite"],
+        5,
+    );
+
+    // Erf and Round: every op that stops the export is listed, exit 10, no file.
+    let erf = fixture("erf_round.onnx");
+    let out = env.path("erf.tflite");
+    let err = env.fails(
+        "d",
+        &[
+            "export",
+            erf.to_str().unwrap(),
+            "--target",
+            "tflite",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        10,
+    );
+    assert!(
+        err.contains("Erf") && err.contains("RoundHalfToEven"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // Not an ONNX model at all.
+    let junk = env.path("junk.onnx");
+    std::fs::write(&junk, b"\x08\x07 this is not protobuf").unwrap();
+    env.fails(
+        "d",
+        &[
+            "export",
+            junk.to_str().unwrap(),
+            "--target",
+            "tflite",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        5,
+    );
+    assert!(!out.exists());
+}
