@@ -85,6 +85,19 @@ pub struct ModelExportArgs {
     /// Secret key to sign the pack's extended manifest (required when the pack is signed)
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// Quantize: int8 is full-integer (int8 weights per channel and activations; float inputs
+    /// and outputs), variant `tflite-int8`
+    #[arg(long, value_enum, requires = "calibration")]
+    pub quantize: Option<Quantize>,
+    /// Calibration inputs for --quantize: a directory of float32 .npy files, each one input (or
+    /// a stack [N, ...] of them)
+    #[arg(long, value_name = "DIR")]
+    pub calibration: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Quantize {
+    Int8,
 }
 
 #[derive(Debug, Subcommand)]

@@ -38,6 +38,9 @@ pub enum ExportError {
     /// The writer failed (or panicked) on a model the op check accepted.
     #[error("writing the TFLite flatbuffer failed: {0}")]
     Write(String),
+    /// Calibration inputs are missing, unreadable or of the wrong shape.
+    #[error("calibration data: {0}")]
+    Calibration(String),
     /// The written file, run by tract, disagrees with the source model.
     #[error("the exported model does not match the source model: {0}")]
     Mismatch(String),

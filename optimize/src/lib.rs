@@ -6,6 +6,7 @@
 //! op that stopped it, and never emits a partial file.
 
 mod error;
+pub mod npy;
 mod source;
 pub mod tflite;
 

@@ -11,7 +11,9 @@ use crate::error::ExportError;
 /// unknown leading (batch) axis set to 1.
 pub type InputShapes = BTreeMap<String, Vec<usize>>;
 
-/// Parses `onnx`, fixes every input shape and returns the decluttered typed model.
+/// Parses `onnx`, fixes every input shape and returns the typed model. It is not decluttered:
+/// tract's declutter turns 1×1 convolutions into matrix products and keeps batch norms apart,
+/// which TFLite runs slower and int8 quantizes worse; the export's own rewrites do the rest.
 pub fn typed_onnx(onnx: &[u8], shapes: &InputShapes) -> Result<TypedModel, ExportError> {
     let source = |e: TractError| ExportError::Source(format!("{e:#}"));
     let onnx_framework = tract_onnx::onnx();
@@ -80,8 +82,5 @@ pub fn typed_onnx(onnx: &[u8], shapes: &InputShapes) -> Result<TypedModel, Expor
             .set_input_fact(ix, InferenceFact::dt_shape(dt, dims))
             .map_err(source)?;
     }
-    model
-        .into_typed()
-        .and_then(|m| m.into_decluttered())
-        .map_err(source)
+    model.into_typed().map_err(source)
 }

@@ -10,7 +10,7 @@ use aq_pack::SignedManifest;
 use aq_pack::manifest::{ModelFormat, ModelInfo, TensorSpec, Variant};
 use serde::Serialize;
 
-use crate::cli::{ExportTarget, ModelExportArgs};
+use crate::cli::{ExportTarget, ModelExportArgs, Quantize};
 use crate::commands::key::load_secret;
 use crate::commands::pack::save::chunk_reader;
 use crate::daemon::config::write_atomic;
@@ -28,15 +28,27 @@ struct ExportReport {
     digest: Option<String>,
     output: Option<String>,
     bytes: usize,
-    /// Largest output difference, tract on the source against tract on the export.
+    /// Largest output difference, tract on the source against tract on the fp32 export.
     self_check_max_abs: f32,
+    /// For int8: size of the fp32 export it was quantized from, and the calibration inputs.
+    fp32_bytes: Option<usize>,
+    calibration_inputs: Option<usize>,
     ops: BTreeMap<String, usize>,
 }
 
 pub fn run(args: ModelExportArgs, settings: &Settings, printer: &Printer) -> anyhow::Result<()> {
     let shapes = parse_input_shapes(&args.input_shapes)?;
-    let (variant_name, file_name) = match args.target {
-        ExportTarget::Tflite => ("tflite-fp32", "model.tflite"),
+    let (variant_name, file_name) = match (args.target, args.quantize) {
+        (ExportTarget::Tflite, None) => ("tflite-fp32", "model.tflite"),
+        (ExportTarget::Tflite, Some(Quantize::Int8)) => ("tflite-int8", "model.tflite"),
+    };
+    let calibration = match &args.calibration {
+        Some(dir) => Some(read_calibration(dir)?),
+        None => None,
+    };
+    let convert = |onnx: &[u8]| match &calibration {
+        Some(arrays) => aq_optimize::tflite::export_int8(onnx, &shapes, arrays),
+        None => aq_optimize::tflite::export(onnx, &shapes),
     };
     let source_path = Path::new(&args.source);
     if source_path.is_file() {
@@ -48,8 +60,8 @@ pub fn run(args: ModelExportArgs, settings: &Settings, printer: &Printer) -> any
         })?;
         let onnx = std::fs::read(source_path)
             .with_context(|| format!("failed to read {}", source_path.display()))?;
-        let exported = aq_optimize::tflite::export(&onnx, &shapes)
-            .with_context(|| format!("cannot export {}", source_path.display()))?;
+        let exported =
+            convert(&onnx).with_context(|| format!("cannot export {}", source_path.display()))?;
         write_atomic(output, &exported.bytes, false)?;
         let report = ExportReport {
             source: args.source.clone(),
@@ -59,6 +71,8 @@ pub fn run(args: ModelExportArgs, settings: &Settings, printer: &Printer) -> any
             output: Some(output.display().to_string()),
             bytes: exported.bytes.len(),
             self_check_max_abs: exported.self_check_max_abs,
+            fp32_bytes: exported.fp32_bytes,
+            calibration_inputs: exported.fp32_bytes.map(|_| exported.calibration_samples),
             ops: exported.ops,
         };
         printer.result(&report, || human(&report));
@@ -97,8 +111,7 @@ pub fn run(args: ModelExportArgs, settings: &Settings, printer: &Printer) -> any
     let key = args.key.as_deref().map(load_secret).transpose()?;
     let mut onnx = Vec::new();
     registry.write_file(manifest, &manifest.model.entry, &mut onnx)?;
-    let exported = aq_optimize::tflite::export(&onnx, &shapes)
-        .with_context(|| format!("cannot export {}", manifest.id()))?;
+    let exported = convert(&onnx).with_context(|| format!("cannot export {}", manifest.id()))?;
 
     let path = format!("variants/{variant_name}/{file_name}");
     let mut writer = registry.begin_variant(&stored)?;
@@ -129,6 +142,16 @@ pub fn run(args: ModelExportArgs, settings: &Settings, printer: &Printer) -> any
                 format!("{:.1e}", exported.self_check_max_abs),
             ),
             (
+                "quantization".to_owned(),
+                match exported.fp32_bytes {
+                    Some(_) => format!(
+                        "int8 full-integer, per-channel weights, calibrated on {} inputs",
+                        exported.calibration_samples
+                    ),
+                    None => "none (fp32)".to_owned(),
+                },
+            ),
+            (
                 "input_shapes".to_owned(),
                 exported
                     .inputs
@@ -154,10 +177,37 @@ pub fn run(args: ModelExportArgs, settings: &Settings, printer: &Printer) -> any
         output: args.output.as_ref().map(|p| p.display().to_string()),
         bytes: exported.bytes.len(),
         self_check_max_abs: exported.self_check_max_abs,
+        fp32_bytes: exported.fp32_bytes,
+        calibration_inputs: exported.fp32_bytes.map(|_| exported.calibration_samples),
         ops: exported.ops,
     };
     printer.result(&report, || human(&report));
     Ok(())
+}
+
+/// Every `*.npy` file of `dir`, in name order.
+fn read_calibration(dir: &Path) -> anyhow::Result<Vec<aq_optimize::npy::Array>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("failed to read the calibration directory {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "npy"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(user_error(
+            ExitCode::InvalidInput,
+            format!("{} holds no .npy files", dir.display()),
+        ));
+    }
+    files
+        .iter()
+        .map(|f| {
+            let bytes =
+                std::fs::read(f).with_context(|| format!("failed to read {}", f.display()))?;
+            aq_optimize::npy::read_f32(&bytes).with_context(|| format!("in {}", f.display()))
+        })
+        .collect()
 }
 
 fn human(report: &ExportReport) -> String {
@@ -174,6 +224,14 @@ fn human(report: &ExportReport) -> String {
             .collect::<Vec<_>>()
             .join(" "),
     );
+    if let Some(fp32) = report.fp32_bytes {
+        text.push_str(&format!(
+            "\n  int8        {:.2}x the fp32 export ({}), calibrated on {} inputs",
+            report.bytes as f64 / fp32 as f64,
+            human_bytes(fp32 as u64),
+            report.calibration_inputs.unwrap_or(0)
+        ));
+    }
     if let (Some(variant), Some(digest)) = (&report.variant, &report.digest) {
         text.push_str(&format!(
             "\n  variant     {variant} recorded in {}\n  digest      {digest}",

@@ -9,6 +9,27 @@ use crate::support::{Env, fingerprint, fixture, json};
 
 const SHAPE: &str = "x=1,3,48,192";
 
+/// A float32 .npy file of `shape` with values in [-1, 1).
+fn npy_f32(shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(ToString::to_string).collect();
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    let n: usize = shape.iter().product();
+    for i in 0..n {
+        out.extend_from_slice(&(((i * 7919) % 2000) as f32 / 1000.0 - 1.0).to_le_bytes());
+    }
+    out
+}
+
 fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -116,6 +137,54 @@ fn export_records_a_signed_variant_that_serves_like_the_main_model() {
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
     );
+
+    // int8 as a second variant, calibrated on a stack of inputs in one .npy file.
+    let calibration = env.path("calibration");
+    std::fs::create_dir_all(&calibration).unwrap();
+    std::fs::write(calibration.join("stack.npy"), npy_f32(&[4, 3, 48, 192])).unwrap();
+    std::fs::write(calibration.join("notes.txt"), "ignored: not .npy").unwrap();
+    let mut args = export(&["--input-shape", SHAPE, "--key", key, "--quantize", "int8"]);
+    args.extend([
+        "--calibration".to_owned(),
+        calibration.to_str().unwrap().to_owned(),
+    ]);
+    args.insert(0, "--json".into());
+    let int8 = json(&env.ok("d", &refs(&args)));
+    assert_eq!(int8["variant"], "tflite-int8", "{int8}");
+    assert_eq!(int8["calibration_inputs"], 4, "{int8}");
+    assert!(
+        int8["bytes"].as_u64() < int8["fp32_bytes"].as_u64(),
+        "{int8}"
+    );
+    let inspected = json(&env.ok("d", &["--json", "pack", "inspect", "ppocr:1.0.0"]));
+    let names: Vec<&str> = inspected["manifest"]["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["tflite-fp32", "tflite-int8"]);
+    env.ok("d", &["pack", "verify", "ppocr:1.0.0"]);
+    // --quantize needs calibration data; a directory without .npy files is refused.
+    let out = env.aq(
+        "d",
+        &refs(&export(&["--input-shape", SHAPE, "--quantize", "int8"])),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let empty = env.path("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut args = export(&["--input-shape", SHAPE, "--key", key, "--quantize", "int8"]);
+    args.extend([
+        "--calibration".to_owned(),
+        empty.to_str().unwrap().to_owned(),
+    ]);
+    let err = env.fails("d", &refs(&args), 5);
+    assert!(err.contains("no .npy"), "{err}");
 
     // Served as the variant and as the main model: the same outputs.
     let input = {

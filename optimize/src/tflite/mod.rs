@@ -1,6 +1,7 @@
-//! ONNX to TFLite (fp32): tract types and declutters the ONNX graph, rewrites it for TFLite
-//! (NCHW convolutions and pools to NHWC, kernels to OHWI, padding made explicit) and writes the
-//! flatbuffer.
+//! ONNX to TFLite: tract types and declutters the ONNX graph, rewrites it for TFLite (NCHW
+//! convolutions and pools to NHWC, kernels to OHWI, padding made explicit) and writes the fp32
+//! flatbuffer; [`export_int8`] then quantizes that file (see [`quantize`]) with ranges measured
+//! by running the same rewritten graph on calibration inputs.
 //!
 //! tract's writer stops at the first op it cannot write, and for a few ops it writes something
 //! LiteRT computes differently (it writes `Rsqrt` as `SQRT`) or panics (`todo!`). So this pass
@@ -17,7 +18,9 @@ use tract_onnx::prelude::*;
 use crate::error::{ExportError, UnsupportedOp};
 use crate::source::{InputShapes, typed_onnx};
 
+mod graph;
 mod prepare;
+pub mod quantize;
 
 /// One tensor of the exported model's signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,12 +39,44 @@ pub struct Exported {
     /// The TFLite ops of the written file (`CONV_2D`, ...), with their counts.
     pub ops: BTreeMap<String, usize>,
     /// Largest absolute difference between tract running the source model and tract running
-    /// the written file, on one seeded pseudo-random input.
+    /// the written fp32 file, on one seeded pseudo-random input.
     pub self_check_max_abs: f32,
+    /// For int8: the size of the fp32 file it was quantized from.
+    pub fp32_bytes: Option<usize>,
+    /// For int8: how many calibration inputs set the activation ranges.
+    pub calibration_samples: usize,
 }
 
 /// Exports an ONNX model to TFLite fp32.
 pub fn export(onnx: &[u8], shapes: &InputShapes) -> Result<Exported, ExportError> {
+    Ok(export_fp32(onnx, shapes)?.0)
+}
+
+/// Exports a single-input ONNX model to full-integer int8 TFLite, calibrated on `calibration`:
+/// arrays in the export's fixed input shape, or stacks of them (`[N, ...]` for an input of
+/// batch 1). Inputs and outputs stay float.
+pub fn export_int8(
+    onnx: &[u8],
+    shapes: &InputShapes,
+    calibration: &[crate::npy::Array],
+) -> Result<Exported, ExportError> {
+    let (fp32, rewritten) = export_fp32(onnx, shapes)?;
+    let samples = samples_for(&fp32.inputs, calibration)?;
+    let ranges = calibrate(&rewritten, &samples)?;
+    let bytes = quantize::quantize(&fp32.bytes, &ranges)?;
+    let ops = tflite_ops(&bytes)?;
+    Ok(Exported {
+        ops,
+        fp32_bytes: Some(fp32.bytes.len()),
+        calibration_samples: samples.len(),
+        bytes,
+        ..fp32
+    })
+}
+
+/// The fp32 export, and the rewritten tract graph it was written from (its outlet labels
+/// are the TFLite tensor names).
+fn export_fp32(onnx: &[u8], shapes: &InputShapes) -> Result<(Exported, TypedModel), ExportError> {
     let source = typed_onnx(onnx, shapes)?;
     let mut typed = source.clone();
     guarded(|| prepare::prepare(&mut typed))
@@ -50,6 +85,8 @@ pub fn export(onnx: &[u8], shapes: &InputShapes) -> Result<Exported, ExportError
     guarded(|| tract_tflite::rewriter::rewrite_for_tflite(&mut rewritten))
         .map_err(|e| ExportError::Unsupported(vec![rewrite_failure(&e)]))?;
     guarded(|| prepare::fold_axis_ops_on_constants(&mut rewritten))
+        .map_err(|e| ExportError::Write(format!("{e:#}")))?;
+    prepare::label_every_outlet(&mut rewritten)
         .map_err(|e| ExportError::Write(format!("{e:#}")))?;
     let unsupported = unsupported_ops(&rewritten);
     if !unsupported.is_empty() {
@@ -60,13 +97,120 @@ pub fn export(onnx: &[u8], shapes: &InputShapes) -> Result<Exported, ExportError
         .map_err(|e| ExportError::Write(format!("{e:#}")))?;
     let self_check_max_abs = self_check(&source, &bytes)?;
     let ops = tflite_ops(&bytes)?;
-    Ok(Exported {
+    let exported = Exported {
         bytes,
         inputs: signature(&typed, typed.input_outlets())?,
         outputs: signature(&typed, typed.output_outlets())?,
         ops,
         self_check_max_abs,
-    })
+        fp32_bytes: None,
+        calibration_samples: 0,
+    };
+    Ok((exported, rewritten))
+}
+
+/// Splits calibration arrays into one-tensor samples for the model's single input.
+fn samples_for(
+    inputs: &[TensorSig],
+    arrays: &[crate::npy::Array],
+) -> Result<Vec<Vec<Tensor>>, ExportError> {
+    let [input] = inputs else {
+        return Err(ExportError::Calibration(format!(
+            "the model has {} inputs; calibration takes single-input models",
+            inputs.len()
+        )));
+    };
+    let want = &input.shape;
+    let per_sample: usize = want.iter().product();
+    let mut samples = Vec::new();
+    for (i, array) in arrays.iter().enumerate() {
+        let stacked = want.first() == Some(&1)
+            && array.shape.len() == want.len()
+            && array.shape[1..] == want[1..];
+        if array.shape != *want && !stacked {
+            return Err(ExportError::Calibration(format!(
+                "array {i} has shape {:?}; input {:?} takes {want:?} (or a stack [N, ...] of them)",
+                array.shape, input.name
+            )));
+        }
+        for values in array.values.chunks_exact(per_sample.max(1)) {
+            let t = Tensor::from_shape(want, values)
+                .map_err(|e| ExportError::Calibration(format!("{e:#}")))?;
+            samples.push(vec![t]);
+        }
+    }
+    if samples.is_empty() {
+        return Err(ExportError::Calibration("no calibration inputs".into()));
+    }
+    Ok(samples)
+}
+
+/// Runs `model` on every sample and records each labelled outlet's float range.
+fn calibrate(model: &TypedModel, samples: &[Vec<Tensor>]) -> Result<quantize::Ranges, ExportError> {
+    let calibration = |e: TractError| ExportError::Calibration(format!("{e:#}"));
+    let input_facts: Vec<TypedFact> = model
+        .input_outlets()
+        .map_err(calibration)?
+        .iter()
+        .map(|o| model.outlet_fact(*o).cloned())
+        .collect::<TractResult<_>>()
+        .map_err(calibration)?;
+    let plan = tract_onnx::tract_core::plan::SimplePlan::new(model.clone()).map_err(calibration)?;
+    let mut state = tract_onnx::tract_core::plan::SimpleState::new(&plan).map_err(calibration)?;
+    let mut ranges = quantize::Ranges::new();
+    for (n, sample) in samples.iter().enumerate() {
+        if sample.len() != input_facts.len() {
+            return Err(ExportError::Calibration(format!(
+                "sample {n} has {} tensors; the model has {} inputs",
+                sample.len(),
+                input_facts.len()
+            )));
+        }
+        for (t, fact) in sample.iter().zip(&input_facts) {
+            let want = fact.shape.as_concrete().unwrap_or(&[]);
+            if t.shape() != want {
+                return Err(ExportError::Calibration(format!(
+                    "sample {n} has shape {:?}; the model takes {want:?}",
+                    t.shape()
+                )));
+            }
+        }
+        let inputs: TVec<TValue> = sample.iter().map(|t| t.clone().into_tvalue()).collect();
+        for (outlet, t) in model
+            .input_outlets()
+            .map_err(calibration)?
+            .iter()
+            .zip(sample)
+        {
+            record(&mut ranges, model, *outlet, t);
+        }
+        let result = state.run_plan_with_eval(inputs, |session, op_state, node, input| {
+            let outputs = tract_onnx::tract_core::plan::eval(session, op_state, node, input)?;
+            for (slot, value) in outputs.iter().enumerate() {
+                record(&mut ranges, model, OutletId::new(node.id, slot), value);
+            }
+            Ok::<_, TractError>(outputs)
+        });
+        result.map_err(calibration)?;
+    }
+    Ok(ranges)
+}
+
+fn record(ranges: &mut quantize::Ranges, model: &TypedModel, outlet: OutletId, value: &Tensor) {
+    let (Some(label), Ok(view)) = (
+        model.outlet_label(outlet),
+        value.to_plain_array_view::<f32>(),
+    ) else {
+        return;
+    };
+    let (lo, hi) = view
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(*v), hi.max(*v))
+        });
+    let entry = ranges.entry(label.to_owned()).or_insert((lo, hi));
+    entry.0 = entry.0.min(lo);
+    entry.1 = entry.1.max(hi);
 }
 
 /// Counts the operators of a TFLite flatbuffer by builtin name.

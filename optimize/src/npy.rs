@@ -1,0 +1,120 @@
+//! Reading NumPy `.npy` arrays of float32 (calibration inputs). Bytes in, values out.
+
+use crate::error::ExportError;
+
+/// An f32 array: its shape and values in C order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Array {
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+fn bad(reason: impl Into<String>) -> ExportError {
+    ExportError::Calibration(format!("not a float32 .npy array: {}", reason.into()))
+}
+
+/// Parses a version 1-3 `.npy` file holding a little-endian float32 (`<f4`) C-order array.
+pub fn read_f32(bytes: &[u8]) -> Result<Array, ExportError> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(bad("no NumPy magic"));
+    }
+    let (header_len, start): (usize, usize) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        v => return Err(bad(format!("format version {v}"))),
+    };
+    let end = start
+        .checked_add(header_len)
+        .filter(|e| *e <= bytes.len())
+        .ok_or_else(|| bad("header longer than the file"))?;
+    let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| bad("header is not text"))?;
+    let field = |key: &str| -> Option<&str> {
+        let at = header.find(&format!("'{key}':"))? + key.len() + 3;
+        Some(header[at..].trim_start())
+    };
+    let descr = field("descr").ok_or_else(|| bad("no descr"))?;
+    if !(descr.starts_with("'<f4'") || descr.starts_with("'float32'")) {
+        return Err(bad(format!(
+            "dtype {}",
+            descr.split(',').next().unwrap_or(descr)
+        )));
+    }
+    if field("fortran_order").is_some_and(|v| v.starts_with("True")) {
+        return Err(bad("Fortran order"));
+    }
+    let shape_text = field("shape").ok_or_else(|| bad("no shape"))?;
+    let close = shape_text
+        .find(')')
+        .ok_or_else(|| bad("unterminated shape"))?;
+    let shape: Vec<usize> = shape_text[1..close]
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            d.parse::<usize>()
+                .map_err(|_| bad(format!("dimension {d:?}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |n, d| n.checked_mul(*d))
+        .ok_or_else(|| bad("shape overflows"))?;
+    let data = &bytes[end..];
+    if Some(data.len()) != count.checked_mul(4) {
+        return Err(bad(format!(
+            "shape {shape:?} needs {count} values, the file holds {} bytes",
+            data.len()
+        )));
+    }
+    let values = data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(Array { shape, values })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn npy(shape: &str, values: &[f32]) -> Vec<u8> {
+        let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        for v in values {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn reads_what_numpy_writes_and_refuses_the_rest() {
+        let a = read_f32(&npy("(2, 3)", &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])).unwrap();
+        assert_eq!(a.shape, vec![2, 3]);
+        assert_eq!(a.values[5], 6.0);
+        assert_eq!(
+            read_f32(&npy("(3,)", &[1.0, 2.0, 3.0])).unwrap().shape,
+            vec![3]
+        );
+        let good = npy("(2, 3)", &[0.0; 6]);
+        for bad in [
+            &good[..good.len() - 1],                     // truncated data
+            &good[..20],                                 // truncated header
+            b"not numpy at all".as_slice(),              // no magic
+            &npy("(2, 3)", &[0.0; 5])[..],               // shape lies
+            &npy("(99999999999, 99999999999)", &[])[..], // shape overflows the data
+        ] {
+            assert!(matches!(read_f32(bad), Err(ExportError::Calibration(_))));
+        }
+        let ints = String::from_utf8_lossy(&npy("(2,)", &[0.0; 2])).replace("<f4", "<i4");
+        assert!(read_f32(ints.as_bytes()).is_err());
+    }
+}
