@@ -66,6 +66,9 @@ pub enum Command {
 pub enum ExportTarget {
     /// A TFLite flatbuffer that Google's LiteRT runs (variant `tflite-fp32`)
     Tflite,
+    /// A Triton Inference Server model repository entry (ONNX Runtime backend) under
+    /// --output DIR: NAME/config.pbtxt and NAME/VERSION/model.onnx
+    Triton,
 }
 
 #[derive(Debug, Args)]
@@ -75,9 +78,13 @@ pub struct ModelExportArgs {
     /// The runtime to convert for
     #[arg(long, value_enum)]
     pub target: ExportTarget,
-    /// Also write the converted model to this file (required when SOURCE is a file)
-    #[arg(long, short = 'o', value_name = "FILE")]
+    /// Also write the converted model to this file (required when SOURCE is a file); for
+    /// --target triton, the model repository directory
+    #[arg(long, short = 'o', value_name = "PATH")]
     pub output: Option<PathBuf>,
+    /// For --target triton: the largest batch Triton may form (0: no batching) [default: 8]
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_batch: u32,
     /// Fixed shape for an input with free dimensions, NAME=D1,D2,... (repeatable); a free
     /// leading (batch) axis defaults to 1
     #[arg(long = "input-shape", value_name = "NAME=D1,D2,...")]

@@ -127,6 +127,8 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
             return match e {
                 aq_optimize::ExportError::Unsupported(_) => ExitCode::Unsupported,
                 aq_optimize::ExportError::Source(_)
+                | aq_optimize::ExportError::Layout(_)
+                | aq_optimize::ExportError::Calibration(_)
                 | aq_optimize::ExportError::UnknownShape { .. }
                 | aq_optimize::ExportError::BadShape(_) => ExitCode::InvalidInput,
                 _ => ExitCode::Failure,

