@@ -4,6 +4,10 @@ per sample, shaped like the input (batch 1, NCHW). A seed picks the samples, so 
 set and a held-out set come from different seeds.
 
 usage: make_inputs.py OUT_DIR --shape 1,3,224,224 --count 32 --seed 1 [--norm imagenet|half]
+                      [--raw-nhwc FILE]
+
+--raw-nhwc also writes all samples, before normalization, as one [N, H, W, 3] array in [0, 1]:
+the calibration file onnx2tf takes (it normalizes with the mean and std it is given).
 """
 
 import argparse
@@ -24,6 +28,7 @@ def main():
     ap.add_argument("--count", type=int, required=True)
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--norm", choices=["imagenet", "half"], default="imagenet")
+    ap.add_argument("--raw-nhwc")
     args = ap.parse_args()
     n, c, h, w = map(int, args.shape.split(","))
     assert n == 1 and c == 3, "batch 1, 3 channels"
@@ -32,6 +37,7 @@ def main():
     rng = np.random.default_rng(args.seed)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    raw = []
     for i in range(args.count):
         img = images[rng.integers(len(images))]
         img = img.rotate(90 * int(rng.integers(4)), expand=True)
@@ -43,8 +49,11 @@ def main():
         y0 = int(rng.integers(0, max(1, side_h - ch + 1)))
         crop = img.crop((x0, y0, x0 + cw, y0 + ch)).resize((w, h), Image.BILINEAR)
         x = np.asarray(crop, dtype=np.float32) / 255.0
+        raw.append(x)
         x = (x - MEAN) / STD if args.norm == "imagenet" else (x - 0.5) / 0.5
         np.save(out / f"sample_{i:04d}.npy", x.transpose(2, 0, 1)[None].astype(np.float32))
+    if args.raw_nhwc:
+        np.save(args.raw_nhwc, np.stack(raw).astype(np.float32))
 
 
 if __name__ == "__main__":
