@@ -21,6 +21,7 @@ use crate::source::{InputShapes, typed_onnx};
 mod graph;
 mod prepare;
 pub mod quantize;
+mod transposes;
 
 /// One tensor of the exported model's signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +96,10 @@ fn export_fp32(onnx: &[u8], shapes: &InputShapes) -> Result<(Exported, TypedMode
     let mut bytes = Vec::new();
     guarded(|| tract_tflite::tflite().write(&rewritten, &mut bytes))
         .map_err(|e| ExportError::Write(format!("{e:#}")))?;
+    let mut graph = graph::Graph::read(&bytes)?;
+    if transposes::cancel_round_trips(&mut graph) > 0 {
+        bytes = graph.write();
+    }
     let self_check_max_abs = self_check(&source, &bytes)?;
     let ops = tflite_ops(&bytes)?;
     let exported = Exported {
