@@ -113,6 +113,8 @@ pub async fn fetch_pack(
         .map_err(|e| user_error(ExitCode::InvalidInput, e.to_string()))?;
     match registry.get(&exact) {
         Ok(local) if local.signed.digest() == signed.digest() => return Ok(base),
+        // The server's copy gained variants (`aq export` elsewhere): take them.
+        Ok(local) if signed.manifest.extends(local.manifest()) => {}
         Ok(local) => {
             return Err(StoreError::AlreadyExists {
                 id,

@@ -506,17 +506,19 @@ async fn push_pack(state: &Arc<State>, body: Bytes) -> Answer {
         let digest = signed.digest().to_string();
         let created = match registry.get(&parse_ref(&id)?) {
             Ok(existing) if existing.signed.digest().to_string() == digest => false,
-            Ok(existing) => {
+            // A version changes only by gaining variants (`aq export`); the store checks
+            // the same rule again inside its commit.
+            Ok(existing) if !signed.manifest.extends(existing.manifest()) => {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "conflict",
                     format!(
-                        "{id} already exists with another digest ({}); versions are immutable, push a new version",
+                        "{id} already exists with another digest ({}); versions are immutable but for added variants, push a new version",
                         existing.signed.digest()
                     ),
                 ));
             }
-            Err(_) => {
+            _ => {
                 let wanted: Vec<Digest> = signed
                     .manifest
                     .unique_chunks()

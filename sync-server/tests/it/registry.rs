@@ -141,6 +141,69 @@ fn push_and_pull_move_only_missing_chunks_and_verify() {
     );
 }
 
+/// `aq export` adds a variant to a version that is already on the server: the second push of
+/// the same `name:version` is accepted (it only adds files), uploads only the variant's
+/// chunks, and a device that pulled the version before gets the variant on its next pull.
+/// Any other change to a pushed version is still a conflict.
+#[test]
+fn a_variant_added_after_a_push_is_pushed_and_pulled() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("srv"));
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let key = shared_key(dir.path(), &server, &[&b]);
+    let publisher = server.token("ci", "publisher");
+    let viewer = server.token("device", "viewer");
+    save(&a, &fixture("ppocr_cls.onnx"), "ppocr", "1.0.0", &key, &[]);
+    server.aq_json(&a, &publisher, &["pack", "push", "ppocr:1.0.0"]);
+    let before = server.aq_json(&b, &viewer, &["pack", "pull", "ppocr:1.0.0"]);
+
+    let exported = server.aq_json(
+        &a,
+        &publisher,
+        &[
+            "export",
+            "ppocr:1.0.0",
+            "--target",
+            "tflite",
+            "--input-shape",
+            "x=1,3,48,192",
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let pushed = server.aq_json(&a, &publisher, &["pack", "push", "ppocr:1.0.0"]);
+    assert_eq!(pushed["created"], true, "{pushed}");
+    assert_eq!(pushed["digest"], exported["digest"], "{pushed}");
+    let (uploaded, total) = (
+        pushed["bytes_uploaded"].as_u64().unwrap(),
+        pushed["pack_bytes"].as_u64().unwrap(),
+    );
+    assert!(
+        uploaded * 10 < total * 6,
+        "only the variant moves: {pushed}"
+    );
+
+    let after = server.aq_json(&b, &viewer, &["pack", "pull", "ppocr:1.0.0"]);
+    assert_ne!(after["digest"], before["digest"]);
+    assert_eq!(after["digest"], exported["digest"]);
+    server.aq_json(&b, &viewer, &["pack", "verify", "ppocr:1.0.0"]);
+    let inspected = server.aq_json(&b, &viewer, &["pack", "inspect", "ppocr:1.0.0"]);
+    assert_eq!(inspected["manifest"]["variants"][0]["name"], "tflite-fp32");
+
+    // Another model under the same version is not a variant: refused with 409 (exit 6).
+    let other = dir.path().join("c");
+    save(
+        &other,
+        &fixture("sigmoid.onnx"),
+        "ppocr",
+        "1.0.0",
+        &key,
+        &[],
+    );
+    let err = server.aq_fails(&other, &publisher, &["pack", "push", "ppocr:1.0.0"], 6);
+    assert!(err.contains("immutable"), "{err}");
+}
+
 #[test]
 fn interrupted_transfers_resume_and_survive_a_server_crash() {
     let dir = tempfile::tempdir().unwrap();
