@@ -69,6 +69,9 @@ pub enum ExportTarget {
     /// A Triton Inference Server model repository entry (ONNX Runtime backend) under
     /// --output DIR: NAME/config.pbtxt and NAME/VERSION/model.onnx
     Triton,
+    /// A TorchServe model archive (.mar) at --output FILE: the ONNX model and an onnxruntime
+    /// handler that takes aq serve's v1 JSON
+    Torchserve,
 }
 
 #[derive(Debug, Args)]

@@ -37,14 +37,14 @@ struct ExportReport {
 }
 
 pub fn run(args: ModelExportArgs, settings: &Settings, printer: &Printer) -> anyhow::Result<()> {
-    if args.target == ExportTarget::Triton {
-        return triton(&args, settings, printer);
+    if matches!(args.target, ExportTarget::Triton | ExportTarget::Torchserve) {
+        return layout(&args, settings, printer);
     }
     let shapes = parse_input_shapes(&args.input_shapes)?;
     let (variant_name, file_name) = match (args.target, args.quantize) {
         (ExportTarget::Tflite, None) => ("tflite-fp32", "model.tflite"),
         (ExportTarget::Tflite, Some(Quantize::Int8)) => ("tflite-int8", "model.tflite"),
-        (ExportTarget::Triton, _) => unreachable!("handled above"),
+        (ExportTarget::Triton | ExportTarget::Torchserve, _) => unreachable!("handled above"),
     };
     let calibration = match &args.calibration {
         Some(dir) => Some(read_calibration(dir)?),
@@ -196,20 +196,28 @@ struct LayoutReport {
     files: Vec<String>,
 }
 
-/// `--target triton`: the pack's ONNX model (or an ONNX file) as a Triton model repository
-/// entry under `--output`. A version directory that exists already is a conflict; the config
-/// is replaced atomically.
-fn triton(args: &ModelExportArgs, settings: &Settings, printer: &Printer) -> anyhow::Result<()> {
-    let repo = args.output.as_deref().ok_or_else(|| {
+/// `--target triton|torchserve`: the pack's ONNX model (or an ONNX file) laid out for another
+/// serving stack. Triton: a model repository entry under `--output`, where a version
+/// directory that exists already is a conflict and the config is replaced atomically.
+/// TorchServe: a `.mar` file at `--output`.
+fn layout(args: &ModelExportArgs, settings: &Settings, printer: &Printer) -> anyhow::Result<()> {
+    let target = if args.target == ExportTarget::Triton {
+        "triton"
+    } else {
+        "torchserve"
+    };
+    let out = args.output.as_deref().ok_or_else(|| {
         user_error(
             ExitCode::InvalidInput,
-            "--target triton needs --output DIR (the model repository)",
+            format!("--target {target} needs --output (a model repository directory for triton, a .mar file for torchserve)"),
         )
     })?;
     if args.quantize.is_some() || !args.input_shapes.is_empty() {
         return Err(user_error(
             ExitCode::InvalidInput,
-            "--target triton serves the ONNX model as it is: no --quantize or --input-shape",
+            format!(
+                "--target {target} serves the ONNX model as it is: no --quantize or --input-shape"
+            ),
         ));
     }
     let source_path = Path::new(&args.source);
@@ -257,6 +265,26 @@ fn triton(args: &ModelExportArgs, settings: &Settings, printer: &Printer) -> any
         );
         (model, manifest.id())
     };
+    if args.target == ExportTarget::Torchserve {
+        let mar = aq_optimize::layout::torchserve(
+            &model,
+            &torchserve_time(std::time::SystemTime::now()),
+        )?;
+        write_atomic(out, &mar, false)?;
+        let report = LayoutReport {
+            source,
+            target,
+            files: vec![out.display().to_string()],
+        };
+        printer.result(&report, || {
+            format!(
+                "Exported {} for TorchServe\n  {}",
+                report.source, report.files[0]
+            )
+        });
+        return Ok(());
+    }
+    let repo = out;
     let files = aq_optimize::layout::triton(&model, args.max_batch, 2000)?;
     let mut written = Vec::new();
     for (path, bytes) in &files {
@@ -288,7 +316,7 @@ fn triton(args: &ModelExportArgs, settings: &Settings, printer: &Printer) -> any
     }
     let report = LayoutReport {
         source,
-        target: "triton",
+        target,
         files: written,
     };
     printer.result(&report, || {
@@ -304,6 +332,20 @@ fn triton(args: &ModelExportArgs, settings: &Settings, printer: &Printer) -> any
         )
     });
     Ok(())
+}
+
+/// `27/11/2026 17:55:01` (UTC): torch-model-archiver's `createdOn` format.
+fn torchserve_time(now: std::time::SystemTime) -> String {
+    let rfc = humantime::format_rfc3339_seconds(now).to_string(); // 2026-11-27T17:55:01Z
+    let (date, time) = rfc
+        .trim_end_matches('Z')
+        .split_once('T')
+        .unwrap_or((&rfc, ""));
+    let parts: Vec<&str> = date.split('-').collect();
+    match parts[..] {
+        [y, m, d] => format!("{d}/{m}/{y} {time}"),
+        _ => rfc.clone(),
+    }
 }
 
 fn layout_model(

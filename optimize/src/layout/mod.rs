@@ -3,6 +3,9 @@
 //!
 //! - [`triton`]: a Triton Inference Server model repository entry,
 //!   `NAME/config.pbtxt` plus `NAME/VERSION/model.onnx`.
+//! - [`torchserve`]: a TorchServe model archive (`.mar`).
+
+mod zip;
 
 use std::fmt::Write as _;
 
@@ -128,6 +131,31 @@ pub fn triton(
             format!("{}/{version}/model.onnx", model.name),
             model.onnx.clone(),
         ),
+    ])
+}
+
+/// The handler a `.mar` carries: onnxruntime behind `aq serve`'s v1 JSON.
+pub const TORCHSERVE_HANDLER: &str = include_str!("torchserve_handler.py");
+
+/// The version of torch-model-archiver whose layout [`torchserve`] writes.
+pub const TORCH_MODEL_ARCHIVER_VERSION: &str = "0.12.0";
+
+/// A TorchServe model archive: `model.onnx`, `handler.py` ([`TORCHSERVE_HANDLER`]) and
+/// `MAR-INF/MANIFEST.json` as torch-model-archiver writes it, in a zip. `created_on` is the
+/// archive's creation time as torch-model-archiver prints it (`%d/%m/%Y %H:%M:%S`).
+pub fn torchserve(model: &LayoutModel, created_on: &str) -> Result<Vec<u8>, ExportError> {
+    check_name(&model.name)?;
+    let manifest = format!(
+        "{{\n  \"createdOn\": \"{created_on}\",\n  \"runtime\": \"python\",\n  \"model\": {{\n    \"modelName\": \"{}\",\n    \"serializedFile\": \"model.onnx\",\n    \"handler\": \"handler.py\",\n    \"modelVersion\": \"{}\"\n  }},\n  \"archiverVersion\": \"{TORCH_MODEL_ARCHIVER_VERSION}\"\n}}",
+        model.name, model.version
+    );
+    zip::stored(&[
+        ("model.onnx".to_owned(), model.onnx.clone()),
+        (
+            "handler.py".to_owned(),
+            TORCHSERVE_HANDLER.as_bytes().to_vec(),
+        ),
+        ("MAR-INF/MANIFEST.json".to_owned(), manifest.into_bytes()),
     ])
 }
 
