@@ -30,10 +30,12 @@ export PATH="$PATH:/usr/sbin"
 step "fixtures"
 fixtures/fetch.sh
 
-step "python reference runtimes (onnxruntime, LiteRT, tritonclient) in a venv"
+step "python reference runtimes (onnxruntime, LiteRT, tritonclient, torch-model-archiver) in a venv; BentoML in another"
 AQ_PYTHON="$(tests/python/setup.sh)"
 export AQ_PYTHON
 "$AQ_PYTHON" -c 'import onnxruntime, ai_edge_litert, tritonclient.http; print("onnxruntime", onnxruntime.__version__)'
+AQ_BENTOML_PYTHON="$(tests/python/bentoml-setup.sh)"   # BentoML in its own venv
+export AQ_BENTOML_PYTHON
 
 step "format"
 cargo fmt --all -- --check

@@ -72,6 +72,9 @@ pub enum ExportTarget {
     /// A TorchServe model archive (.mar) at --output FILE: the ONNX model and an onnxruntime
     /// handler that takes aq serve's v1 JSON
     Torchserve,
+    /// A BentoML model store entry under --output DIR (a BENTOML_HOME):
+    /// models/NAME/VERSION/ that bentoml.onnx.load_model("NAME:VERSION") loads
+    Bentoml,
 }
 
 #[derive(Debug, Args)]

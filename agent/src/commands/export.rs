@@ -37,14 +37,19 @@ struct ExportReport {
 }
 
 pub fn run(args: ModelExportArgs, settings: &Settings, printer: &Printer) -> anyhow::Result<()> {
-    if matches!(args.target, ExportTarget::Triton | ExportTarget::Torchserve) {
+    if matches!(
+        args.target,
+        ExportTarget::Triton | ExportTarget::Torchserve | ExportTarget::Bentoml
+    ) {
         return layout(&args, settings, printer);
     }
     let shapes = parse_input_shapes(&args.input_shapes)?;
     let (variant_name, file_name) = match (args.target, args.quantize) {
         (ExportTarget::Tflite, None) => ("tflite-fp32", "model.tflite"),
         (ExportTarget::Tflite, Some(Quantize::Int8)) => ("tflite-int8", "model.tflite"),
-        (ExportTarget::Triton | ExportTarget::Torchserve, _) => unreachable!("handled above"),
+        (ExportTarget::Triton | ExportTarget::Torchserve | ExportTarget::Bentoml, _) => {
+            unreachable!("handled above")
+        }
     };
     let calibration = match &args.calibration {
         Some(dir) => Some(read_calibration(dir)?),
@@ -196,20 +201,22 @@ struct LayoutReport {
     files: Vec<String>,
 }
 
-/// `--target triton|torchserve`: the pack's ONNX model (or an ONNX file) laid out for another
-/// serving stack. Triton: a model repository entry under `--output`, where a version
-/// directory that exists already is a conflict and the config is replaced atomically.
-/// TorchServe: a `.mar` file at `--output`.
+/// `--target triton|torchserve|bentoml`: the pack's ONNX model (or an ONNX file) laid out for
+/// another serving stack. Triton: a model repository entry under `--output`; BentoML: a model
+/// store entry under `--output` (a `BENTOML_HOME`). For both, a version directory that exists
+/// already is a conflict. TorchServe: a `.mar` file at `--output`.
 fn layout(args: &ModelExportArgs, settings: &Settings, printer: &Printer) -> anyhow::Result<()> {
-    let target = if args.target == ExportTarget::Triton {
-        "triton"
-    } else {
-        "torchserve"
+    let target = match args.target {
+        ExportTarget::Triton => "triton",
+        ExportTarget::Torchserve => "torchserve",
+        _ => "bentoml",
     };
     let out = args.output.as_deref().ok_or_else(|| {
         user_error(
             ExitCode::InvalidInput,
-            format!("--target {target} needs --output (a model repository directory for triton, a .mar file for torchserve)"),
+            format!(
+                "--target {target} needs --output (triton: the model repository, bentoml: the BENTOML_HOME directory, torchserve: the .mar file)"
+            ),
         )
     })?;
     if args.quantize.is_some() || !args.input_shapes.is_empty() {
@@ -284,35 +291,51 @@ fn layout(args: &ModelExportArgs, settings: &Settings, printer: &Printer) -> any
         });
         return Ok(());
     }
-    let repo = out;
-    let files = aq_optimize::layout::triton(&model, args.max_batch, 2000)?;
+    let files = if args.target == ExportTarget::Triton {
+        aq_optimize::layout::triton(&model, args.max_batch, 2000)?
+    } else {
+        let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        aq_optimize::layout::bentoml(&model, &created)?
+    };
+    // The version directory (the model file's) appears whole: its files are written beside
+    // it, then renamed into place; one that exists already is a conflict.
+    let version_dir = files
+        .iter()
+        .find(|(path, _)| path.ends_with(".onnx"))
+        .and_then(|(path, _)| Path::new(path).parent())
+        .map(|p| out.join(p))
+        .ok_or_else(|| anyhow::anyhow!("the layout has no model file"))?;
+    if version_dir.exists() {
+        return Err(user_error(
+            ExitCode::Conflict,
+            format!("{} exists already", version_dir.display()),
+        ));
+    }
+    let staging = version_dir.with_extension("aq-partial");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)
+        .with_context(|| format!("failed to create {}", staging.display()))?;
     let mut written = Vec::new();
     for (path, bytes) in &files {
-        let target = repo.join(path);
-        if path.ends_with("/model.onnx") {
-            let version_dir = target.parent().unwrap_or(repo);
-            if version_dir.exists() {
-                return Err(user_error(
-                    ExitCode::Conflict,
-                    format!("{} exists already", version_dir.display()),
-                ));
-            }
-            // The version directory appears whole: written beside it, then renamed.
-            let staging = version_dir.with_extension("aq-partial");
-            let _ = std::fs::remove_dir_all(&staging);
-            std::fs::create_dir_all(&staging)
-                .with_context(|| format!("failed to create {}", staging.display()))?;
-            write_atomic(&staging.join("model.onnx"), bytes, false)?;
-            std::fs::rename(&staging, version_dir)
-                .with_context(|| format!("failed to create {}", version_dir.display()))?;
-        } else {
-            if let Some(dir) = target.parent() {
+        let final_path = out.join(path);
+        if final_path.parent() == Some(version_dir.as_path()) {
+            let name = final_path.file_name().unwrap_or_default();
+            write_atomic(&staging.join(name), bytes, false)?;
+        }
+        written.push(final_path.display().to_string());
+    }
+    std::fs::rename(&staging, &version_dir)
+        .with_context(|| format!("failed to create {}", version_dir.display()))?;
+    // Then what points at versions (Triton's config, BentoML's `latest`), replaced atomically.
+    for (path, bytes) in &files {
+        let final_path = out.join(path);
+        if final_path.parent() != Some(version_dir.as_path()) {
+            if let Some(dir) = final_path.parent() {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("failed to create {}", dir.display()))?;
             }
-            write_atomic(&target, bytes, false)?;
+            write_atomic(&final_path, bytes, false)?;
         }
-        written.push(target.display().to_string());
     }
     let report = LayoutReport {
         source,
@@ -321,8 +344,9 @@ fn layout(args: &ModelExportArgs, settings: &Settings, printer: &Printer) -> any
     };
     printer.result(&report, || {
         format!(
-            "Exported {} for Triton\n{}",
+            "Exported {} for {}\n{}",
             report.source,
+            report.target,
             report
                 .files
                 .iter()

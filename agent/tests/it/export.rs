@@ -474,3 +474,91 @@ fn torchserve_export_matches_torch_model_archiver_and_its_handler_serves() {
     // No --output: a clear error.
     env.fails("d", &["export", "rapid:2.1.0", "--target", "torchserve"], 5);
 }
+
+/// The Python with BentoML (tests/python/bentoml-setup.sh makes it; AQ_BENTOML_PYTHON skips
+/// that).
+fn bentoml_python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("AQ_BENTOML_PYTHON") {
+        return p.into();
+    }
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/bentoml-setup.sh");
+    let out = Command::new("bash").arg(&script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().into()
+}
+
+#[test]
+fn bentoml_export_is_a_model_store_entry_bentoml_loads() {
+    let env = Env::new();
+    let home = env.path("bentoml");
+    let model = fixture("ppocr_cls.onnx");
+    for version in ["1.0.0", "1.1.0"] {
+        env.ok(
+            "d",
+            &[
+                "pack",
+                "save",
+                model.to_str().unwrap(),
+                "--name",
+                "ppocr",
+                "--version",
+                version,
+            ],
+        );
+        env.ok(
+            "d",
+            &[
+                "export",
+                &format!("ppocr:{version}"),
+                "--target",
+                "bentoml",
+                "-o",
+                home.to_str().unwrap(),
+            ],
+        );
+    }
+    let out = Command::new(bentoml_python())
+        .arg(python_script("check_bentoml.py"))
+        .arg(&home)
+        .arg("ppocr:1.0.0")
+        .arg(&model)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(stdout.lines().last().unwrap());
+    assert_eq!(report["module"], "bentoml.onnx", "{report}");
+    assert_eq!(
+        report["models"],
+        serde_json::json!(["ppocr:1.0.0", "ppocr:1.1.0"]),
+        "{report}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.join("models/ppocr/latest")).unwrap(),
+        "1.1.0"
+    );
+    // The same version again: a conflict, nothing changes.
+    let before = tree(&home);
+    env.fails(
+        "d",
+        &[
+            "export",
+            "ppocr:1.1.0",
+            "--target",
+            "bentoml",
+            "-o",
+            home.to_str().unwrap(),
+        ],
+        6,
+    );
+    assert_eq!(tree(&home), before);
+}

@@ -4,6 +4,7 @@
 //! - [`triton`]: a Triton Inference Server model repository entry,
 //!   `NAME/config.pbtxt` plus `NAME/VERSION/model.onnx`.
 //! - [`torchserve`]: a TorchServe model archive (`.mar`).
+//! - [`bentoml`]: a BentoML model store entry (`models/NAME/VERSION/`).
 
 mod zip;
 
@@ -156,6 +157,97 @@ pub fn torchserve(model: &LayoutModel, created_on: &str) -> Result<Vec<u8>, Expo
             TORCHSERVE_HANDLER.as_bytes().to_vec(),
         ),
         ("MAR-INF/MANIFEST.json".to_owned(), manifest.into_bytes()),
+    ])
+}
+
+/// The BentoML release whose model store layout [`bentoml`] writes.
+pub const BENTOML_VERSION: &str = "1.4.40";
+
+/// ONNX `TensorProto.DataType` numbers, by manifest dtype.
+fn onnx_elem_type(dtype: &str) -> Result<u32, ExportError> {
+    Ok(match dtype {
+        "f32" => 1,
+        "u8" => 2,
+        "i8" => 3,
+        "u16" => 4,
+        "i16" => 5,
+        "i32" => 6,
+        "i64" => 7,
+        "string" => 8,
+        "bool" => 9,
+        "f16" => 10,
+        "f64" => 11,
+        "u32" => 12,
+        "u64" => 13,
+        other => {
+            return Err(ExportError::Layout(format!(
+                "ONNX has no element type for {other:?}"
+            )));
+        }
+    })
+}
+
+/// A YAML single-quoted scalar.
+fn yaml(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A BentoML model store entry for an ONNX model, as `bentoml.onnx.save_model` writes it:
+/// `models/NAME/VERSION/model.yaml` and `saved_model.onnx`, and `models/NAME/latest`. Point
+/// `BENTOML_HOME` at the directory the files go to and `bentoml.onnx.load_model("NAME:VERSION")`
+/// loads it. `created` is an RFC 3339 time.
+pub fn bentoml(model: &LayoutModel, created: &str) -> Result<Vec<LayoutFile>, ExportError> {
+    check_name(&model.name)?;
+    let version = model.version.to_string().to_lowercase().replace('+', "-");
+    let mut y = String::new();
+    let _ = writeln!(y, "name: {}", yaml(&model.name));
+    let _ = writeln!(y, "version: {}", yaml(&version));
+    let _ = writeln!(y, "module: bentoml.onnx\nlabels: {{}}\noptions:");
+    for (key, list) in [
+        ("input_specs", &model.inputs),
+        ("output_specs", &model.outputs),
+    ] {
+        let _ = writeln!(y, "  {key}:\n    run:");
+        for t in list {
+            let _ = writeln!(
+                y,
+                "    - name: {}\n      type:\n        tensorType:\n          elemType: {}\n          shape:\n            dim:",
+                yaml(&t.name),
+                onnx_elem_type(&t.dtype)?
+            );
+            for d in &t.dims {
+                match d {
+                    Some(v) => {
+                        let _ = writeln!(y, "            - dimValue: '{v}'");
+                    }
+                    None => {
+                        let _ = writeln!(y, "            - dimParam: '?'");
+                    }
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        y,
+        "  providers: null\n  session_options: null\nmetadata: {{}}"
+    );
+    let _ = writeln!(
+        y,
+        "context:\n  framework_name: onnx\n  framework_versions: {{}}\n  bentoml_version: {BENTOML_VERSION}\n  python_version: '3'"
+    );
+    let _ = writeln!(
+        y,
+        "signatures:\n  run:\n    batchable: false\napi_version: v2"
+    );
+    let _ = writeln!(y, "creation_time: {}", yaml(created));
+    let dir = format!("models/{}/{version}", model.name);
+    Ok(vec![
+        (format!("{dir}/model.yaml"), y.into_bytes()),
+        (format!("{dir}/saved_model.onnx"), model.onnx.clone()),
+        (
+            format!("models/{}/latest", model.name),
+            version.into_bytes(),
+        ),
     ])
 }
 
