@@ -36,6 +36,30 @@ struct ExportReport {
     ops: BTreeMap<String, usize>,
 }
 
+impl ExportReport {
+    /// `digest` is the pack's new digest when the export was recorded as a variant.
+    fn new(
+        source: String,
+        target: &'static str,
+        exported: aq_optimize::tflite::Exported,
+        digest: Option<String>,
+        output: Option<&Path>,
+    ) -> ExportReport {
+        ExportReport {
+            source,
+            target,
+            variant: digest.as_ref().map(|_| target.to_owned()),
+            digest,
+            output: output.map(|p| p.display().to_string()),
+            bytes: exported.bytes.len(),
+            self_check_max_abs: exported.self_check_max_abs,
+            fp32_bytes: exported.fp32_bytes,
+            calibration_inputs: exported.fp32_bytes.map(|_| exported.calibration_samples),
+            ops: exported.ops,
+        }
+    }
+}
+
 pub fn run(args: ModelExportArgs, settings: &Settings, printer: &Printer) -> anyhow::Result<()> {
     if matches!(
         args.target,
@@ -72,18 +96,13 @@ pub fn run(args: ModelExportArgs, settings: &Settings, printer: &Printer) -> any
         let exported =
             convert(&onnx).with_context(|| format!("cannot export {}", source_path.display()))?;
         write_atomic(output, &exported.bytes, false)?;
-        let report = ExportReport {
-            source: args.source.clone(),
-            target: variant_name,
-            variant: None,
-            digest: None,
-            output: Some(output.display().to_string()),
-            bytes: exported.bytes.len(),
-            self_check_max_abs: exported.self_check_max_abs,
-            fp32_bytes: exported.fp32_bytes,
-            calibration_inputs: exported.fp32_bytes.map(|_| exported.calibration_samples),
-            ops: exported.ops,
-        };
+        let report = ExportReport::new(
+            args.source.clone(),
+            variant_name,
+            exported,
+            None,
+            Some(output),
+        );
         printer.result(&report, || human(&report));
         return Ok(());
     }
@@ -178,18 +197,13 @@ pub fn run(args: ModelExportArgs, settings: &Settings, printer: &Printer) -> any
     if let Some(output) = &args.output {
         write_atomic(output, &exported.bytes, false)?;
     }
-    let report = ExportReport {
-        source: manifest.id(),
-        target: variant_name,
-        variant: Some(variant_name.to_owned()),
-        digest: Some(import.digest),
-        output: args.output.as_ref().map(|p| p.display().to_string()),
-        bytes: exported.bytes.len(),
-        self_check_max_abs: exported.self_check_max_abs,
-        fp32_bytes: exported.fp32_bytes,
-        calibration_inputs: exported.fp32_bytes.map(|_| exported.calibration_samples),
-        ops: exported.ops,
-    };
+    let report = ExportReport::new(
+        manifest.id(),
+        variant_name,
+        exported,
+        Some(import.digest),
+        args.output.as_deref(),
+    );
     printer.result(&report, || human(&report));
     Ok(())
 }

