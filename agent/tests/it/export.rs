@@ -216,6 +216,21 @@ fn export_records_a_signed_variant_that_serves_like_the_main_model() {
             .collect();
         outputs.push((variant, health, values));
     }
+    // A 32-bit ARM profile prefers tflite-int8, which tract cannot run: the device serves the
+    // next variant it can, tflite-fp32.
+    let armv7 = start(
+        Some(&env.data("d")),
+        &["--profile", "armv7-generic", "serve", "--model", "ppocr"],
+    );
+    let health = get(armv7.addr, "/v1/serve/ppocr/health").json();
+    assert!(
+        health["origin"]
+            .as_str()
+            .unwrap()
+            .contains("variant tflite-fp32"),
+        "{health}"
+    );
+    drop(armv7);
     let (tflite, onnx) = (&outputs[0].2, &outputs[1].2);
     assert_eq!(tflite.len(), 2);
     assert_eq!(tflite.len(), onnx.len());
