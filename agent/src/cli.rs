@@ -59,6 +59,32 @@ pub enum Command {
     /// Convert a pack's model (or an ONNX file) for another runtime; a pack gains the result as
     /// a signed variant
     Export(ModelExportArgs),
+    /// Optimization passes that add a variant to a pack
+    #[command(subcommand)]
+    Optimize(OptimizeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OptimizeCommand {
+    /// Quantize a pack's ONNX model to int8 with ops tract runs; adds the variant onnx-int8
+    Quantize(QuantizeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// NAME:VERSION (or NAME, NAME:TAG) in the local registry
+    pub reference: String,
+    /// dynamic: int8 weights per channel, activations quantized at run time (no calibration)
+    #[arg(long, value_enum)]
+    pub mode: QuantizeMode,
+    /// Secret key to sign the pack's extended manifest (required when the pack is signed)
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QuantizeMode {
+    Dynamic,
 }
 
 /// What `aq export` converts to.

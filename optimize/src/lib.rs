@@ -2,6 +2,7 @@
 //!
 //! - [`tflite`]: an ONNX model to a TFLite flatbuffer that LiteRT runs, NCHW models included,
 //!   in fp32 or full-integer int8.
+//! - [`onnx_quant`]: dynamic int8 quantization of ONNX models with ops tract runs.
 //! - [`layout`]: the files another serving stack expects (Triton's model repository).
 //!
 //! Every pass refuses what it cannot translate faithfully with a typed error that names each
@@ -10,6 +11,7 @@
 mod error;
 pub mod layout;
 pub mod npy;
+pub mod onnx_quant;
 mod source;
 pub mod tflite;
 

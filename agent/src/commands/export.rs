@@ -6,13 +6,10 @@ use std::path::Path;
 
 use anyhow::Context;
 use aq_optimize::InputShapes;
-use aq_pack::SignedManifest;
-use aq_pack::manifest::{ModelFormat, ModelInfo, TensorSpec, Variant};
+use aq_pack::manifest::{ModelFormat, ModelInfo, TensorSpec};
 use serde::Serialize;
 
 use crate::cli::{ExportTarget, ModelExportArgs, Quantize};
-use crate::commands::key::load_secret;
-use crate::commands::pack::save::chunk_reader;
 use crate::daemon::config::write_atomic;
 use crate::exit::{ExitCode, user_error};
 use crate::printer::{Printer, human_bytes};
@@ -107,96 +104,50 @@ pub fn run(args: ModelExportArgs, settings: &Settings, printer: &Printer) -> any
         return Ok(());
     }
 
-    let reference = super::parse_ref(&args.source)?;
-    let registry = super::open_registry(settings)?;
-    let stored = registry.get(&reference)?;
-    let manifest = stored.manifest();
-    if manifest.variant(variant_name).is_some() {
-        return Err(user_error(
-            ExitCode::Conflict,
-            format!("{} already has the variant {variant_name}", manifest.id()),
-        ));
-    }
-    if manifest.model.format != ModelFormat::Onnx {
-        return Err(user_error(
-            ExitCode::InvalidInput,
-            format!(
-                "{} holds a {} model; export converts ONNX models",
-                manifest.id(),
-                manifest.model.format
-            ),
-        ));
-    }
-    if stored.signed.signature.is_some() && args.key.is_none() {
-        return Err(user_error(
-            ExitCode::InvalidInput,
-            format!(
-                "{} is signed; the variant changes its manifest, so sign it again with --key FILE",
-                manifest.id()
-            ),
-        ));
-    }
-    let key = args.key.as_deref().map(load_secret).transpose()?;
-    let mut onnx = Vec::new();
-    registry.write_file(manifest, &manifest.model.entry, &mut onnx)?;
-    let exported = convert(&onnx).with_context(|| format!("cannot export {}", manifest.id()))?;
-
-    let path = format!("variants/{variant_name}/{file_name}");
-    let mut writer = registry.begin_variant(&stored)?;
-    let file = chunk_reader(
-        &mut writer,
-        &path,
-        &exported.bytes[..],
-        "the exported model",
-        aq_pack::chunk::DEFAULT_LEVEL,
-    )?;
-    let mut extended = manifest.clone();
-    extended.files.push(file);
-    extended.variants.push(Variant {
-        name: variant_name.to_owned(),
-        model: ModelInfo {
+    let source = super::variant::open(&args.source, variant_name, args.key.as_deref(), settings)?;
+    let exported = convert(&source.onnx)
+        .with_context(|| format!("cannot export {}", source.stored.manifest().id()))?;
+    let notes = [
+        (
+            "self_check_max_abs".to_owned(),
+            format!("{:.1e}", exported.self_check_max_abs),
+        ),
+        (
+            "quantization".to_owned(),
+            match exported.fp32_bytes {
+                Some(_) => format!(
+                    "int8 full-integer, per-channel weights, calibrated on {} inputs",
+                    exported.calibration_samples
+                ),
+                None => "none (fp32)".to_owned(),
+            },
+        ),
+        (
+            "input_shapes".to_owned(),
+            exported
+                .inputs
+                .iter()
+                .map(|t| format!("{}={:?}", t.name, t.shape))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+    ];
+    let import = source.record(
+        variant_name,
+        file_name,
+        ModelInfo {
             format: ModelFormat::Tflite,
-            entry: path,
+            entry: String::new(),
             inputs: specs(&exported.inputs),
             outputs: specs(&exported.outputs),
         },
-        notes: [
-            (
-                "tool".to_owned(),
-                format!("aq {}", env!("CARGO_PKG_VERSION")),
-            ),
-            (
-                "self_check_max_abs".to_owned(),
-                format!("{:.1e}", exported.self_check_max_abs),
-            ),
-            (
-                "quantization".to_owned(),
-                match exported.fp32_bytes {
-                    Some(_) => format!(
-                        "int8 full-integer, per-channel weights, calibrated on {} inputs",
-                        exported.calibration_samples
-                    ),
-                    None => "none (fp32)".to_owned(),
-                },
-            ),
-            (
-                "input_shapes".to_owned(),
-                exported
-                    .inputs
-                    .iter()
-                    .map(|t| format!("{}={:?}", t.name, t.shape))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
-        ]
-        .into(),
-    });
-    let signed = SignedManifest::seal(extended, key.as_ref())
-        .context("failed to build the extended manifest")?;
-    let import = writer.commit_manifest(signed)?;
+        &exported.bytes,
+        notes.into(),
+    )?;
     if let Some(output) = &args.output {
         write_atomic(output, &exported.bytes, false)?;
     }
+    let manifest = source.stored.manifest();
     let report = ExportReport::new(
         manifest.id(),
         variant_name,

@@ -5,9 +5,11 @@ mod dev;
 mod device;
 mod export;
 mod key;
+mod optimize;
 mod pack;
 mod rollout;
 pub(crate) mod serve;
+mod variant;
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -34,6 +36,9 @@ pub fn dispatch(command: Command, settings: &Settings, printer: &Printer) -> any
         Command::Rollout(cmd) => rollout::run(cmd, printer),
         Command::Deploy(args) => rollout::deploy(args, settings, printer),
         Command::Export(args) => export::run(args, settings, printer),
+        Command::Optimize(crate::cli::OptimizeCommand::Quantize(args)) => {
+            optimize::quantize(args, settings, printer)
+        }
         Command::Pack(cmd) => match cmd {
             PackCommand::Save(args) => pack::save::run(args, settings, printer),
             PackCommand::List => pack::list::run(settings, printer),

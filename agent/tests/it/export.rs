@@ -548,3 +548,72 @@ fn bentoml_export_is_a_model_store_entry_bentoml_loads() {
     );
     assert_eq!(tree(&home), before);
 }
+
+#[test]
+fn optimize_quantize_adds_an_onnx_int8_variant_that_aq_serve_serves() {
+    let env = Env::new();
+    let key = env.trusted_key("d", "signer");
+    let key = key.to_str().unwrap();
+    let model = fixture("ppocr_cls.onnx");
+    save(&env, &model, "ppocr", "1.0.0", Some(key));
+    let quantize = ["optimize", "quantize", "ppocr:1.0.0", "--mode", "dynamic"];
+    // Signed pack, no key: refused before any work.
+    let err = env.fails("d", &quantize, 5);
+    assert!(err.contains("--key"), "{err}");
+    let mut args = vec!["--json"];
+    args.extend(quantize);
+    args.extend(["--key", key]);
+    let report = json(&env.ok("d", &args));
+    assert_eq!(report["variant"], "onnx-int8", "{report}");
+    assert!(
+        report["quantized_nodes"]["Conv"].as_u64().unwrap() > 10,
+        "{report}"
+    );
+    assert!(report["bytes"].as_u64().unwrap() * 2 < report["source_bytes"].as_u64().unwrap());
+    env.ok("d", &["pack", "verify", "ppocr:1.0.0"]);
+    // Again: a conflict.
+    env.fails("d", &args[1..], 6);
+
+    // aq serve serves it (tract runs the quantized ops) with the fp32 model's answer.
+    let input = {
+        let data: Vec<f32> = (0..3 * 48 * 192)
+            .map(|i| ((i % 89) as f32) / 89.0 - 0.5)
+            .collect();
+        serde_json::json!({ "inputs": { "x": { "shape": [1, 3, 48, 192], "data": data } } })
+    };
+    let mut answers = Vec::new();
+    for variant in ["onnx-int8", "onnx-fp32"] {
+        let server = start(
+            Some(&env.data("d")),
+            &["serve", "--model", "ppocr", "--variant", variant],
+        );
+        let health = get(server.addr, "/v1/serve/ppocr/health").json();
+        let answer = post_json(server.addr, "/v1/serve/ppocr/predict", &input);
+        assert_eq!(answer.status, 200, "{variant}: {}", answer.json());
+        let body = answer.json();
+        let values: Vec<f64> = body["outputs"]["save_infer_model/scale_0.tmp_1"]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        answers.push((health["origin"].as_str().unwrap().to_owned(), values));
+    }
+    assert!(
+        answers[0].0.contains("variant onnx-int8"),
+        "{}",
+        answers[0].0
+    );
+    let (q, f) = (&answers[0].1, &answers[1].1);
+    let top = |v: &[f64]| if v[0] >= v[1] { 0 } else { 1 };
+    assert_eq!(top(q), top(f), "{q:?} vs {f:?}");
+    assert!((q[0] - f[0]).abs() < 0.2, "{q:?} vs {f:?}");
+
+    // A model without convolutions or matrix products: nothing to quantize.
+    save(&env, &fixture("sigmoid.onnx"), "sig", "1.0.0", None);
+    env.fails(
+        "d",
+        &["optimize", "quantize", "sig:1.0.0", "--mode", "dynamic"],
+        5,
+    );
+}

@@ -138,7 +138,7 @@ fn hostile_source_bytes_give_a_typed_error() {
 }
 
 /// Runs `make_inputs.py` into `dir` and reads the arrays back.
-fn image_inputs(
+pub fn image_inputs(
     dir: &std::path::Path,
     shape: &str,
     norm: &str,
