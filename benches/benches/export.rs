@@ -173,6 +173,40 @@ fn mean_std(norm: &str) -> (&'static str, &'static str) {
     }
 }
 
+/// An optimized single-thread tract plan with a fixed input shape (intermediate shapes from
+/// the file are dropped: some carry a symbolic batch).
+fn tract_plan(
+    model_bytes: &[u8],
+    shape: &[usize],
+) -> std::sync::Arc<tract_onnx::prelude::TypedSimplePlan> {
+    use tract_onnx::prelude::*;
+    let framework = tract_onnx::onnx();
+    let mut proto = framework
+        .proto_model_for_read(&mut &model_bytes[..])
+        .unwrap();
+    proto.graph.as_mut().unwrap().value_info.clear();
+    framework
+        .model_for_proto_model(&proto)
+        .unwrap()
+        .with_input_fact(0, f32::fact(shape).into())
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap()
+}
+
+fn argmax(t: &tract_onnx::prelude::TValue) -> usize {
+    let v = t.to_plain_array_view::<f32>().unwrap();
+    v.iter()
+        .enumerate()
+        .fold(
+            (0, f32::MIN),
+            |best, (i, x)| if *x > best.1 { (i, *x) } else { best },
+        )
+        .0
+}
+
 fn mb(bytes: u64) -> String {
     format!("{:.2} MB", bytes as f64 / 1e6)
 }
@@ -354,5 +388,56 @@ fn main() {
                 model.file
             ),
         }
+    }
+
+    println!();
+    println!(
+        "ONNX int8 (aq optimize quantize --mode dynamic), run by tract as aq serve runs it: 1 thread, median over the 100 held-out crops"
+    );
+    println!();
+    println!("| model | size (x fp32) | tract fp32 | tract int8 | top-1 agreement |");
+    println!("|---|---|---|---|---|");
+    for model in MODELS.iter().filter(|m| m.norm.is_some()) {
+        let stem = model.file.trim_end_matches(".onnx");
+        let onnx = std::fs::read(root().join("fixtures/models").join(model.file)).unwrap();
+        let q = aq_optimize::onnx_quant::quantize_dynamic(&onnx).unwrap();
+        let held = work.path().join(format!("{stem}_held"));
+        let mut files: Vec<_> = std::fs::read_dir(&held)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let inputs: Vec<_> = files
+            .iter()
+            .map(|f| aq_optimize::npy::read_f32(&std::fs::read(f).unwrap()).unwrap())
+            .collect();
+        let (fp32, int8) = (
+            tract_plan(&onnx, &model.shape),
+            tract_plan(&q.bytes, &model.shape),
+        );
+        let (mut t_fp32, mut t_int8, mut agree) = (Vec::new(), Vec::new(), 0);
+        for array in &inputs {
+            let x = tract_onnx::prelude::Tensor::from_shape(&model.shape, &array.values).unwrap();
+            let start = Instant::now();
+            let a = fp32
+                .run(std::iter::once(x.clone().into()).collect())
+                .unwrap();
+            t_fp32.push(start.elapsed());
+            let start = Instant::now();
+            let b = int8.run(std::iter::once(x.into()).collect()).unwrap();
+            t_int8.push(start.elapsed());
+            agree += usize::from(argmax(&a[0]) == argmax(&b[0]));
+        }
+        t_fp32.sort();
+        t_int8.sort();
+        println!(
+            "| {} | {} ({:.2}x) | {:.2} ms | {:.2} ms | {:.1}% |",
+            model.file,
+            mb(q.bytes.len() as u64),
+            q.bytes.len() as f64 / onnx.len() as f64,
+            t_fp32[t_fp32.len() / 2].as_secs_f64() * 1e3,
+            t_int8[t_int8.len() / 2].as_secs_f64() * 1e3,
+            agree as f64 * 100.0 / inputs.len() as f64,
+        );
     }
 }
