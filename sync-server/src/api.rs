@@ -475,6 +475,19 @@ async fn promote(state: &Arc<State>, reference: &str, body: Bytes) -> Answer {
     json(StatusCode::OK, &PromoteReport { id, tag: req.tag })
 }
 
+/// The running or paused rollout of pack `id`, if any.
+fn live_rollout_of(state: &State, id: &str) -> Result<Option<String>, ApiError> {
+    use aq_sync_proto::fleet::RolloutPhase;
+    let fleet = Fleet::new(&state.fleet, &state.fleet_key, &state.topic_prefix)?;
+    Ok(fleet
+        .rollouts()?
+        .into_iter()
+        .find(|r| {
+            r.pack.id == id && matches!(r.phase, RolloutPhase::Running | RolloutPhase::Paused)
+        })
+        .map(|r| r.id))
+}
+
 async fn push_pack(state: &Arc<State>, body: Bytes) -> Answer {
     let upload: PackUpload = parse_json(&body)?;
     for tag in &upload.tags {
@@ -501,6 +514,7 @@ async fn push_pack(state: &Arc<State>, body: Bytes) -> Answer {
     };
     let registry = state.registry.clone();
     let tags = upload.tags.clone();
+    let fleet_state = state.clone();
     let report = blocking(move || {
         let id = signed.manifest.id();
         let digest = signed.digest().to_string();
@@ -515,6 +529,17 @@ async fn push_pack(state: &Arc<State>, body: Bytes) -> Answer {
                     format!(
                         "{id} already exists with another digest ({}); versions are immutable but for added variants, push a new version",
                         existing.signed.digest()
+                    ),
+                ));
+            }
+            // Adding a variant changes the version's digest; devices of a live rollout are
+            // told the old digest and would find the new one. Wait until it is over.
+            Ok(_) if let Some(rollout) = live_rollout_of(&fleet_state, &id)? => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!(
+                        "{id} is in the live rollout {rollout}; add variants once it completes or is rolled back"
                     ),
                 ));
             }

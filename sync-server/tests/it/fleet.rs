@@ -159,6 +159,22 @@ fn fleet_flow(server: &mut Server, dir: &Path) {
         (after["phase"].clone(), after["step"].clone()),
         (json!("running"), json!(0))
     );
+    // A variant of the version in this live rollout would change the digest its devices were
+    // told: the server refuses it until the rollout is over.
+    server.aq_json(
+        &publ,
+        &publisher,
+        &[
+            "export",
+            "sig:2.0.0",
+            "--target",
+            "tflite",
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let err = server.aq_fails(&publ, &publisher, &["pack", "push", "sig:2.0.0"], 6);
+    assert!(err.contains(&format!("live rollout {r2}")), "{err}");
     server.aq_json(&publ, &publisher, &["rollout", "advance", &r2]);
     wait_phase(server, &publisher, &r2, "completed");
     wait_serving(&all, "2.0.0");
