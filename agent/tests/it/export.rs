@@ -9,6 +9,40 @@ use crate::support::{Env, fingerprint, fixture, json};
 
 const SHAPE: &str = "x=1,3,48,192";
 
+/// A 1x3x48x192 input for ppocr_cls in `aq serve`'s v1 JSON.
+fn ppocr_input() -> serde_json::Value {
+    let data: Vec<f32> = (0..3 * 48 * 192)
+        .map(|i| ((i % 97) as f32) / 97.0 - 0.5)
+        .collect();
+    serde_json::json!({ "inputs": { "x": { "shape": [1, 3, 48, 192], "data": data } } })
+}
+
+/// Serves ppocr from data dir `d` with `--variant VARIANT` and predicts `input` once; returns
+/// the document at `info_path` and the first output's values.
+fn predict_variant(
+    env: &Env,
+    variant: &str,
+    info_path: &str,
+    input: &serde_json::Value,
+) -> (serde_json::Value, Vec<f64>) {
+    let server = start(
+        Some(&env.data("d")),
+        &["serve", "--model", "ppocr", "--variant", variant],
+    );
+    let info = get(server.addr, info_path).json();
+    let answer = post_json(server.addr, "/v1/serve/ppocr/predict", input);
+    assert_eq!(answer.status, 200, "{variant}: {}", answer.json());
+    let body = answer.json();
+    let (_, output) = body["outputs"].as_object().unwrap().iter().next().unwrap();
+    let values = output["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    (info, values)
+}
+
 /// A float32 .npy file of `shape` with values in [-1, 1).
 fn npy_f32(shape: &[usize]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(ToString::to_string).collect();
@@ -191,31 +225,11 @@ fn export_records_a_signed_variant_that_serves_like_the_main_model() {
     assert!(err.contains("no .npy"), "{err}");
 
     // Served as the variant and as the main model: the same outputs.
-    let input = {
-        let data: Vec<f32> = (0..3 * 48 * 192)
-            .map(|i| ((i % 97) as f32) / 97.0 - 0.5)
-            .collect();
-        serde_json::json!({ "inputs": { "x": { "shape": [1, 3, 48, 192], "data": data } } })
-    };
-    let mut outputs = Vec::new();
-    for variant in ["tflite-fp32", "onnx-fp32"] {
-        let server = start(
-            Some(&env.data("d")),
-            &["serve", "--model", "ppocr", "--variant", variant],
-        );
-        let health = get(server.addr, "/v2/models/ppocr").json();
-        let answer = post_json(server.addr, "/v1/serve/ppocr/predict", &input);
-        assert_eq!(answer.status, 200, "{variant}: {}", answer.json());
-        let body = answer.json();
-        let (_, output) = body["outputs"].as_object().unwrap().iter().next().unwrap();
-        let values: Vec<f64> = output["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        outputs.push((variant, health, values));
-    }
+    let input = ppocr_input();
+    let outputs: Vec<_> = ["tflite-fp32", "onnx-fp32"]
+        .into_iter()
+        .map(|variant| predict_variant(&env, variant, "/v2/models/ppocr", &input))
+        .collect();
     // A 32-bit ARM profile prefers tflite-int8, which tract cannot run: the device serves the
     // next variant it can, tflite-fp32.
     let armv7 = start(
@@ -231,7 +245,7 @@ fn export_records_a_signed_variant_that_serves_like_the_main_model() {
         "{health}"
     );
     drop(armv7);
-    let (tflite, onnx) = (&outputs[0].2, &outputs[1].2);
+    let (tflite, onnx) = (&outputs[0].1, &outputs[1].1);
     assert_eq!(tflite.len(), 2);
     assert_eq!(tflite.len(), onnx.len());
     for (a, b) in tflite.iter().zip(onnx) {
@@ -239,10 +253,10 @@ fn export_records_a_signed_variant_that_serves_like_the_main_model() {
     }
     // The variant server really ran the TFLite file: its signature is the fixed export shape.
     assert_eq!(
-        outputs[0].1["inputs"][0]["shape"],
+        outputs[0].0["inputs"][0]["shape"],
         serde_json::json!([1, 3, 48, 192]),
         "{}",
-        outputs[0].1
+        outputs[0].0
     );
 }
 
@@ -575,30 +589,14 @@ fn optimize_quantize_adds_an_onnx_int8_variant_that_aq_serve_serves() {
     env.fails("d", &args[1..], 6);
 
     // aq serve serves it (tract runs the quantized ops) with the fp32 model's answer.
-    let input = {
-        let data: Vec<f32> = (0..3 * 48 * 192)
-            .map(|i| ((i % 89) as f32) / 89.0 - 0.5)
-            .collect();
-        serde_json::json!({ "inputs": { "x": { "shape": [1, 3, 48, 192], "data": data } } })
-    };
-    let mut answers = Vec::new();
-    for variant in ["onnx-int8", "onnx-fp32"] {
-        let server = start(
-            Some(&env.data("d")),
-            &["serve", "--model", "ppocr", "--variant", variant],
-        );
-        let health = get(server.addr, "/v1/serve/ppocr/health").json();
-        let answer = post_json(server.addr, "/v1/serve/ppocr/predict", &input);
-        assert_eq!(answer.status, 200, "{variant}: {}", answer.json());
-        let body = answer.json();
-        let values: Vec<f64> = body["outputs"]["save_infer_model/scale_0.tmp_1"]["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        answers.push((health["origin"].as_str().unwrap().to_owned(), values));
-    }
+    let input = ppocr_input();
+    let answers: Vec<_> = ["onnx-int8", "onnx-fp32"]
+        .into_iter()
+        .map(|variant| {
+            let (health, values) = predict_variant(&env, variant, "/v1/serve/ppocr/health", &input);
+            (health["origin"].as_str().unwrap().to_owned(), values)
+        })
+        .collect();
     assert!(
         answers[0].0.contains("variant onnx-int8"),
         "{}",
