@@ -67,7 +67,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/cross"
 
 echo "cross/build.sh: $($RUSTC --version) for $triple"
 start=$(date +%s)
-cargo build --release --locked --target "$triple" -p aq-agent --bin aq
+# Devices get no export passes (feature `export`): they run packs, build machines make them.
+cargo build --release --locked --target "$triple" -p aq-agent --bin aq --no-default-features
 bin="$CARGO_TARGET_DIR/$triple/release/aq"
 dist="${AQ_DIST:-$PWD/dist}"
 mkdir -p "$dist"

@@ -123,6 +123,7 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
         if let Some(e) = cause.downcast_ref::<TrustError>() {
             return from_store_kind(aq_store::trust_kind(e));
         }
+        #[cfg(feature = "export")]
         if let Some(e) = cause.downcast_ref::<aq_optimize::ExportError>() {
             return match e {
                 aq_optimize::ExportError::Unsupported(_) => ExitCode::Unsupported,

@@ -3,12 +3,15 @@
 mod agent;
 mod dev;
 mod device;
+#[cfg(feature = "export")]
 mod export;
 mod key;
+#[cfg(feature = "export")]
 mod optimize;
 mod pack;
 mod rollout;
 pub(crate) mod serve;
+#[cfg(feature = "export")]
 mod variant;
 
 use std::path::Path;
@@ -35,10 +38,18 @@ pub fn dispatch(command: Command, settings: &Settings, printer: &Printer) -> any
         Command::Agent(AgentCommand::Run(args)) => agent::run(args, settings, printer),
         Command::Rollout(cmd) => rollout::run(cmd, printer),
         Command::Deploy(args) => rollout::deploy(args, settings, printer),
+        #[cfg(feature = "export")]
         Command::Export(args) => export::run(args, settings, printer),
+        #[cfg(feature = "export")]
         Command::Optimize(crate::cli::OptimizeCommand::Quantize(args)) => {
             optimize::quantize(args, settings, printer)
         }
+        #[cfg(not(feature = "export"))]
+        Command::Export(_) | Command::Optimize(_) => Err(user_error(
+            ExitCode::InvalidInput,
+            "this aq was built without export passes (cargo feature `export`, left out of device \
+             builds): run aq export or aq optimize on a build machine",
+        )),
         Command::Pack(cmd) => match cmd {
             PackCommand::Save(args) => pack::save::run(args, settings, printer),
             PackCommand::List => pack::list::run(settings, printer),
