@@ -170,7 +170,7 @@ impl Graph {
                 options: read_options(&op, builtin)?,
             });
         }
-        Ok(Graph {
+        let graph = Graph {
             tensors,
             operators,
             inputs: sub.inputs().map(|v| v.iter().collect()).unwrap_or_default(),
@@ -178,7 +178,33 @@ impl Graph {
                 .outputs()
                 .map(|v| v.iter().collect())
                 .unwrap_or_default(),
-        })
+        };
+        graph.check_indices()?;
+        Ok(graph)
+    }
+
+    /// Every tensor index names a tensor (or is -1, an absent optional input), and every op
+    /// writes at least one tensor: passes index without further checks.
+    fn check_indices(&self) -> Result<(), ExportError> {
+        let count = self.tensors.len() as i64;
+        let valid = |t: &i32| *t == -1 || (0..count).contains(&i64::from(*t));
+        for (i, op) in self.operators.iter().enumerate() {
+            if op.outputs.is_empty() || !op.inputs.iter().chain(&op.outputs).all(valid) {
+                return Err(bad(format!(
+                    "operator {i} ({:?}) has a bad tensor index",
+                    op.code
+                )));
+            }
+        }
+        if !self
+            .inputs
+            .iter()
+            .chain(&self.outputs)
+            .all(|t| *t >= 0 && valid(t))
+        {
+            return Err(bad("a graph input or output has a bad tensor index"));
+        }
+        Ok(())
     }
 
     /// Adds a tensor and returns its index.
@@ -770,6 +796,23 @@ mod tests {
                 (b.code, b.version, &b.inputs, &b.outputs, &b.options)
             );
         }
-        assert_eq!((graph.inputs, graph.outputs), (again.inputs, again.outputs));
+        assert_eq!(
+            (&graph.inputs, &graph.outputs),
+            (&again.inputs, &again.outputs)
+        );
+
+        // Hostile files: an index past the tensors, truncations, noise. Errors, never panics.
+        let mut lying = graph.clone();
+        lying.operators[3].inputs[0] = 9999;
+        assert!(Graph::read(&lying.write()).is_err());
+        let mut no_output = graph.clone();
+        no_output.operators[0].outputs.clear();
+        assert!(Graph::read(&no_output.write()).is_err());
+        for cut in [0, 8, exported.bytes.len() / 2, exported.bytes.len() - 1] {
+            assert!(Graph::read(&exported.bytes[..cut]).is_err(), "cut at {cut}");
+            let ranges = Default::default();
+            assert!(crate::tflite::quantize::quantize(&exported.bytes[..cut], &ranges).is_err());
+        }
+        assert!(Graph::read(b"TFL3 but not a flatbuffer at all").is_err());
     }
 }

@@ -303,7 +303,16 @@ impl Pass<'_> {
         let values = tensor
             .f32_values()
             .ok_or_else(|| err(format!("weights {} are not a float constant", tensor.name)))?;
-        let shape: Vec<usize> = tensor.shape.iter().map(|d| *d as usize).collect();
+        let shape: Vec<usize> = tensor.shape.iter().map(|d| (*d).max(0) as usize).collect();
+        if axis.is_some_and(|a| a >= shape.len()) || shape.iter().product::<usize>() != values.len()
+        {
+            return Err(err(format!(
+                "weights {} have shape {:?} and {} values",
+                tensor.name,
+                tensor.shape,
+                values.len()
+            )));
+        }
         let (channels, inner, outer) = match axis {
             Some(a) => (
                 shape[a],
