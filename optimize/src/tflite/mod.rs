@@ -97,7 +97,8 @@ fn export_fp32(onnx: &[u8], shapes: &InputShapes) -> Result<(Exported, TypedMode
     guarded(|| tract_tflite::tflite().write(&rewritten, &mut bytes))
         .map_err(|e| ExportError::Write(format!("{e:#}")))?;
     let mut graph = graph::Graph::read(&bytes)?;
-    if transposes::cancel_round_trips(&mut graph) > 0 {
+    let pairs = transposes::cancel_round_trips(&mut graph);
+    if pairs + transposes::remove_layout_regions(&mut graph) > 0 {
         bytes = graph.write();
     }
     let self_check_max_abs = self_check(&source, &bytes)?;

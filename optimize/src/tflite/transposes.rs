@@ -168,3 +168,228 @@ pub fn cancel_round_trips(graph: &mut Graph) -> usize {
     graph.compact();
     removed
 }
+
+/// Reductions that keep their rank: their axes follow a layout change by renumbering.
+fn keep_dims_reduction(op: &Operator) -> bool {
+    matches!(
+        op.code,
+        Op::SUM | Op::MEAN | Op::REDUCE_MAX | Op::REDUCE_MIN | Op::REDUCE_PROD
+    ) && op.options == super::graph::Options::Reducer(true)
+}
+
+/// The int32 values of a constant tensor.
+fn int32_values(graph: &Graph, tensor: i32) -> Option<Vec<i32>> {
+    let t = graph.tensors.get(tensor as usize)?;
+    if t.dtype != tract_tflite::tflite::TensorType::INT32 {
+        return None;
+    }
+    let data = t.data.as_ref()?;
+    Some(
+        data.chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
+}
+
+/// A region of the graph in the "inner" layout of some TRANSPOSE ops with one permutation
+/// (the openings), left only through TRANSPOSE ops with the inverse permutation (the
+/// closings), and made of layout-blind ops and rank-keeping reductions. Squeeze-excite blocks
+/// give such regions with several openings: the gate comes back through its own transpose.
+struct Region {
+    perm: Vec<usize>,
+    openings: Vec<usize>,
+    closings: Vec<usize>,
+    ops: Vec<usize>,
+    tensors: std::collections::HashSet<i32>,
+}
+
+fn grow_region(graph: &Graph, seed: usize) -> Option<Region> {
+    use std::collections::{HashMap, HashSet};
+    let perm = permutation(graph, &graph.operators[seed])?;
+    let rank = perm.len();
+    let mut producer: HashMap<i32, usize> = HashMap::new();
+    let mut consumers: HashMap<i32, Vec<usize>> = HashMap::new();
+    for (i, op) in graph.operators.iter().enumerate() {
+        for t in &op.outputs {
+            producer.insert(*t, i);
+        }
+        for t in &op.inputs {
+            consumers.entry(*t).or_default().push(i);
+        }
+    }
+    let is_opening = |i: usize| {
+        graph.operators[i].code == Op::TRANSPOSE
+            && permutation(graph, &graph.operators[i]).as_deref() == Some(&perm[..])
+    };
+    let is_closing = |i: usize| {
+        graph.operators[i].code == Op::TRANSPOSE
+            && permutation(graph, &graph.operators[i])
+                .is_some_and(|q| q.len() == rank && (0..rank).all(|k| perm[q[k]] == k))
+    };
+    let mut region = Region {
+        perm: perm.clone(),
+        openings: vec![seed],
+        closings: Vec::new(),
+        ops: Vec::new(),
+        tensors: HashSet::from([graph.operators[seed].outputs[0]]),
+    };
+    // Forward from region tensors to their readers; backward from a region op's other inputs
+    // to where they come from (an opening, or layout-blind ops that lead to openings).
+    let mut queue = vec![graph.operators[seed].outputs[0]];
+    let mut back: Vec<i32> = Vec::new();
+    let admit =
+        |region: &mut Region, c: usize, back: &mut Vec<i32>, queue: &mut Vec<i32>| -> Option<()> {
+            let op = &graph.operators[c];
+            let reduction = keep_dims_reduction(op);
+            if !(layout_blind(op.code) || reduction) || op.outputs.len() != 1 {
+                return None;
+            }
+            if graph.tensors[op.outputs[0] as usize].shape.len() != rank {
+                return None;
+            }
+            for (slot, &input) in op.inputs.iter().enumerate() {
+                if region.tensors.contains(&input) {
+                    continue;
+                }
+                if reduction && slot == 1 {
+                    int32_values(graph, input)?;
+                } else if graph.tensors[input as usize].data.is_some() {
+                    if !permutable_constant(graph, input, rank) {
+                        return None;
+                    }
+                } else {
+                    back.push(input);
+                }
+            }
+            region.ops.push(c);
+            region.tensors.insert(op.outputs[0]);
+            queue.push(op.outputs[0]);
+            Some(())
+        };
+    loop {
+        if let Some(t) = queue.pop() {
+            if graph.outputs.contains(&t) {
+                return None;
+            }
+            for &c in consumers.get(&t).map(Vec::as_slice).unwrap_or(&[]) {
+                if region.ops.contains(&c) || region.closings.contains(&c) {
+                    continue;
+                }
+                if is_closing(c) {
+                    region.closings.push(c);
+                    continue;
+                }
+                admit(&mut region, c, &mut back, &mut queue)?;
+            }
+        } else if let Some(t) = back.pop() {
+            if region.tensors.contains(&t) {
+                continue;
+            }
+            let p = *producer.get(&t)?;
+            if is_opening(p) {
+                region.openings.push(p);
+                region.tensors.insert(t);
+                queue.push(t);
+            } else {
+                admit(&mut region, p, &mut back, &mut queue)?;
+            }
+        } else {
+            break;
+        }
+    }
+    Some(region)
+}
+
+/// Removes every region's openings and closings (see [`Region`]); the region's ops then work
+/// in the outer layout. Returns how many regions.
+pub fn remove_layout_regions(graph: &mut Graph) -> usize {
+    use std::collections::HashMap;
+    let mut removed = 0;
+    'search: loop {
+        for seed in 0..graph.operators.len() {
+            if graph.operators[seed].code != Op::TRANSPOSE {
+                continue;
+            }
+            let Some(region) = grow_region(graph, seed) else {
+                continue;
+            };
+            if region.closings.is_empty() {
+                continue;
+            }
+            let perm = &region.perm;
+            // Readers of an opening's output read its input; readers of a closing's output
+            // read what the closing read (then in the outer layout).
+            let mut replace: HashMap<i32, i32> = HashMap::new();
+            for &o in &region.openings {
+                let op = &graph.operators[o];
+                replace.insert(op.outputs[0], op.inputs[0]);
+            }
+            for &c in &region.closings {
+                let op = &graph.operators[c];
+                let source = *replace.get(&op.inputs[0]).unwrap_or(&op.inputs[0]);
+                replace.insert(op.outputs[0], source);
+            }
+            for &i in &region.ops {
+                let inputs = graph.operators[i].inputs.clone();
+                let reduction = keep_dims_reduction(&graph.operators[i]);
+                for (slot, t) in inputs.iter().enumerate() {
+                    if let Some(r) = replace.get(t) {
+                        graph.operators[i].inputs[slot] = *r;
+                    } else if reduction && slot == 1 {
+                        // Inner axis a is outer axis perm[a].
+                        let axes = int32_values(graph, *t).unwrap_or_default();
+                        let mut copy = graph.tensors[*t as usize].clone();
+                        copy.data = Some(
+                            axes.iter()
+                                .flat_map(|a| {
+                                    let a = if *a < 0 { *a + perm.len() as i32 } else { *a };
+                                    (perm[a as usize] as i32).to_le_bytes()
+                                })
+                                .collect(),
+                        );
+                        copy.name = format!("{}.outer_layout", copy.name);
+                        graph.operators[i].inputs[slot] = graph.push(copy);
+                    } else if !region.tensors.contains(t)
+                        && graph.tensors[*t as usize].data.is_some()
+                        && !graph.tensors[*t as usize].shape.is_empty()
+                    {
+                        let mut copy = graph.tensors[*t as usize].clone();
+                        copy.shape = unpermute(&copy.shape, perm);
+                        copy.name = format!("{}.outer_layout", copy.name);
+                        graph.operators[i].inputs[slot] = graph.push(copy);
+                    }
+                }
+                let out = graph.operators[i].outputs[0] as usize;
+                graph.tensors[out].shape = unpermute(&graph.tensors[out].shape, perm);
+            }
+            for op in &mut graph.operators {
+                for t in &mut op.inputs {
+                    if let Some(r) = replace.get(t) {
+                        *t = *r;
+                    }
+                }
+            }
+            for t in &mut graph.outputs {
+                if let Some(r) = replace.get(t) {
+                    *t = *r;
+                }
+            }
+            let mut gone: Vec<usize> = region
+                .openings
+                .iter()
+                .chain(&region.closings)
+                .copied()
+                .collect();
+            gone.sort_unstable();
+            gone.dedup();
+            for i in gone.into_iter().rev() {
+                graph.operators.remove(i);
+            }
+            removed += 1;
+            continue 'search;
+        }
+        break;
+    }
+    graph.compact();
+    removed
+}
