@@ -74,9 +74,17 @@ pub enum OptimizeCommand {
 pub struct QuantizeArgs {
     /// NAME:VERSION (or NAME, NAME:TAG) in the local registry
     pub reference: String,
-    /// dynamic: int8 weights per channel, activations quantized at run time (no calibration)
+    /// How activations are quantized (weights are int8 per output channel either way)
     #[arg(long, value_enum)]
     pub mode: QuantizeMode,
+    /// For --mode static: a directory of float32 .npy inputs that set the activation ranges
+    /// (each in the model's input shape, or a stack [N, ...] of them)
+    #[arg(long, value_name = "DIR", required_if_eq("mode", "static"))]
+    pub calibration: Option<PathBuf>,
+    /// For --mode static: fix an input's shape for calibration (repeatable); an unknown
+    /// leading (batch) axis defaults to 1. The quantized model keeps the model's own shapes.
+    #[arg(long = "input-shape", value_name = "NAME=D1,D2,...")]
+    pub input_shapes: Vec<String>,
     /// Secret key to sign the pack's extended manifest (required when the pack is signed)
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
@@ -84,7 +92,12 @@ pub struct QuantizeArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum QuantizeMode {
+    /// Activations quantized at run time (DynamicQuantizeLinear, ConvInteger, MatMulInteger);
+    /// no calibration data
     Dynamic,
+    /// Activation ranges calibrated on --calibration inputs (QuantizeLinear, QLinearConv,
+    /// QLinearMatMul, DequantizeLinear); int8 stays between consecutive convolutions
+    Static,
 }
 
 /// What `aq export` converts to.

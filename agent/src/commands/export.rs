@@ -371,7 +371,7 @@ fn layout_model(
 }
 
 /// Every `*.npy` file of `dir`, in name order.
-fn read_calibration(dir: &Path) -> anyhow::Result<Vec<aq_optimize::npy::Array>> {
+pub(super) fn read_calibration(dir: &Path) -> anyhow::Result<Vec<aq_optimize::npy::Array>> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("failed to read the calibration directory {}", dir.display()))?
         .filter_map(Result::ok)
@@ -446,7 +446,7 @@ fn specs(tensors: &[aq_optimize::tflite::TensorSig]) -> Vec<TensorSpec> {
 }
 
 /// Parses `NAME=D1,D2,...` pairs.
-fn parse_input_shapes(pairs: &[String]) -> anyhow::Result<InputShapes> {
+pub(super) fn parse_input_shapes(pairs: &[String]) -> anyhow::Result<InputShapes> {
     let mut shapes = InputShapes::new();
     for pair in pairs {
         let bad = || {

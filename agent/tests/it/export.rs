@@ -45,6 +45,15 @@ fn predict_variant(
 
 /// A float32 .npy file of `shape` with values in [-1, 1).
 fn npy_f32(shape: &[usize]) -> Vec<u8> {
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 2000) as f32 / 1000.0 - 1.0)
+        .collect();
+    npy_from(shape, &values)
+}
+
+/// A float32 .npy file of `shape` holding `values`.
+fn npy_from(shape: &[usize], values: &[f32]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(ToString::to_string).collect();
     let mut header = format!(
         "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
@@ -57,9 +66,8 @@ fn npy_f32(shape: &[usize]) -> Vec<u8> {
     let mut out = b"\x93NUMPY\x01\x00".to_vec();
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    let n: usize = shape.iter().product();
-    for i in 0..n {
-        out.extend_from_slice(&(((i * 7919) % 2000) as f32 / 1000.0 - 1.0).to_le_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
     }
     out
 }
@@ -428,8 +436,8 @@ fn triton_export_is_a_repository_entry_triton_s_schema_accepts() {
     );
 }
 
-/// Every file under `dir` with its bytes.
-fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+/// Every file under `dir` with its length and a hash of its bytes (short in a failure message).
+fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, (usize, u64)> {
     let mut out = std::collections::BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -438,7 +446,13 @@ fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
             if path.is_dir() {
                 stack.push(path);
             } else {
-                out.insert(path.display().to_string(), std::fs::read(&path).unwrap());
+                let bytes = std::fs::read(&path).unwrap();
+                let mut hasher = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(&bytes, &mut hasher);
+                out.insert(
+                    path.display().to_string(),
+                    (bytes.len(), std::hash::Hasher::finish(&hasher)),
+                );
             }
         }
     }
@@ -605,6 +619,93 @@ fn optimize_quantize_adds_an_onnx_int8_variant_that_aq_serve_serves() {
     let (q, f) = (&answers[0].1, &answers[1].1);
     let top = |v: &[f64]| if v[0] >= v[1] { 0 } else { 1 };
     assert_eq!(top(q), top(f), "{q:?} vs {f:?}");
+    assert!((q[0] - f[0]).abs() < 0.2, "{q:?} vs {f:?}");
+
+    // Static: calibrated activations. Refusals first, each leaving the registry as it was.
+    save(&env, &model, "ppocr", "2.0.0", Some(key));
+    // What the registry holds: the blobs, and the version's manifest as the registry reads it
+    // (redb's file bytes may change on any open).
+    let state = || {
+        (
+            tree(&env.data("d").join("blobs")),
+            env.ok("d", &["--json", "pack", "inspect", "ppocr:2.0.0"]),
+        )
+    };
+    let before = state();
+    let static_args = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "optimize",
+            "quantize",
+            "ppocr:2.0.0",
+            "--key",
+            key,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    // --mode static without --calibration: a usage error.
+    let out = env.aq("d", &refs(&static_args(&["--mode", "static"])));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // --calibration with --mode dynamic: refused.
+    let calibration = env.path("calibration");
+    std::fs::create_dir_all(&calibration).unwrap();
+    let dir = calibration.to_str().unwrap();
+    env.fails(
+        "d",
+        &refs(&static_args(&["--mode", "dynamic", "--calibration", dir])),
+        5,
+    );
+    // Calibration arrays of the wrong shape (ppocr's width is free: 48x100 is not 48x192).
+    std::fs::write(calibration.join("a.npy"), npy_f32(&[1, 3, 48, 100])).unwrap();
+    let shape = ["--input-shape", "x=1,3,48,192"];
+    let mut wrong = static_args(&["--mode", "static", "--calibration", dir]);
+    wrong.extend(shape.map(str::to_owned));
+    let err = env.fails("d", &refs(&wrong), 5);
+    assert!(err.contains("[1, 3, 48, 192]"), "{err}");
+    assert!(state() == before, "a refused quantization changed the registry");
+    std::fs::write(calibration.join("a.npy"), npy_f32(&[4, 3, 48, 192])).unwrap();
+    // The input predicted below is one of the calibration samples.
+    let values: Vec<f32> = input["inputs"]["x"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    std::fs::write(calibration.join("b.npy"), npy_from(&[1, 3, 48, 192], &values)).unwrap();
+    wrong.insert(0, "--json".to_owned());
+    let report = json(&env.ok("d", &refs(&wrong)));
+    assert_eq!(report["mode"], "static", "{report}");
+    assert_eq!(report["calibration_inputs"], 5, "{report}");
+    assert!(report["bytes"].as_u64().unwrap() * 2 < report["source_bytes"].as_u64().unwrap());
+    env.ok("d", &["pack", "verify", "ppocr:2.0.0"]);
+    let inspected = json(&env.ok("d", &["--json", "pack", "inspect", "ppocr:2.0.0"]));
+    let notes = inspected["manifest"]["variants"][0]["notes"].to_string();
+    assert!(notes.contains("int8 static"), "{notes}");
+    let served = |variant: &str| {
+        let server = start(
+            Some(&env.data("d")),
+            &["serve", "--model", "ppocr:2.0.0", "--variant", variant],
+        );
+        let answer = post_json(server.addr, "/v1/serve/ppocr/predict", &input);
+        assert_eq!(answer.status, 200, "{variant}: {}", answer.json());
+        let body = answer.json();
+        let (_, output) = body["outputs"].as_object().unwrap().iter().next().unwrap();
+        output["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect::<Vec<f64>>()
+    };
+    let (q, f) = (served("onnx-int8"), served("onnx-fp32"));
+    assert_eq!(top(&q), top(&f), "{q:?} vs {f:?}");
     assert!((q[0] - f[0]).abs() < 0.2, "{q:?} vs {f:?}");
 
     // A model without convolutions or matrix products: nothing to quantize.

@@ -126,29 +126,12 @@ fn samples_for(
             inputs.len()
         )));
     };
-    let want = &input.shape;
-    let per_sample: usize = want.iter().product();
-    let mut samples = Vec::new();
-    for (i, array) in arrays.iter().enumerate() {
-        let stacked = want.first() == Some(&1)
-            && array.shape.len() == want.len()
-            && array.shape[1..] == want[1..];
-        if array.shape != *want && !stacked {
-            return Err(ExportError::Calibration(format!(
-                "array {i} has shape {:?}; input {:?} takes {want:?} (or a stack [N, ...] of them)",
-                array.shape, input.name
-            )));
-        }
-        for values in array.values.chunks_exact(per_sample.max(1)) {
-            let t = Tensor::from_shape(want, values)
-                .map_err(|e| ExportError::Calibration(format!("{e:#}")))?;
-            samples.push(vec![t]);
-        }
-    }
-    if samples.is_empty() {
-        return Err(ExportError::Calibration("no calibration inputs".into()));
-    }
-    Ok(samples)
+    Ok(
+        crate::calibration::samples(&input.name, &input.shape, arrays)?
+            .into_iter()
+            .map(|t| vec![t])
+            .collect(),
+    )
 }
 
 /// Runs `model` on every sample and records each labelled outlet's float range.
