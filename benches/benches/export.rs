@@ -217,14 +217,52 @@ fn cell(v: &serde_json::Value, key: &str, fmt: impl Fn(f64) -> String) -> String
 
 fn main() {
     let python = script_output("tests/python/setup.sh");
-    let onnx2tf_bin = script_output("benches/python/onnx2tf-setup.sh");
     let work = tempfile::tempdir().unwrap();
+    // `cargo bench --bench export -- onnx-int8` runs only the last table (no onnx2tf).
+    if !std::env::args().any(|a| a == "onnx-int8") {
+        tflite_tables(&python, work.path());
+    }
+    onnx_int8_table(&python, work.path());
+}
+
+/// Writes `count` image crops for `model` under `dir` (make_inputs.py), unless already there.
+fn crops(
+    python: &std::path::Path,
+    model: &Model,
+    dir: &std::path::Path,
+    count: usize,
+    seed: u64,
+    raw: Option<&std::path::Path>,
+) {
+    if dir.exists() {
+        return;
+    }
+    let shape = model.shape.map(|d| d.to_string()).join(",");
+    let mut c = Command::new(python);
+    c.arg(root().join("tests/python/make_inputs.py"))
+        .arg(dir)
+        .args([
+            "--shape",
+            &shape,
+            "--norm",
+            model.norm.unwrap_or("imagenet"),
+        ])
+        .args(["--count", &count.to_string(), "--seed", &seed.to_string()]);
+    if let Some(r) = raw {
+        c.arg("--raw-nhwc").arg(r);
+    }
+    assert!(c.status().unwrap().success());
+}
+
+/// fp32 and int8 TFLite exports next to onnx2tf's.
+fn tflite_tables(python: &std::path::Path, work: &std::path::Path) {
+    let onnx2tf_bin = script_output("benches/python/onnx2tf-setup.sh");
     // onnx2tf checks models with a 3-channel image input on 20 sample images that it
     // downloads from GitHub unless this file is in its working directory: offline, it gets
     // 20 crops of our sample images in the same form (NHWC, 128x128, values in [0, 1]).
-    let made = Command::new(&python)
+    let made = Command::new(python)
         .arg(root().join("tests/python/make_inputs.py"))
-        .arg(work.path().join("onnx2tf_samples"))
+        .arg(work.join("onnx2tf_samples"))
         .args([
             "--shape",
             "1,3,128,128",
@@ -234,10 +272,7 @@ fn main() {
             "7",
             "--raw-nhwc",
         ])
-        .arg(
-            work.path()
-                .join("calibration_image_sample_data_20x128x128x3_float32.npy"),
-        )
+        .arg(work.join("calibration_image_sample_data_20x128x128x3_float32.npy"))
         .status()
         .unwrap();
     assert!(made.success());
@@ -262,7 +297,7 @@ fn main() {
             ours = Some(result);
         }
         times.sort();
-        let ours_file = work.path().join(model.file.replace(".onnx", ".aq.tflite"));
+        let ours_file = work.join(model.file.replace(".onnx", ".aq.tflite"));
         let (ours_time, ours_size, ours_latency) = match ours.unwrap() {
             Ok(e) => {
                 std::fs::write(&ours_file, &e.bytes).unwrap();
@@ -280,7 +315,7 @@ fn main() {
             Err(e) => (format!("fails: {e}"), "-".into(), "-".into()),
         };
         let (theirs_time, theirs_size, theirs_latency) =
-            match onnx2tf(&onnx2tf_bin, work.path(), model, &[]) {
+            match onnx2tf(&onnx2tf_bin, work, model, &[]) {
                 Ok((t, dir)) => {
                     let f = dir.join(model.file.replace(".onnx", "_float32.tflite"));
                     let l = litert(&python, &source, &f, None);
@@ -310,24 +345,13 @@ fn main() {
     println!("| model | tool | time | size (x fp32) | LiteRT latency | top-1 agreement |");
     println!("|---|---|---|---|---|---|");
     for model in MODELS.iter().filter(|m| m.norm.is_some()) {
-        let norm = model.norm.unwrap();
         let source = root().join("fixtures/models").join(model.file);
         let stem = model.file.trim_end_matches(".onnx");
-        let shape = model.shape.map(|d| d.to_string()).join(",");
-        let cal = work.path().join(format!("{stem}_cal"));
-        let held = work.path().join(format!("{stem}_held"));
-        let raw = work.path().join(format!("{stem}_calib_nhwc.npy"));
-        for (dir, count, seed, raw_out) in [(&cal, 32, 1, Some(&raw)), (&held, 100, 2, None)] {
-            let mut c = Command::new(&python);
-            c.arg(root().join("tests/python/make_inputs.py"))
-                .arg(dir)
-                .args(["--shape", &shape, "--norm", norm])
-                .args(["--count", &count.to_string(), "--seed", &seed.to_string()]);
-            if let Some(r) = raw_out {
-                c.arg("--raw-nhwc").arg(r);
-            }
-            assert!(c.status().unwrap().success());
-        }
+        let cal = work.join(format!("{stem}_cal"));
+        let held = work.join(format!("{stem}_held"));
+        let raw = work.join(format!("{stem}_calib_nhwc.npy"));
+        crops(python, model, &cal, 32, 1, Some(&raw));
+        crops(python, model, &held, 100, 2, None);
         let arrays: Vec<_> = {
             let mut files: Vec<_> = std::fs::read_dir(&cal)
                 .unwrap()
@@ -344,7 +368,7 @@ fn main() {
         let start = Instant::now();
         let ours = aq_optimize::tflite::export_int8(&onnx, &shapes, &arrays).unwrap();
         let ours_time = start.elapsed();
-        let ours_file = work.path().join(format!("{stem}.aq.int8.tflite"));
+        let ours_file = work.join(format!("{stem}.aq.int8.tflite"));
         std::fs::write(&ours_file, &ours.bytes).unwrap();
         let l = litert(&python, &source, &ours_file, Some(&held));
         println!(
@@ -356,7 +380,7 @@ fn main() {
             cell(&l, "latency_ms", |v| format!("{v:.2}")),
             cell(&l, "agreement", |v| format!("{:.1}%", v * 100.0)),
         );
-        let (mean, std) = mean_std(norm);
+        let (mean, std) = mean_std(model.norm.unwrap_or("imagenet"));
         let extra = [
             "-oiqt".to_owned(),
             "-cind".to_owned(),
@@ -365,7 +389,7 @@ fn main() {
             mean.to_owned(),
             std.to_owned(),
         ];
-        match onnx2tf(&onnx2tf_bin, work.path(), model, &extra) {
+        match onnx2tf(&onnx2tf_bin, work, model, &extra) {
             Ok((t, dir)) => {
                 let f = dir.join(format!("{stem}_integer_quant.tflite"));
                 let fp32 = std::fs::metadata(dir.join(format!("{stem}_float32.tflite")))
@@ -389,55 +413,76 @@ fn main() {
             ),
         }
     }
+}
 
+/// `aq optimize quantize` (dynamic and static) run by tract next to the fp32 model.
+fn onnx_int8_table(python: &std::path::Path, work: &std::path::Path) {
     println!();
     println!(
-        "ONNX int8 (aq optimize quantize --mode dynamic), run by tract as aq serve runs it: 1 thread, median over the 100 held-out crops"
+        "ONNX int8 (aq optimize quantize), run by tract as aq serve runs it: 1 thread, median over the 100 held-out crops; static calibrated on the same 32 crops as above"
     );
     println!();
-    println!("| model | size (x fp32) | tract fp32 | tract int8 | top-1 agreement |");
-    println!("|---|---|---|---|---|");
+    println!("| model | mode | size (x fp32) | tract fp32 | tract int8 | top-1 agreement |");
+    println!("|---|---|---|---|---|---|");
     for model in MODELS.iter().filter(|m| m.norm.is_some()) {
         let stem = model.file.trim_end_matches(".onnx");
         let onnx = std::fs::read(root().join("fixtures/models").join(model.file)).unwrap();
-        let q = aq_optimize::onnx_quant::quantize_dynamic(&onnx).unwrap();
-        let held = work.path().join(format!("{stem}_held"));
-        let mut files: Vec<_> = std::fs::read_dir(&held)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        let inputs: Vec<_> = files
-            .iter()
-            .map(|f| aq_optimize::npy::read_f32(&std::fs::read(f).unwrap()).unwrap())
-            .collect();
-        let (fp32, int8) = (
-            tract_plan(&onnx, &model.shape),
-            tract_plan(&q.bytes, &model.shape),
+        let read_dir = |dir: std::path::PathBuf| -> Vec<aq_optimize::npy::Array> {
+            let mut files: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            files
+                .iter()
+                .map(|f| aq_optimize::npy::read_f32(&std::fs::read(f).unwrap()).unwrap())
+                .collect()
+        };
+        let (cal, held) = (
+            work.join(format!("{stem}_cal")),
+            work.join(format!("{stem}_held")),
         );
-        let (mut t_fp32, mut t_int8, mut agree) = (Vec::new(), Vec::new(), 0);
-        for array in &inputs {
-            let x = tract_onnx::prelude::Tensor::from_shape(&model.shape, &array.values).unwrap();
-            let start = Instant::now();
-            let a = fp32
-                .run(std::iter::once(x.clone().into()).collect())
-                .unwrap();
-            t_fp32.push(start.elapsed());
-            let start = Instant::now();
-            let b = int8.run(std::iter::once(x.into()).collect()).unwrap();
-            t_int8.push(start.elapsed());
-            agree += usize::from(argmax(&a[0]) == argmax(&b[0]));
+        crops(python, model, &cal, 32, 1, None);
+        crops(python, model, &held, 100, 2, None);
+        let inputs = read_dir(held);
+        let calibration = read_dir(cal);
+        let shapes =
+            aq_optimize::InputShapes::from([(model.input.to_owned(), model.shape.to_vec())]);
+        for mode in ["dynamic", "static"] {
+            let q = match mode {
+                "dynamic" => aq_optimize::onnx_quant::quantize_dynamic(&onnx),
+                _ => aq_optimize::onnx_quant::quantize_static(&onnx, &shapes, &calibration),
+            }
+            .unwrap();
+            let (fp32, int8) = (
+                tract_plan(&onnx, &model.shape),
+                tract_plan(&q.bytes, &model.shape),
+            );
+            let (mut t_fp32, mut t_int8, mut agree) = (Vec::new(), Vec::new(), 0);
+            for array in &inputs {
+                let x =
+                    tract_onnx::prelude::Tensor::from_shape(&model.shape, &array.values).unwrap();
+                let start = Instant::now();
+                let a = fp32
+                    .run(std::iter::once(x.clone().into()).collect())
+                    .unwrap();
+                t_fp32.push(start.elapsed());
+                let start = Instant::now();
+                let b = int8.run(std::iter::once(x.into()).collect()).unwrap();
+                t_int8.push(start.elapsed());
+                agree += usize::from(argmax(&a[0]) == argmax(&b[0]));
+            }
+            t_fp32.sort();
+            t_int8.sort();
+            println!(
+                "| {} | {mode} | {} ({:.2}x) | {:.2} ms | {:.2} ms | {:.1}% |",
+                model.file,
+                mb(q.bytes.len() as u64),
+                q.bytes.len() as f64 / onnx.len() as f64,
+                t_fp32[t_fp32.len() / 2].as_secs_f64() * 1e3,
+                t_int8[t_int8.len() / 2].as_secs_f64() * 1e3,
+                agree as f64 * 100.0 / inputs.len() as f64,
+            );
         }
-        t_fp32.sort();
-        t_int8.sort();
-        println!(
-            "| {} | {} ({:.2}x) | {:.2} ms | {:.2} ms | {:.1}% |",
-            model.file,
-            mb(q.bytes.len() as u64),
-            q.bytes.len() as f64 / onnx.len() as f64,
-            t_fp32[t_fp32.len() / 2].as_secs_f64() * 1e3,
-            t_int8[t_int8.len() / 2].as_secs_f64() * 1e3,
-            agree as f64 * 100.0 / inputs.len() as f64,
-        );
     }
 }

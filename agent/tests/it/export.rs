@@ -633,15 +633,9 @@ fn optimize_quantize_adds_an_onnx_int8_variant_that_aq_serve_serves() {
     };
     let before = state();
     let static_args = |extra: &[&str]| -> Vec<String> {
-        let mut args: Vec<String> = [
-            "optimize",
-            "quantize",
-            "ppocr:2.0.0",
-            "--key",
-            key,
-        ]
-        .map(str::to_owned)
-        .to_vec();
+        let mut args: Vec<String> = ["optimize", "quantize", "ppocr:2.0.0", "--key", key]
+            .map(str::to_owned)
+            .to_vec();
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         args
     };
@@ -669,7 +663,10 @@ fn optimize_quantize_adds_an_onnx_int8_variant_that_aq_serve_serves() {
     wrong.extend(shape.map(str::to_owned));
     let err = env.fails("d", &refs(&wrong), 5);
     assert!(err.contains("[1, 3, 48, 192]"), "{err}");
-    assert!(state() == before, "a refused quantization changed the registry");
+    assert!(
+        state() == before,
+        "a refused quantization changed the registry"
+    );
     std::fs::write(calibration.join("a.npy"), npy_f32(&[4, 3, 48, 192])).unwrap();
     // The input predicted below is one of the calibration samples.
     let values: Vec<f32> = input["inputs"]["x"]["data"]
@@ -678,7 +675,11 @@ fn optimize_quantize_adds_an_onnx_int8_variant_that_aq_serve_serves() {
         .iter()
         .map(|v| v.as_f64().unwrap() as f32)
         .collect();
-    std::fs::write(calibration.join("b.npy"), npy_from(&[1, 3, 48, 192], &values)).unwrap();
+    std::fs::write(
+        calibration.join("b.npy"),
+        npy_from(&[1, 3, 48, 192], &values),
+    )
+    .unwrap();
     wrong.insert(0, "--json".to_owned());
     let report = json(&env.ok("d", &refs(&wrong)));
     assert_eq!(report["mode"], "static", "{report}");

@@ -296,7 +296,7 @@ fn plan(graph: &pb::GraphProto, consts: &HashMap<String, TensorProto>) -> Vec<Pl
         if consts.contains_key(x) {
             continue;
         }
-        if weighted(n, consts).is_none() {
+        if weighted(n, consts).is_none() || grouped(n) {
             continue;
         }
         let folded_relu = match readers.get(output.as_str()).map(Vec::as_slice) {
@@ -317,6 +317,14 @@ fn plan(graph: &pb::GraphProto, consts: &HashMap<String, TensorProto>) -> Vec<Pl
         });
     }
     plans
+}
+
+/// A grouped (depthwise) convolution. Static mode leaves these float: tract runs a quantized
+/// grouped convolution as an im2col and a matrix product per group, many times slower than
+/// its float depthwise kernel, and depthwise kernels (few weights per channel, large after
+/// batch-norm folding) are where int8 loses most accuracy.
+fn grouped(n: &NodeProto) -> bool {
+    n.op_type == "Conv" && super::int_attr(n, "group").unwrap_or(1) > 1
 }
 
 /// Runs the float model on every calibration sample with each `watched` tensor made an
