@@ -301,7 +301,7 @@ fn tflite_tables(python: &std::path::Path, work: &std::path::Path) {
         let (ours_time, ours_size, ours_latency) = match ours.unwrap() {
             Ok(e) => {
                 std::fs::write(&ours_file, &e.bytes).unwrap();
-                let l = litert(&python, &source, &ours_file, None);
+                let l = litert(python, &source, &ours_file, None);
                 (
                     format!("{:.2} s", times[1].as_secs_f64()),
                     mb(e.bytes.len() as u64),
@@ -318,7 +318,7 @@ fn tflite_tables(python: &std::path::Path, work: &std::path::Path) {
             match onnx2tf(&onnx2tf_bin, work, model, &[]) {
                 Ok((t, dir)) => {
                     let f = dir.join(model.file.replace(".onnx", "_float32.tflite"));
-                    let l = litert(&python, &source, &f, None);
+                    let l = litert(python, &source, &f, None);
                     (
                         format!("{:.1} s", t.as_secs_f64()),
                         mb(std::fs::metadata(&f).unwrap().len()),
@@ -370,7 +370,7 @@ fn tflite_tables(python: &std::path::Path, work: &std::path::Path) {
         let ours_time = start.elapsed();
         let ours_file = work.join(format!("{stem}.aq.int8.tflite"));
         std::fs::write(&ours_file, &ours.bytes).unwrap();
-        let l = litert(&python, &source, &ours_file, Some(&held));
+        let l = litert(python, &source, &ours_file, Some(&held));
         println!(
             "| {} | aq export --quantize int8 | {:.1} s | {} ({:.2}x) | {} ms | {} |",
             model.file,
@@ -396,7 +396,7 @@ fn tflite_tables(python: &std::path::Path, work: &std::path::Path) {
                     .unwrap()
                     .len();
                 let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
-                let l = litert(&python, &source, &f, Some(&held));
+                let l = litert(python, &source, &f, Some(&held));
                 println!(
                     "| {} | onnx2tf -oiqt (integer_quant) | {:.1} s (all variants) | {} ({:.2}x) | {} ms | {} |",
                     model.file,
