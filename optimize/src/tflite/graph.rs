@@ -207,6 +207,16 @@ impl Graph {
         Ok(())
     }
 
+    /// The indices of the ops that read `tensor`.
+    pub fn consumers(&self, tensor: i32) -> Vec<usize> {
+        self.operators
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| op.inputs.contains(&tensor))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// Adds a tensor and returns its index.
     pub fn push(&mut self, tensor: Tensor) -> i32 {
         self.tensors.push(tensor);

@@ -18,6 +18,7 @@ use tract_onnx::prelude::*;
 use crate::error::{ExportError, UnsupportedOp};
 use crate::source::{InputShapes, typed_onnx};
 
+mod fuse;
 mod graph;
 mod prepare;
 pub mod quantize;
@@ -98,7 +99,8 @@ fn export_fp32(onnx: &[u8], shapes: &InputShapes) -> Result<(Exported, TypedMode
         .map_err(|e| ExportError::Write(format!("{e:#}")))?;
     let mut graph = graph::Graph::read(&bytes)?;
     let pairs = transposes::cancel_round_trips(&mut graph);
-    if pairs + transposes::remove_layout_regions(&mut graph) > 0 {
+    let regions = transposes::remove_layout_regions(&mut graph);
+    if pairs + regions + fuse::fuse(&mut graph) > 0 {
         bytes = graph.write();
     }
     let self_check_max_abs = self_check(&source, &bytes)?;

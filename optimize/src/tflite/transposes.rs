@@ -47,16 +47,6 @@ fn permutation(graph: &Graph, op: &Operator) -> Option<Vec<usize>> {
     values.iter().map(|v| usize::try_from(*v).ok()).collect()
 }
 
-fn consumers(graph: &Graph, tensor: i32) -> Vec<usize> {
-    graph
-        .operators
-        .iter()
-        .enumerate()
-        .filter(|(_, op)| op.inputs.contains(&tensor))
-        .map(|(i, _)| i)
-        .collect()
-}
-
 /// `shape` with its axes put back through the inverse of `perm` (out[perm[i]] = shape[i]).
 fn unpermute(shape: &[i32], perm: &[usize]) -> Vec<i32> {
     let mut out = vec![0; shape.len()];
@@ -95,7 +85,7 @@ pub fn cancel_round_trips(graph: &mut Graph) -> usize {
                 if graph.outputs.contains(&current) {
                     break None;
                 }
-                let next = consumers(graph, current);
+                let next = graph.consumers(current);
                 let [next] = next[..] else { break None };
                 let candidate = &graph.operators[next];
                 if candidate.code == Op::TRANSPOSE {
