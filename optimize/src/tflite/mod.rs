@@ -51,7 +51,7 @@ pub struct Exported {
 
 /// Exports an ONNX model to TFLite fp32.
 pub fn export(onnx: &[u8], shapes: &InputShapes) -> Result<Exported, ExportError> {
-    Ok(export_fp32(onnx, shapes)?.0)
+    Ok(export_fp32(onnx, shapes, Use::Float)?.0)
 }
 
 /// Exports a single-input ONNX model to full-integer int8 TFLite, calibrated on `calibration`:
@@ -62,7 +62,7 @@ pub fn export_int8(
     shapes: &InputShapes,
     calibration: &[crate::npy::Array],
 ) -> Result<Exported, ExportError> {
-    let (fp32, rewritten) = export_fp32(onnx, shapes)?;
+    let (fp32, rewritten) = export_fp32(onnx, shapes, Use::Int8)?;
     let samples = samples_for(&fp32.inputs, calibration)?;
     let ranges = calibrate(&rewritten, &samples)?;
     let bytes = quantize::quantize(&fp32.bytes, &ranges)?;
@@ -78,7 +78,18 @@ pub fn export_int8(
 
 /// The fp32 export, and the rewritten tract graph it was written from (its outlet labels
 /// are the TFLite tensor names).
-fn export_fp32(onnx: &[u8], shapes: &InputShapes) -> Result<(Exported, TypedModel), ExportError> {
+/// What an fp32 export is for: the op fusions that pay off differ (see [`fuse`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    Float,
+    Int8,
+}
+
+fn export_fp32(
+    onnx: &[u8],
+    shapes: &InputShapes,
+    usage: Use,
+) -> Result<(Exported, TypedModel), ExportError> {
     let source = typed_onnx(onnx, shapes)?;
     let mut typed = source.clone();
     guarded(|| prepare::prepare(&mut typed))
@@ -100,7 +111,7 @@ fn export_fp32(onnx: &[u8], shapes: &InputShapes) -> Result<(Exported, TypedMode
     let mut graph = graph::Graph::read(&bytes)?;
     let pairs = transposes::cancel_round_trips(&mut graph);
     let regions = transposes::remove_layout_regions(&mut graph);
-    if pairs + regions + fuse::fuse(&mut graph) > 0 {
+    if pairs + regions + fuse::fuse(&mut graph, usage == Use::Float) > 0 {
         bytes = graph.write();
     }
     let self_check_max_abs = self_check(&source, &bytes)?;
