@@ -264,22 +264,29 @@ impl Graph {
             .for_each(remap);
     }
 
-    /// Writes the flatbuffer (schema version 3, identifier `TFL3`).
+    /// Writes the flatbuffer (schema version 3, identifier `TFL3`). Constants with the same
+    /// bytes share one buffer (TFLite buffers are read-only).
     pub fn write(&self) -> Vec<u8> {
         let mut fb = flatbuffers::FlatBufferBuilder::new();
         let empty = tflite::Buffer::create(&mut fb, &tflite::BufferArgs { data: None });
         let mut buffers = vec![empty];
+        let mut written: std::collections::HashMap<&[u8], u32> = std::collections::HashMap::new();
         let mut tensors = Vec::new();
         for t in &self.tensors {
             let buffer = match &t.data {
-                Some(data) => {
-                    let data = fb.create_vector(data);
-                    buffers.push(tflite::Buffer::create(
-                        &mut fb,
-                        &tflite::BufferArgs { data: Some(data) },
-                    ));
-                    buffers.len() as u32 - 1
-                }
+                Some(data) => match written.get(data.as_slice()) {
+                    Some(&index) => index,
+                    None => {
+                        let bytes = fb.create_vector(data);
+                        buffers.push(tflite::Buffer::create(
+                            &mut fb,
+                            &tflite::BufferArgs { data: Some(bytes) },
+                        ));
+                        let index = buffers.len() as u32 - 1;
+                        written.insert(data.as_slice(), index);
+                        index
+                    }
+                },
                 None => 0,
             };
             let quantization = t.quant.as_ref().map(|q| {
@@ -824,5 +831,41 @@ mod tests {
             assert!(crate::tflite::quantize::quantize(&exported.bytes[..cut], &ranges).is_err());
         }
         assert!(Graph::read(b"TFL3 but not a flatbuffer at all").is_err());
+    }
+
+    /// Two constants with the same bytes are written once and read back as two tensors.
+    #[test]
+    fn identical_constants_share_one_buffer() {
+        let onnx = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/models/ppocr_cls.onnx"
+        ))
+        .unwrap();
+        let shapes = [("x".to_owned(), vec![1, 3, 48, 192])].into();
+        let exported = crate::tflite::export(&onnx, &shapes).unwrap();
+        let mut graph = Graph::read(&exported.bytes).unwrap();
+        let (big, bytes) = graph
+            .tensors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| t.data.as_ref().map(|d| (i, d.len())))
+            .max_by_key(|(_, len)| *len)
+            .unwrap();
+        let mut twin = graph.tensors[big].clone();
+        twin.name.push_str(".twin");
+        graph.push(twin);
+        // An extra tensor no op reads still counts (compact would drop it): the file grows by
+        // the tensor's table, not by its data.
+        let once = graph.write();
+        assert!(
+            once.len() < exported.bytes.len() + bytes / 2,
+            "{} vs {}",
+            once.len(),
+            exported.bytes.len()
+        );
+        let again = Graph::read(&once).unwrap();
+        let last = again.tensors.last().unwrap();
+        assert_eq!(last.data, again.tensors[big].data);
+        assert!(last.name.ends_with(".twin"));
     }
 }

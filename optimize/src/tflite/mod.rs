@@ -109,11 +109,11 @@ fn export_fp32(
     guarded(|| tract_tflite::tflite().write(&rewritten, &mut bytes))
         .map_err(|e| ExportError::Write(format!("{e:#}")))?;
     let mut graph = graph::Graph::read(&bytes)?;
-    let pairs = transposes::cancel_round_trips(&mut graph);
-    let regions = transposes::remove_layout_regions(&mut graph);
-    if pairs + regions + fuse::fuse(&mut graph, usage == Use::Float) > 0 {
-        bytes = graph.write();
-    }
+    transposes::cancel_round_trips(&mut graph);
+    transposes::remove_layout_regions(&mut graph);
+    fuse::fuse(&mut graph, usage == Use::Float);
+    // Always written again: our writer also shares the buffers of identical constants.
+    bytes = graph.write();
     let self_check_max_abs = self_check(&source, &bytes)?;
     let ops = tflite_ops(&bytes)?;
     let exported = Exported {
