@@ -85,23 +85,27 @@ fn constants(graph: &pb::GraphProto) -> HashMap<String, TensorProto> {
     constants
 }
 
-/// The float values of a constant, in C order, when it is a plain float tensor.
+/// The float values of a constant, in C order, when it is a plain float tensor whose value
+/// count matches its dims.
 fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
     if t.data_type != FLOAT || !t.external_data.is_empty() {
         return None;
     }
-    if !t.float_data.is_empty() {
-        return Some(t.float_data.clone());
-    }
-    if !t.raw_data.len().is_multiple_of(4) {
+    let values: Vec<f32> = if !t.float_data.is_empty() {
+        t.float_data.clone()
+    } else if t.raw_data.len().is_multiple_of(4) {
+        t.raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    } else {
         return None;
-    }
-    let values: Vec<f32> = t
-        .raw_data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    let count: i64 = t.dims.iter().product();
+    };
+    // Hostile dims must not overflow (or panic) on the way.
+    let count = t
+        .dims
+        .iter()
+        .try_fold(1i64, |n, d| if *d < 0 { None } else { n.checked_mul(*d) })?;
     (usize::try_from(count).ok() == Some(values.len())).then_some(values)
 }
 
@@ -269,6 +273,15 @@ mod tests {
         let mut t = f32_tensor("w", &[2, 2], &[1.0, 2.0, 3.0, 4.0]);
         assert_eq!(float_values(&t).map(|v| v.len()), Some(4));
         t.raw_data.truncate(8);
+        assert_eq!(float_values(&t), None);
+        // float_data of the wrong length, hostile dims: not weights, and no panic.
+        let mut t = f32_tensor("w", &[2, 3], &[]);
+        t.raw_data.clear();
+        t.float_data = vec![1.0; 5];
+        assert_eq!(float_values(&t), None);
+        t.dims = vec![i64::MAX, 4];
+        assert_eq!(float_values(&t), None);
+        t.dims = vec![-1, -5];
         assert_eq!(float_values(&t), None);
     }
 }

@@ -201,6 +201,15 @@ fn static_quantization_refuses_bad_calibration_data() {
     .unwrap_err();
     assert!(err.to_string().contains("opset"), "{err}");
     assert!(quantize_static(b"not onnx", &shapes, &[]).is_err());
+    // Truncated models: errors from both modes, never a panic.
+    let sample = aq_optimize::npy::Array {
+        shape: vec![1, 3, 48, 192],
+        values: vec![0.5; 3 * 48 * 192],
+    };
+    for cut in [1, onnx.len() / 3, onnx.len() / 2, onnx.len() - 7] {
+        assert!(quantize_static(&onnx[..cut], &shapes, std::slice::from_ref(&sample)).is_err());
+        assert!(quantize_dynamic(&onnx[..cut]).is_err());
+    }
 }
 
 #[test]
