@@ -222,19 +222,7 @@ fn prefix(node: &NodeProto, index: usize) -> String {
 fn quantize_weights(values: &[f32], dims: &[i64], axis: usize) -> (Vec<u8>, Vec<f32>) {
     let channels = dims[axis] as usize;
     let inner: usize = dims[axis + 1..].iter().map(|d| *d as usize).product();
-    let channel_of = |i: usize| (i / inner.max(1)) % channels.max(1);
-    let mut max_abs = vec![0f32; channels];
-    for (i, v) in values.iter().enumerate() {
-        let c = channel_of(i);
-        max_abs[c] = max_abs[c].max(v.abs());
-    }
-    let scales: Vec<f32> = max_abs.iter().map(|m| (m / 127.0).max(1e-12)).collect();
-    let data = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (v / scales[channel_of(i)]).round().clamp(-127.0, 127.0) as i8 as u8)
-        .collect();
-    (data, scales)
+    crate::int8::symmetric_per_channel(values, channels, inner)
 }
 
 /// Replaces the graph's nodes with `nodes` and adds the `added` initializers. Constants that

@@ -313,27 +313,11 @@ impl Pass<'_> {
                 values.len()
             )));
         }
-        let (channels, inner, outer) = match axis {
-            Some(a) => (
-                shape[a],
-                shape[a + 1..].iter().product::<usize>(),
-                shape[..a].iter().product::<usize>(),
-            ),
-            None => (1, values.len(), 1),
+        let (channels, inner) = match axis {
+            Some(a) => (shape[a], shape[a + 1..].iter().product::<usize>()),
+            None => (1, values.len()),
         };
-        let _ = outer;
-        let channel_of = |i: usize| (i / inner) % channels;
-        let mut max_abs = vec![0f32; channels];
-        for (i, v) in values.iter().enumerate() {
-            let c = channel_of(i);
-            max_abs[c] = max_abs[c].max(v.abs());
-        }
-        let scales: Vec<f32> = max_abs.iter().map(|m| (m / 127.0).max(1e-8)).collect();
-        let data = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (v / scales[channel_of(i)]).round().clamp(-127.0, 127.0) as i8 as u8)
-            .collect();
+        let (data, scales) = crate::int8::symmetric_per_channel(&values, channels, inner);
         let int8 = Tensor {
             name: format!("{}.int8", tensor.name),
             shape: tensor.shape.clone(),
