@@ -96,7 +96,8 @@ pub enum QuantizeMode {
     /// no calibration data
     Dynamic,
     /// Activation ranges calibrated on --calibration inputs (QuantizeLinear, QLinearConv,
-    /// QLinearMatMul, DequantizeLinear); int8 stays between consecutive convolutions
+    /// QLinearMatMul, DequantizeLinear); int8 stays between consecutive convolutions;
+    /// depthwise convolutions stay float (tract runs them faster so)
     Static,
 }
 
