@@ -90,12 +90,22 @@ async fn take_reports(state: Arc<State>, client: AsyncClient, mut inbox: mpsc::R
             continue;
         }
         let count = batch.len();
+        let started = std::time::Instant::now();
         match fleet_call(&state, move |f| f.reports(&batch, SystemTime::now())).await {
             Ok(refused) => {
                 for (device, e) in refused {
                     tracing::warn!(%device, error = %e, "report refused");
                 }
-                tracing::debug!(reports = count, "reports taken");
+                let took = started.elapsed();
+                if took > SLOW {
+                    tracing::warn!(
+                        reports = count,
+                        ms = took.as_millis() as u64,
+                        "slow report batch"
+                    );
+                } else {
+                    tracing::debug!(reports = count, "reports taken");
+                }
             }
             Err(e) => tracing::error!(error = %e, "reports could not be recorded"),
         }
@@ -134,8 +144,13 @@ async fn tick(state: Arc<State>) {
                 Err(e) => tracing::error!(error = %e, "resend scan failed"),
             }
         }
+        let started = std::time::Instant::now();
         match fleet_call(&state, |f| f.tick(SystemTime::now())).await {
             Ok(out) => {
+                let took = started.elapsed();
+                if took > SLOW {
+                    tracing::warn!(ms = took.as_millis() as u64, "slow rollout tick");
+                }
                 for p in out {
                     let _ = state.publish.send(p);
                 }
@@ -144,6 +159,10 @@ async fn tick(state: Arc<State>) {
         }
     }
 }
+
+/// A report batch or rollout tick that takes longer than this is logged: the fleet store is
+/// falling behind.
+const SLOW: Duration = Duration::from_millis(500);
 
 /// Reports waiting to be recorded before new ones are dropped.
 const INBOX: usize = 65_536;
