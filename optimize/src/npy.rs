@@ -1,4 +1,4 @@
-//! Reading NumPy `.npy` arrays of float32 (calibration inputs). Bytes in, values out.
+//! NumPy `.npy` arrays of float32 (calibration inputs): read from bytes, written to bytes.
 
 use crate::error::ExportError;
 
@@ -76,23 +76,61 @@ pub fn read_f32(bytes: &[u8]) -> Result<Array, ExportError> {
     Ok(Array { shape, values })
 }
 
+/// A version 1.0 `.npy` file of a little-endian float32 C-order array, as `numpy.save`
+/// writes it.
+pub fn write_f32(shape: &[usize], values: &[f32]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(ToString::to_string).collect();
+    let tuple = match dims.as_slice() {
+        [one] => format!("({one},)"),
+        _ => format!("({})", dims.join(", ")),
+    };
+    encode(&tuple, values)
+}
+
+/// The file for a shape given as Python tuple text (tests also write lying shapes with it).
+fn encode(shape: &str, values: &[f32]) -> Vec<u8> {
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    // Magic (6) + version (2) + length (2) + header + newline, padded to 64 bytes.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY".to_vec();
+    match u16::try_from(header.len()) {
+        Ok(len) => {
+            out.extend_from_slice(&[1, 0]);
+            out.extend_from_slice(&len.to_le_bytes());
+        }
+        // Version 2.0 only widens the length (to 4 bytes), for headers of many dimensions;
+        // the padding rule differs by 2 bytes, which readers do not check.
+        Err(_) => {
+            out.extend_from_slice(&[2, 0]);
+            out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        }
+    }
+    out.extend_from_slice(header.as_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn npy(shape: &str, values: &[f32]) -> Vec<u8> {
-        let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
-        while (10 + header.len() + 1) % 64 != 0 {
-            header.push(' ');
+        encode(shape, values)
+    }
+
+    #[test]
+    fn what_is_written_reads_back() {
+        for shape in [vec![3], vec![2, 3], vec![1, 3, 2, 2], vec![0]] {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 1.0).collect();
+            let read = read_f32(&write_f32(&shape, &values)).unwrap();
+            assert_eq!(read, Array { shape, values });
         }
-        header.push('\n');
-        let mut out = b"\x93NUMPY\x01\x00".to_vec();
-        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        out.extend_from_slice(header.as_bytes());
-        for v in values {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out
     }
 
     #[test]

@@ -17,17 +17,18 @@ fn ppocr_input() -> serde_json::Value {
     serde_json::json!({ "inputs": { "x": { "shape": [1, 3, 48, 192], "data": data } } })
 }
 
-/// Serves ppocr from data dir `d` with `--variant VARIANT` and predicts `input` once; returns
-/// the document at `info_path` and the first output's values.
+/// Serves `model` (a ppocr reference) from data dir `d` with `--variant VARIANT` and predicts
+/// `input` once; returns the document at `info_path` and the first output's values.
 fn predict_variant(
     env: &Env,
+    model: &str,
     variant: &str,
     info_path: &str,
     input: &serde_json::Value,
 ) -> (serde_json::Value, Vec<f64>) {
     let server = start(
         Some(&env.data("d")),
-        &["serve", "--model", "ppocr", "--variant", variant],
+        &["serve", "--model", model, "--variant", variant],
     );
     let info = get(server.addr, info_path).json();
     let answer = post_json(server.addr, "/v1/serve/ppocr/predict", input);
@@ -49,27 +50,7 @@ fn npy_f32(shape: &[usize]) -> Vec<u8> {
     let values: Vec<f32> = (0..n)
         .map(|i| ((i * 7919) % 2000) as f32 / 1000.0 - 1.0)
         .collect();
-    npy_from(shape, &values)
-}
-
-/// A float32 .npy file of `shape` holding `values`.
-fn npy_from(shape: &[usize], values: &[f32]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(ToString::to_string).collect();
-    let mut header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
-        dims.join(", ")
-    );
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out
+    aq_optimize::npy::write_f32(shape, &values)
 }
 
 /// `aq pack save MODEL --name NAME --version VERSION [--key KEY]` in data dir `d`.
@@ -236,7 +217,7 @@ fn export_records_a_signed_variant_that_serves_like_the_main_model() {
     let input = ppocr_input();
     let outputs: Vec<_> = ["tflite-fp32", "onnx-fp32"]
         .into_iter()
-        .map(|variant| predict_variant(&env, variant, "/v2/models/ppocr", &input))
+        .map(|variant| predict_variant(&env, "ppocr", variant, "/v2/models/ppocr", &input))
         .collect();
     // A 32-bit ARM profile prefers tflite-int8, which tract cannot run: the device serves the
     // next variant it can, tflite-fp32.
@@ -607,7 +588,13 @@ fn optimize_quantize_adds_an_onnx_int8_variant_that_aq_serve_serves() {
     let answers: Vec<_> = ["onnx-int8", "onnx-fp32"]
         .into_iter()
         .map(|variant| {
-            let (health, values) = predict_variant(&env, variant, "/v1/serve/ppocr/health", &input);
+            let (health, values) = predict_variant(
+                &env,
+                "ppocr:1.0.0",
+                variant,
+                "/v1/serve/ppocr/health",
+                &input,
+            );
             (health["origin"].as_str().unwrap().to_owned(), values)
         })
         .collect();
@@ -677,7 +664,7 @@ fn optimize_quantize_adds_an_onnx_int8_variant_that_aq_serve_serves() {
         .collect();
     std::fs::write(
         calibration.join("b.npy"),
-        npy_from(&[1, 3, 48, 192], &values),
+        aq_optimize::npy::write_f32(&[1, 3, 48, 192], &values),
     )
     .unwrap();
     wrong.insert(0, "--json".to_owned());
@@ -689,21 +676,15 @@ fn optimize_quantize_adds_an_onnx_int8_variant_that_aq_serve_serves() {
     let inspected = json(&env.ok("d", &["--json", "pack", "inspect", "ppocr:2.0.0"]));
     let notes = inspected["manifest"]["variants"][0]["notes"].to_string();
     assert!(notes.contains("int8 static"), "{notes}");
-    let served = |variant: &str| {
-        let server = start(
-            Some(&env.data("d")),
-            &["serve", "--model", "ppocr:2.0.0", "--variant", variant],
-        );
-        let answer = post_json(server.addr, "/v1/serve/ppocr/predict", &input);
-        assert_eq!(answer.status, 200, "{variant}: {}", answer.json());
-        let body = answer.json();
-        let (_, output) = body["outputs"].as_object().unwrap().iter().next().unwrap();
-        output["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect::<Vec<f64>>()
+    let served = |variant| {
+        predict_variant(
+            &env,
+            "ppocr:2.0.0",
+            variant,
+            "/v1/serve/ppocr/health",
+            &input,
+        )
+        .1
     };
     let (q, f) = (served("onnx-int8"), served("onnx-fp32"));
     assert_eq!(top(&q), top(&f), "{q:?} vs {f:?}");

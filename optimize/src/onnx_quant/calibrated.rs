@@ -50,6 +50,7 @@ impl Affine {
 /// output, or the output of the Relu folded into it.
 struct Plan {
     index: usize,
+    weights: super::Weighted,
     output: String,
     folded_relu: Option<usize>,
 }
@@ -107,15 +108,9 @@ pub fn quantize_static(
             rewrite.nodes.push(original);
             continue;
         };
-        let Some(w) = weighted(&original, &rewrite.consts) else {
-            return Err(bad(format!(
-                "{}: weights changed while planning",
-                original.name
-            )));
-        };
-        before += w.values.len() * 4;
-        after += w.values.len();
-        rewrite.node(&original, index, &w, &p.output)?;
+        before += p.weights.values.len() * 4;
+        after += p.weights.values.len();
+        rewrite.node(&original, index, &p.weights, &p.output)?;
         *counts.entry(original.op_type.clone()).or_insert(0) += 1;
     }
     let graph_outputs: HashSet<String> = graph.output.iter().map(|o| o.name.clone()).collect();
@@ -296,9 +291,12 @@ fn plan(graph: &pb::GraphProto, consts: &HashMap<String, TensorProto>) -> Vec<Pl
         if consts.contains_key(x) {
             continue;
         }
-        if weighted(n, consts).is_none() || grouped(n) {
+        if grouped(n) {
             continue;
         }
+        let Some(weights) = weighted(n, consts) else {
+            continue;
+        };
         let folded_relu = match readers.get(output.as_str()).map(Vec::as_slice) {
             Some([r]) if n.op_type == "Conv" && !graph_outputs.contains(output.as_str()) => {
                 let reader = &graph.node[*r];
@@ -312,6 +310,7 @@ fn plan(graph: &pb::GraphProto, consts: &HashMap<String, TensorProto>) -> Vec<Pl
         };
         plans.push(Plan {
             index,
+            weights,
             output,
             folded_relu,
         });

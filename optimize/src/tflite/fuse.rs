@@ -172,7 +172,7 @@ fn activations(graph: &mut Graph) -> usize {
                     | Op::SUB
                     | Op::MUL
             ) || graph.operators[producer].outputs.len() != 1
-                || activation_slot(&mut graph.operators[producer].options.clone()).is_none()
+                || activation_slot(&mut graph.operators[producer].options).is_none()
             {
                 continue;
             }

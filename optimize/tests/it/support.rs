@@ -156,22 +156,7 @@ pub fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> pb::TensorProto {
     }
 }
 
-/// Writes a float32 `.npy` file (format 1.0, C order).
+/// Writes a float32 `.npy` file.
 pub fn write_npy(path: &Path, shape: &[usize], values: &[f32]) {
-    let dims: Vec<String> = shape.iter().map(ToString::to_string).collect();
-    let shape = match dims.len() {
-        1 => format!("({},)", dims[0]),
-        _ => format!("({})", dims.join(", ")),
-    };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
-    // Magic (6) + version (2) + length (2) + header + newline, padded to 64 bytes.
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header.as_bytes());
-    bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-    std::fs::write(path, bytes).unwrap();
+    std::fs::write(path, aq_optimize::npy::write_f32(shape, values)).unwrap();
 }
