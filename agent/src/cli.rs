@@ -78,7 +78,8 @@ pub struct QuantizeArgs {
     #[arg(long, value_enum)]
     pub mode: QuantizeMode,
     /// For --mode static: a directory of float32 .npy inputs that set the activation ranges
-    /// (each in the model's input shape, or a stack [N, ...] of them)
+    /// (each in the model's input shape, or a stack [N, ...] of them), preprocessed as in
+    /// serving and like what the model will see: about 100 is plenty
     #[arg(long, value_name = "DIR", required_if_eq("mode", "static"))]
     pub calibration: Option<PathBuf>,
     /// For --mode static: fix an input's shape for calibration (repeatable); an unknown
@@ -143,7 +144,8 @@ pub struct ModelExportArgs {
     #[arg(long, value_enum, requires = "calibration")]
     pub quantize: Option<Quantize>,
     /// Calibration inputs for --quantize: a directory of float32 .npy files, each one input (or
-    /// a stack [N, ...] of them)
+    /// a stack [N, ...] of them), preprocessed as in serving and like what the model will see:
+    /// about 100 is plenty
     #[arg(long, value_name = "DIR")]
     pub calibration: Option<PathBuf>,
 }
