@@ -8,7 +8,8 @@
 //!    applied it (and until the server has taken every report and marked the rollout
 //!    complete), and the server's RSS.
 //!
-//! `AQ_FLEET_SIZES` (default `1000,10000`) picks the fleet sizes.
+//! `AQ_FLEET_SIZES` (default `1000,10000`) picks the fleet sizes, `AQ_FLEET_BROKERS` (default
+//! `builtin,mosquitto`) the brokers, and `AQ_FLEET_BIN_DIR` prebuilt binaries.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -41,8 +42,13 @@ fn target_dir() -> PathBuf {
         .to_owned()
 }
 
-/// Builds the release `aq` and `aq-sync` beside this bench.
+/// Builds the release `aq` and `aq-sync` beside this bench, or takes them from
+/// `AQ_FLEET_BIN_DIR` (say a build with symbols, to run `perf` on the server).
 fn build_binaries() -> (PathBuf, PathBuf) {
+    if let Some(dir) = std::env::var_os("AQ_FLEET_BIN_DIR") {
+        let dir = PathBuf::from(dir);
+        return (dir.join("aq"), dir.join("aq-sync"));
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .args([
