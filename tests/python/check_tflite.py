@@ -1,11 +1,14 @@
 """Checks a TFLite export against its ONNX source: onnxruntime runs the source, Google's LiteRT
 runs the export, on the same seeded random inputs in the export's (fixed) input shapes.
 
-Prints one JSON object: the largest absolute output difference, LiteRT's op list, and the
-input and output signatures LiteRT sees. Exits 1 when LiteRT cannot load or run the file, or
-when any output differs by more than --tolerance.
+Prints one JSON object: the largest absolute output difference, LiteRT's op list, the input
+and output signatures LiteRT sees, and how much the reference outputs vary from input to input
+(`reference_spread`: the largest standard deviation over runs of an output element; near 0
+when the model ignores its input and so a check that proves little). Exits 1 when LiteRT
+cannot load or run the file, or when any output differs by more than --tolerance (with
+--relative: by more than --tolerance times the largest reference magnitude, if above 1).
 
-usage: check_tflite.py SOURCE.onnx EXPORT.tflite [--tolerance 1e-4] [--runs 3]
+usage: check_tflite.py SOURCE.onnx EXPORT.tflite [--tolerance 1e-4] [--relative] [--runs 3]
 """
 
 import argparse
@@ -22,6 +25,7 @@ def main():
     ap.add_argument("onnx")
     ap.add_argument("tflite")
     ap.add_argument("--tolerance", type=float, default=1e-4)
+    ap.add_argument("--relative", action="store_true")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
 
@@ -39,7 +43,7 @@ def main():
         fail(f"the export has {len(tfl_inputs)} inputs, the source {len(ort_inputs)}")
 
     rng = np.random.default_rng(7)
-    worst = 0.0
+    worst, magnitude, references = 0.0, 0.0, []
     for _ in range(args.runs):
         feeds = [rng.uniform(-1, 1, size=tuple(d["shape"])).astype(d["dtype"]) for d in tfl_inputs]
         for detail, value in zip(tfl_inputs, feeds):
@@ -53,16 +57,21 @@ def main():
             if g.shape != w.shape:
                 fail(f"output shape {g.shape} but the source gives {w.shape}")
             worst = max(worst, float(np.max(np.abs(g.astype(np.float64) - w.astype(np.float64)))))
+            magnitude = max(magnitude, float(np.max(np.abs(w))))
+        references.append(np.concatenate([w.astype(np.float64).reshape(-1) for w in want]))
 
     report = {
         "max_abs": worst,
+        "reference_spread": float(np.max(np.std(np.stack(references), axis=0))),
+        "reference_magnitude": magnitude,
         "ops": ops,
         "inputs": [[d["name"], list(map(int, d["shape"])), np.dtype(d["dtype"]).name] for d in tfl_inputs],
         "outputs": [[d["name"], list(map(int, d["shape"])), np.dtype(d["dtype"]).name] for d in tfl_outputs],
     }
     print(json.dumps(report))
-    if not worst <= args.tolerance:
-        fail(f"max abs difference {worst} exceeds {args.tolerance}")
+    tolerance = args.tolerance * (max(1.0, magnitude) if args.relative else 1.0)
+    if not worst <= tolerance:
+        fail(f"max abs difference {worst} exceeds {tolerance}")
 
 
 def fail(message):

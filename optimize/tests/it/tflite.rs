@@ -74,6 +74,47 @@ fn every_fixture_model_exports_and_litert_matches_onnxruntime() {
     );
 }
 
+/// The `*_light` fixtures have constant weights: their outputs ignore the input, so they
+/// cannot show a layout mistake. The same architectures with seeded random weights must give
+/// onnxruntime's outputs in LiteRT (within 1e-4 of the output's scale), outputs that vary with
+/// the input, and almost no TRANSPOSE left: concatenations, slices, pads and ShuffleNet's
+/// channel shuffles follow the convolutions into NHWC. (densenet121's output still barely
+/// moves with the input under random weights, 1e-8 of its scale, so the variation is not
+/// required of it.)
+#[test]
+fn light_models_with_random_weights_export_to_nhwc_and_match_onnxruntime() {
+    let dir = tempfile::tempdir().unwrap();
+    for (file, most_transposes) in [
+        ("squeezenet_light.onnx", 2),
+        ("resnet50_light.onnx", 2),
+        // Its 16 channel shuffles keep their own 5-D TRANSPOSE.
+        ("shufflenet_light.onnx", 18),
+        ("inception_v1_light.onnx", 2),
+        ("densenet121_light.onnx", 2),
+    ] {
+        let onnx = crate::support::with_random_weights(&std::fs::read(fixture(file)).unwrap(), 1);
+        let source = dir.path().join(file);
+        std::fs::write(&source, &onnx).unwrap();
+        let exported = export(&onnx, &InputShapes::new()).unwrap();
+        let transposes = exported.ops.get("TRANSPOSE").copied().unwrap_or(0);
+        assert!(transposes <= most_transposes, "{file}: {:?}", exported.ops);
+        let out = dir.path().join(file.replace(".onnx", ".tflite"));
+        std::fs::write(&out, &exported.bytes).unwrap();
+        let report =
+            crate::support::litert_report(&source, &out, &["--tolerance", "1e-4", "--relative"]);
+        eprintln!("{file}: {transposes} transposes, {report}");
+        let spread = report["reference_spread"].as_f64().unwrap();
+        let magnitude = report["reference_magnitude"].as_f64().unwrap();
+        assert!(magnitude > 0.0, "{file}: {report}");
+        if file != "densenet121_light.onnx" {
+            assert!(
+                spread > 1e-5 * magnitude,
+                "{file}: the outputs hardly vary: {report}"
+            );
+        }
+    }
+}
+
 /// x -> Erf -> Add(1) -> Round -> y: Erf and Round have no TFLite translation. Committed as
 /// `fixtures/models/erf_round.onnx` for the CLI tests.
 fn erf_round() -> Vec<u8> {
