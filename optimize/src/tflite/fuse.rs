@@ -4,7 +4,10 @@
 //! - `ADD(x, 3) → MAXIMUM(0) → MINIMUM(6) → MUL(x) → MUL(1/6)` (ONNX HardSwish) becomes
 //!   `HARD_SWISH(x)`;
 //! - `MAXIMUM(y, 0)` after an op with a fused-activation slot (convolutions, fully connected,
-//!   ADD, SUB, MUL) becomes that op's `RELU`, and `MAXIMUM(0) → MINIMUM(6)` its `RELU6`.
+//!   ADD, SUB, MUL) becomes that op's `RELU`, and `MAXIMUM(0) → MINIMUM(6)` its `RELU6`;
+//! - `PAD(x, zeros) → CONV_2D / DEPTHWISE_CONV_2D (VALID)`, where the pads are exactly what
+//!   TFLite's SAME padding adds for that convolution (stride 1 with an odd kernel, mostly),
+//!   becomes the convolution with SAME padding reading `x`: no padded copy of the tensor.
 //!
 //! `SUM → MUL(1/n)` (ONNX GlobalAveragePool) stays as it is: LiteRT runs it as `MEAN`
 //! correctly, but tract reads a TFLite `MEAN` wrongly (off by 0.036 on ppocr_cls), and the
@@ -14,7 +17,9 @@
 //! requantization less (and one tensor's metadata less in the file). A chain is fused only when
 //! each intermediate tensor has exactly one reader and is not a graph output.
 
-use tract_tflite::tflite::{ActivationFunctionType as Act, BuiltinOperator as Op, BuiltinOptions};
+use tract_tflite::tflite::{
+    ActivationFunctionType as Act, BuiltinOperator as Op, BuiltinOptions, Padding,
+};
 
 use super::graph::{Graph, Options};
 
@@ -26,7 +31,8 @@ pub fn fuse(graph: &mut Graph, with_hard_swish: bool) -> usize {
         hard_swish(graph)
     } else {
         0
-    } + activations(graph);
+    } + activations(graph)
+        + same_padding(graph);
     if fused > 0 {
         graph.compact();
     }
@@ -204,5 +210,107 @@ fn activations(graph: &mut Graph) -> usize {
             continue 'search;
         }
         return fused;
+    }
+}
+
+/// The (before, after) padding TFLite's SAME adds on an axis of `size` for a kernel of `kernel`
+/// taps at `stride` and `dilation`.
+fn same_pads(size: i32, kernel: i32, stride: i32, dilation: i32) -> Option<(i32, i32)> {
+    if size < 1 || kernel < 1 || stride < 1 || dilation < 1 {
+        return None;
+    }
+    let out = (size + stride - 1) / stride;
+    let total = ((out - 1) * stride + (kernel - 1) * dilation + 1 - size).max(0);
+    Some((total / 2, total - total / 2))
+}
+
+fn same_padding(graph: &mut Graph) -> usize {
+    let mut fused = 0;
+    'search: loop {
+        for pad in 0..graph.operators.len() {
+            let op = &graph.operators[pad];
+            if !matches!(op.code, Op::PAD | Op::PADV2) || op.outputs.len() != 1 {
+                continue;
+            }
+            let zero_value = match op.inputs.get(2) {
+                Some(&value) => scalar(graph, value) == Some(0.0),
+                None => true,
+            };
+            let Some(conv) = sole_reader(graph, op.outputs[0]) else {
+                continue;
+            };
+            let c = &graph.operators[conv];
+            let (Options::Conv2D {
+                padding: Padding::VALID,
+                stride,
+                dilation,
+                ..
+            }
+            | Options::DepthwiseConv2D {
+                padding: Padding::VALID,
+                stride,
+                dilation,
+                ..
+            }) = c.options
+            else {
+                continue;
+            };
+            let (source, pads) = (
+                op.inputs[0],
+                super::transposes::int32_values(graph, op.inputs[1]),
+            );
+            let input = &graph.tensors[source as usize].shape;
+            let filter = &graph.tensors[c.inputs[1] as usize].shape;
+            // NHWC input; OHWI or 1HWC filter: height and width on axes 1 and 2. The options
+            // hold (width, height) pairs.
+            let fits = zero_value
+                && c.inputs[0] == op.outputs[0]
+                && input.len() == 4
+                && filter.len() == 4
+                && pads.is_some_and(|p| {
+                    p.len() == 8
+                        && p[..2] == [0, 0]
+                        && p[6..] == [0, 0]
+                        && same_pads(input[1], filter[1], stride.1, dilation.1)
+                            == Some((p[2], p[3]))
+                        && same_pads(input[2], filter[2], stride.0, dilation.0)
+                            == Some((p[4], p[5]))
+                });
+            if !fits {
+                continue;
+            }
+            let conv_op = &mut graph.operators[conv];
+            conv_op.inputs[0] = source;
+            if let Options::Conv2D { padding, .. } | Options::DepthwiseConv2D { padding, .. } =
+                &mut conv_op.options
+            {
+                *padding = Padding::SAME;
+            }
+            remove(graph, vec![pad]);
+            fused += 1;
+            continue 'search;
+        }
+        return fused;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_pads;
+
+    #[test]
+    fn same_padding_matches_tflite() {
+        // Stride 1, odd kernel: symmetric.
+        assert_eq!(same_pads(56, 3, 1, 1), Some((1, 1)));
+        assert_eq!(same_pads(56, 5, 1, 1), Some((2, 2)));
+        // Stride 2 on an even size: the extra pad goes after, so PyTorch's symmetric 1 is
+        // not SAME and stays an explicit PAD.
+        assert_eq!(same_pads(56, 3, 2, 1), Some((0, 1)));
+        assert_eq!(same_pads(57, 3, 2, 1), Some((1, 1)));
+        assert_eq!(same_pads(7, 1, 1, 1), Some((0, 0)));
+        // Dilation widens the kernel: 5 taps at dilation 2 cover 9.
+        assert_eq!(same_pads(5, 5, 1, 2), Some((4, 4)));
+        assert_eq!(same_pads(0, 3, 1, 1), None);
+        assert_eq!(same_pads(8, 3, 0, 1), None);
     }
 }

@@ -23,8 +23,12 @@ pub fn prepare(model: &mut TypedModel) -> TractResult<()> {
         .with_rule_for("softmax-on-one-axis", softmax_on_one_axis)
         .with_rule_for("max-pool-explicit-padding", max_pool_padding)
         .with_rule_for("avg-pool-explicit-padding", avg_pool_padding)
-        .with_rule_for("grouped-conv-as-groups", grouped_conv)
         .with_rule_for("lrn-as-conv", lrn)
+        .rewrite(&(), model)?;
+    // Only once batch norms are folded: a grouped convolution split into groups and a
+    // concatenation no longer sits right before its batch norm.
+    Rewriter::default()
+        .with_rule_for("grouped-conv-as-groups", grouped_conv)
         .rewrite(&(), model)?;
     for node in 0..model.nodes.len() {
         let name = model.nodes[node].name.clone();

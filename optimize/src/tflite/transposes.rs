@@ -234,7 +234,7 @@ fn keep_dims_reduction(op: &Operator) -> bool {
 }
 
 /// The int32 values of a constant tensor.
-fn int32_values(graph: &Graph, tensor: i32) -> Option<Vec<i32>> {
+pub(super) fn int32_values(graph: &Graph, tensor: i32) -> Option<Vec<i32>> {
     let t = graph.tensors.get(tensor as usize)?;
     if t.dtype != tract_tflite::tflite::TensorType::INT32 {
         return None;
