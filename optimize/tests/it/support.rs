@@ -234,7 +234,14 @@ pub fn with_random_weights(onnx: &[u8], seed: u64) -> Vec<u8> {
             roles.insert(name.clone(), slot);
         }
     }
-    // Batch norms written as Mul and Add by per-channel constants: scales and biases too.
+    // Batch norms written as Mul and Add by per-channel constants (densenet121 unsqueezes
+    // them first): scales and biases too.
+    let unsqueezed: std::collections::HashMap<&String, &String> = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Unsqueeze")
+        .filter_map(|n| Some((n.output.first()?, n.input.first()?)))
+        .collect();
     for n in &graph.node {
         let role = match n.op_type.as_str() {
             "Mul" => 1,
@@ -242,7 +249,8 @@ pub fn with_random_weights(onnx: &[u8], seed: u64) -> Vec<u8> {
             _ => continue,
         };
         for name in &n.input {
-            roles.entry(name.clone()).or_insert(role);
+            let source = unsqueezed.get(name).copied().unwrap_or(name);
+            roles.entry(source.clone()).or_insert(role);
         }
     }
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
