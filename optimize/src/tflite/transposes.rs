@@ -286,13 +286,21 @@ fn parameter(graph: &Graph, kind: Follow, slot: usize, tensor: i32, rank: usize)
             .map(|_| true)
     };
     match (kind, slot) {
-        (Follow::Reduction, 1) => int32_values(graph, tensor).map(|_| true),
+        (Follow::Reduction, 1) => int32_values(graph, tensor)
+            .filter(|axes| axes.iter().all(|a| axis_in(*a, rank)))
+            .map(|_| true),
         (Follow::Slice, 1 | 2) => len(rank),
         (Follow::Pad, 1) => len(2 * rank),
         // PADV2's pad value: a scalar constant used as it is.
         (Follow::Pad, 2) => graph.tensors[tensor as usize].data.as_ref().map(|_| true),
         _ => Some(false),
     }
+}
+
+/// Whether `axis` (negative counts from the end) names an axis of a rank-`rank` tensor.
+fn axis_in(axis: i32, rank: usize) -> bool {
+    let rank = rank as i32;
+    (-rank..rank).contains(&axis)
 }
 
 /// A channel shuffle: a RESHAPE that splits axis `axis` of a rank-r tensor in two, a
@@ -469,6 +477,11 @@ fn grow_region(graph: &Graph, seed: usize) -> Option<Region> {
         |region: &mut Region, c: usize, back: &mut Vec<i32>, queue: &mut Vec<i32>| -> Option<()> {
             let op = &graph.operators[c];
             let kind = follow(op)?;
+            if let super::graph::Options::Concatenation { axis, .. } = op.options
+                && !axis_in(axis, rank)
+            {
+                return None;
+            }
             if op.outputs.len() != 1 || graph.tensors[op.outputs[0] as usize].shape.len() != rank {
                 return None;
             }
