@@ -327,3 +327,72 @@ fn calibration_arrays_of_the_wrong_shape_are_refused() {
     let exported = aq_optimize::tflite::export_int8(&onnx, &shapes, &[stack]).unwrap();
     assert_eq!(exported.calibration_samples, 2);
 }
+
+/// int8 on the light architectures with random weights: the quantizer handles what the layout
+/// pass leaves in NHWC (concatenations, slices, channel shuffles, pads) and LiteRT runs the
+/// result; inception_v1's local response normalization (SQUARE, LOG, EXP) has no int8 rule,
+/// and the refusal names those ops.
+#[test]
+fn int8_exports_of_the_light_architectures_run_in_litert_or_name_what_stops_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let shape = [1usize, 3, 224, 224];
+    let noise = |seed: usize| -> Vec<f32> {
+        (0..shape.iter().product::<usize>())
+            .map(|i| (((i * 7919 + seed * 104_729) % 2001) as f32 / 1000.0) - 1.0)
+            .collect()
+    };
+    let calibration: Vec<aq_optimize::npy::Array> = (0..4)
+        .map(|s| aq_optimize::npy::Array {
+            shape: shape.to_vec(),
+            values: noise(s),
+        })
+        .collect();
+    let held = dir.path().join("held");
+    std::fs::create_dir_all(&held).unwrap();
+    for s in 0..3 {
+        crate::support::write_npy(&held.join(format!("{s}.npy")), &shape, &noise(10 + s));
+    }
+    for file in [
+        "squeezenet_light.onnx",
+        "resnet50_light.onnx",
+        "shufflenet_light.onnx",
+        "densenet121_light.onnx",
+    ] {
+        let onnx = crate::support::with_random_weights(&std::fs::read(fixture(file)).unwrap(), 1);
+        let source = dir.path().join(file);
+        std::fs::write(&source, &onnx).unwrap();
+        let exported =
+            aq_optimize::tflite::export_int8(&onnx, &InputShapes::new(), &calibration).unwrap();
+        let out = dir.path().join(file.replace(".onnx", ".int8.tflite"));
+        std::fs::write(&out, &exported.bytes).unwrap();
+        let run = std::process::Command::new(crate::support::python())
+            .arg(crate::support::python_script("check_int8.py"))
+            .arg(&source)
+            .arg(&out)
+            .arg(&held)
+            .args(["--min-agreement", "0"])
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&run.stdout);
+        eprintln!("{file}: {:?}, {report}", exported.ops);
+        assert!(
+            run.status.success(),
+            "{file}: {report}{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(
+            report.contains("\"samples\": 3") && report.contains("\"int8\""),
+            "{report}"
+        );
+    }
+    let onnx = std::fs::read(fixture("inception_v1_light.onnx")).unwrap();
+    let err =
+        aq_optimize::tflite::export_int8(&onnx, &InputShapes::new(), &calibration).unwrap_err();
+    let ExportError::Unsupported(ops) = &err else {
+        panic!("{err}");
+    };
+    let names: Vec<&str> = ops.iter().map(|o| o.op.as_str()).collect();
+    for op in ["SQUARE", "LOG"] {
+        assert!(names.contains(&op), "{names:?}");
+    }
+}
