@@ -34,60 +34,6 @@ pub fn python_script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Runs `check_tflite.py` (onnxruntime on `onnx`, LiteRT on `tflite`) and returns its report.
-pub fn litert_check(onnx: &Path, tflite: &Path, tolerance: f64) -> serde_json_lite::Report {
-    let out = Command::new(python())
-        .arg(python_script("check_tflite.py"))
-        .arg(onnx)
-        .arg(tflite)
-        .arg("--tolerance")
-        .arg(tolerance.to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "LiteRT check of {} failed: {stdout}{}",
-        tflite.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json_lite::Report::parse(&stdout)
-}
-
-/// Just enough JSON reading for the checker's one-line report, without a serde dependency.
-pub mod serde_json_lite {
-    #[derive(Debug)]
-    pub struct Report {
-        pub max_abs: f64,
-        pub ops: Vec<String>,
-        pub raw: String,
-    }
-
-    impl Report {
-        pub fn parse(line: &str) -> Report {
-            let raw = line.trim().to_owned();
-            let max_abs = raw
-                .split("\"max_abs\": ")
-                .nth(1)
-                .and_then(|rest| rest.split([',', '}']).next())
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no max_abs in {raw}"));
-            let ops = raw
-                .split("\"ops\": [")
-                .nth(1)
-                .and_then(|rest| rest.split(']').next())
-                .map(|list| {
-                    list.split(',')
-                        .map(|s| s.trim().trim_matches('"').to_owned())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default();
-            Report { max_abs, ops, raw }
-        }
-    }
-}
-
 /// A one-input, one-output ONNX graph over f32 `x` of `shape`, made of the given nodes (the
 /// last node's output is `y`), with `initializers` as constants.
 pub fn onnx_graph(
@@ -297,8 +243,8 @@ pub fn with_random_weights(onnx: &[u8], seed: u64) -> Vec<u8> {
     model.encode_to_vec()
 }
 
-/// Runs check_tflite.py with `args` after the two files; returns its JSON report (the check
-/// must pass).
+/// Runs `check_tflite.py` (onnxruntime on `onnx`, LiteRT on `tflite`) with `args` after the
+/// two files; returns its JSON report (the check must pass).
 pub fn litert_report(onnx: &Path, tflite: &Path, args: &[&str]) -> serde_json::Value {
     let out = Command::new(python())
         .arg(python_script("check_tflite.py"))
