@@ -255,12 +255,14 @@ fn same_padding(graph: &mut Graph) -> usize {
             else {
                 continue;
             };
-            let (source, pads) = (
-                op.inputs[0],
-                super::transposes::int32_values(graph, op.inputs[1]),
-            );
+            let (Some(&source), Some(&paddings), Some(&weights)) =
+                (op.inputs.first(), op.inputs.get(1), c.inputs.get(1))
+            else {
+                continue;
+            };
+            let pads = super::transposes::int32_values(graph, paddings);
             let input = &graph.tensors[source as usize].shape;
-            let filter = &graph.tensors[c.inputs[1] as usize].shape;
+            let filter = &graph.tensors[weights as usize].shape;
             // NHWC input; OHWI or 1HWC filter: height and width on axes 1 and 2. The options
             // hold (width, height) pairs.
             let fits = zero_value

@@ -546,7 +546,7 @@ fn grow_region(graph: &Graph, seed: usize) -> Option<Region> {
             // A shuffle met from its end: its merge RESHAPE, after its TRANSPOSE and split.
             let shuffle = (graph.operators[p].code == Op::RESHAPE)
                 .then(|| {
-                    let transpose = *producer.get(&graph.operators[p].inputs[0])?;
+                    let transpose = *producer.get(graph.operators[p].inputs.first()?)?;
                     let split = *producer.get(graph.operators[transpose].inputs.first()?)?;
                     Shuffle::starting_at(graph, split, rank).filter(|s| s.merge == p)
                 })
