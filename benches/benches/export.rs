@@ -223,6 +223,19 @@ const CALIBRATION: (usize, u64) = (100, 1);
 const HELD_OUT: (usize, u64) = (200, 2);
 const PHOTOS: (usize, u64) = (100, 2);
 
+/// The `.npy` arrays in `dir`, in file-name order.
+fn read_npy_dir(dir: &Path) -> Vec<aq_optimize::npy::Array> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| aq_optimize::npy::read_f32(&std::fs::read(f).unwrap()).unwrap())
+        .collect()
+}
+
 fn mb(bytes: u64) -> String {
     format!("{:.2} MB", bytes as f64 / 1e6)
 }
@@ -379,17 +392,7 @@ fn tflite_tables(python: &std::path::Path, work: &std::path::Path) {
         crops(python, model, &cal, model.content, CALIBRATION, Some(&raw));
         crops(python, model, &held, model.content, HELD_OUT, None);
         crops(python, model, &photos, "photo", PHOTOS, None);
-        let arrays: Vec<_> = {
-            let mut files: Vec<_> = std::fs::read_dir(&cal)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-            files.sort();
-            files
-                .iter()
-                .map(|f| aq_optimize::npy::read_f32(&std::fs::read(f).unwrap()).unwrap())
-                .collect()
-        };
+        let arrays = read_npy_dir(&cal);
         let onnx = std::fs::read(&source).unwrap();
         let shapes: InputShapes = [(model.input.to_owned(), model.shape.to_vec())].into();
         let start = Instant::now();
@@ -460,17 +463,6 @@ fn onnx_int8_table(python: &std::path::Path, work: &std::path::Path) {
     for model in MODELS.iter().filter(|m| m.norm.is_some()) {
         let stem = model.file.trim_end_matches(".onnx");
         let onnx = std::fs::read(root().join("fixtures/models").join(model.file)).unwrap();
-        let read_dir = |dir: std::path::PathBuf| -> Vec<aq_optimize::npy::Array> {
-            let mut files: Vec<_> = std::fs::read_dir(&dir)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-            files.sort();
-            files
-                .iter()
-                .map(|f| aq_optimize::npy::read_f32(&std::fs::read(f).unwrap()).unwrap())
-                .collect()
-        };
         let (cal, held, photos) = (
             work.join(format!("{stem}_cal")),
             work.join(format!("{stem}_held")),
@@ -479,9 +471,9 @@ fn onnx_int8_table(python: &std::path::Path, work: &std::path::Path) {
         crops(python, model, &cal, model.content, CALIBRATION, None);
         crops(python, model, &held, model.content, HELD_OUT, None);
         crops(python, model, &photos, "photo", PHOTOS, None);
-        let inputs = read_dir(held);
-        let photos = read_dir(photos);
-        let calibration = read_dir(cal);
+        let inputs = read_npy_dir(&held);
+        let photos = read_npy_dir(&photos);
+        let calibration = read_npy_dir(&cal);
         let shapes =
             aq_optimize::InputShapes::from([(model.input.to_owned(), model.shape.to_vec())]);
         for mode in ["dynamic", "static"] {
@@ -494,32 +486,28 @@ fn onnx_int8_table(python: &std::path::Path, work: &std::path::Path) {
                 tract_plan(&onnx, &model.shape),
                 tract_plan(&q.bytes, &model.shape),
             );
-            let (mut t_fp32, mut t_int8, mut agree) = (Vec::new(), Vec::new(), 0);
-            let mut agree_photos = 0;
-            for array in &photos {
-                let x =
-                    tract_onnx::prelude::Tensor::from_shape(&model.shape, &array.values).unwrap();
-                let a = fp32
-                    .run(std::iter::once(x.clone().into()).collect())
-                    .unwrap();
-                let b = int8.run(std::iter::once(x.into()).collect()).unwrap();
-                agree_photos += usize::from(argmax(&a[0]) == argmax(&b[0]));
-            }
-            for array in &inputs {
-                let x =
-                    tract_onnx::prelude::Tensor::from_shape(&model.shape, &array.values).unwrap();
-                let start = Instant::now();
-                let a = fp32
-                    .run(std::iter::once(x.clone().into()).collect())
-                    .unwrap();
-                t_fp32.push(start.elapsed());
-                let start = Instant::now();
-                let b = int8.run(std::iter::once(x.into()).collect()).unwrap();
-                t_int8.push(start.elapsed());
-                agree += usize::from(argmax(&a[0]) == argmax(&b[0]));
-            }
-            t_fp32.sort();
-            t_int8.sort();
+            // Top-1 agreement on `arrays`, and the run times of each model.
+            let compare = |arrays: &[aq_optimize::npy::Array]| {
+                let (mut t_fp32, mut t_int8, mut agree) = (Vec::new(), Vec::new(), 0);
+                for array in arrays {
+                    let x = tract_onnx::prelude::Tensor::from_shape(&model.shape, &array.values)
+                        .unwrap();
+                    let start = Instant::now();
+                    let a = fp32
+                        .run(std::iter::once(x.clone().into()).collect())
+                        .unwrap();
+                    t_fp32.push(start.elapsed());
+                    let start = Instant::now();
+                    let b = int8.run(std::iter::once(x.into()).collect()).unwrap();
+                    t_int8.push(start.elapsed());
+                    agree += usize::from(argmax(&a[0]) == argmax(&b[0]));
+                }
+                t_fp32.sort();
+                t_int8.sort();
+                (agree, t_fp32, t_int8)
+            };
+            let (agree_photos, _, _) = compare(&photos);
+            let (agree, t_fp32, t_int8) = compare(&inputs);
             println!(
                 "| {} | {mode} | {} ({:.2}x) | {:.2} ms | {:.2} ms | {} | {} |",
                 model.file,
