@@ -37,6 +37,12 @@ export AQ_PYTHON
 AQ_BENTOML_PYTHON="$(tests/python/bentoml-setup.sh)"   # BentoML in its own venv
 export AQ_BENTOML_PYTHON
 
+step "TFLite files from TensorFlow's converter (Keras applications, five flavours each; made once per machine)"
+start=$(date +%s)
+AQ_KERAS_MODELS="$(tests/python/keras-setup.sh)"
+export AQ_KERAS_MODELS
+echo "keras models in $AQ_KERAS_MODELS ($(( $(date +%s) - start )) s)"
+
 step "format"
 cargo fmt --all -- --check
 
@@ -45,7 +51,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
 test_log=$(mktemp)
-cargo test --workspace --locked 2>&1 | tee "$test_log"
+# --no-fail-fast: one failing test binary must not hide the others' results.
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$test_log"
 read -r passed failed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } } END { print p + 0, f + 0 }' "$test_log")
 rm -f "$test_log"
 

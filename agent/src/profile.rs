@@ -65,7 +65,7 @@ pub struct ProfileError {
     pub reason: String,
 }
 
-const RUNTIMES: &[&str] = &["tract", "wgpu"];
+const RUNTIMES: &[&str] = &["aq", "tract", "wgpu"];
 const VARIANTS: &[&str] = &["onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"];
 
 impl Profile {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aq_pack::manifest::ModelFormat;
-use aq_runtime::{Engine, Tensor, TractEngine, TractOptions};
+use aq_runtime::{Engine, LoadOptions, Tensor, TractEngine};
 use aq_serve::{ModelSettings, ModelSource, Server, ServerSettings};
 use tract_onnx::prelude::*;
 
@@ -103,8 +103,7 @@ fn engine(dir: &Path) {
     // Engine trait (including the copy into tract's tensor).
     let ours = TractEngine::load(
         &bytes,
-        ModelFormat::Onnx,
-        &TractOptions {
+        &LoadOptions {
             max_batch: 1,
             ..Default::default()
         },
@@ -185,8 +184,7 @@ fn engine(dir: &Path) {
     println!("|---|---|---|");
     let engine = TractEngine::load(
         &bytes,
-        ModelFormat::Onnx,
-        &TractOptions {
+        &LoadOptions {
             max_batch: 32,
             keep_all_batch_plans: true,
             ..Default::default()
@@ -364,8 +362,7 @@ fn http(dir: &Path, subject: &Subject) {
     // The same model in-process, batch 1, for the HTTP overhead figure.
     let engine = TractEngine::load(
         &std::fs::read(&subject.path).unwrap(),
-        ModelFormat::Onnx,
-        &TractOptions {
+        &LoadOptions {
             max_batch: 1,
             ..Default::default()
         },

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+pub use aq_engine::Blocker;
+
 use crate::tensor::{DType, Tensor};
 
 /// One axis of an input or output as the loaded (typed) model declares it.
@@ -194,10 +196,19 @@ fn display_axes(axes: &[Axis]) -> String {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
-    #[error("the model uses operators the {engine} engine does not support: {}", ops.join(", "))]
+    /// Every operator or feature that stops the model, at once.
+    #[error(
+        "the model uses operators the {engine} engine does not run: {}",
+        list(blockers)
+    )]
     UnsupportedOps {
         engine: &'static str,
-        ops: Vec<String>,
+        blockers: Vec<Blocker>,
+    },
+    #[error("not a valid {format} model: {reason}")]
+    Malformed {
+        format: &'static str,
+        reason: String,
     },
     #[error("the {engine} engine cannot load this model: {reason}")]
     Unsupported {
@@ -213,6 +224,38 @@ pub enum LoadError {
     },
     #[error("bad load option: {0}")]
     Options(String),
+}
+
+fn list(blockers: &[Blocker]) -> String {
+    blockers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl LoadError {
+    /// The operators (or features) that stop the model, when that is why it did not load.
+    pub fn blockers(&self) -> &[Blocker] {
+        match self {
+            LoadError::UnsupportedOps { blockers, .. } => blockers,
+            _ => &[],
+        }
+    }
+}
+
+/// Which engine runs a model, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineInfo {
+    /// "aq" (the built-in engine) or "tract".
+    pub engine: &'static str,
+    /// The format and number path: "tflite, NHWC f32", "tflite, NHWC int8", "onnx, tract
+    /// (NCHW)".
+    pub path: String,
+    /// The SIMD kernels in use on this CPU.
+    pub kernels: String,
+    /// Runs carry state from one to the next (resource variables).
+    pub stateful: bool,
 }
 
 /// Why a run failed after its inputs passed [`EngineSignature::check`].
@@ -231,8 +274,11 @@ pub enum RunError {
 
 /// A loaded model, ready to run. Implementations are shared between worker threads.
 pub trait Engine: Send + Sync {
-    /// The backend's name, for logs and metrics ("tract").
+    /// The backend's name, for logs and metrics ("aq", "tract").
     fn backend(&self) -> &'static str;
+
+    /// Which engine runs the model and how.
+    fn info(&self) -> EngineInfo;
 
     fn signature(&self) -> &EngineSignature;
 
@@ -256,6 +302,16 @@ pub trait Engine: Send + Sync {
     fn preferred_batch(&self) -> usize {
         self.batch_sizes().into_iter().max().unwrap_or(1)
     }
+}
+
+/// Powers of two below `max`, then `max`.
+pub(crate) fn bucket_sizes(max: usize) -> Vec<usize> {
+    let max = max.max(1);
+    let mut sizes: Vec<usize> = std::iter::successors(Some(1usize), |b| b.checked_mul(2))
+        .take_while(|b| *b < max)
+        .collect();
+    sizes.push(max);
+    sizes
 }
 
 /// What warm-up measured for one batch size.

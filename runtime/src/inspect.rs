@@ -238,93 +238,90 @@ fn onnx_signature(path: &Path) -> Result<Signature, String> {
             spec(*o, name)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((inputs, outputs, Vec::new()))
+    let proto = tract_onnx::onnx()
+        .proto_model_for_path(path)
+        .map_err(|e| format!("{e:#}"))?;
+    let blockers = crate::tract_engine::onnx_blockers(&proto);
+    let warning = coverage_warning(&crate::load::Coverage {
+        format: ModelFormat::Onnx,
+        runs: None,
+        blockers: blockers.clone(),
+        reason: None,
+    })
+    .filter(|_| !blockers.is_empty());
+    Ok((inputs, outputs, warning.into_iter().collect()))
 }
 
 fn tflite_signature(path: &Path) -> Result<Signature, String> {
-    use tract_tflite::prelude::Framework;
-    use tract_tflite::tflite::TensorType as T;
-    let proto = tract_tflite::tflite()
-        .proto_model_for_path(path)
-        .map_err(|e| format!("{e:#}"))?;
-    let root = proto.root();
-    let subgraphs = root.subgraphs().ok_or("the model has no subgraphs")?;
-    if subgraphs.is_empty() {
-        return Err("the model has no subgraphs".into());
-    }
-    let graph = subgraphs.get(0);
-    let tensors = graph.tensors().ok_or("the main subgraph has no tensors")?;
-    let spec = |index: i32| -> Result<TensorSpec, String> {
-        let i = usize::try_from(index).map_err(|_| format!("bad tensor index {index}"))?;
-        if i >= tensors.len() {
-            return Err(format!("tensor index {index} is out of range"));
-        }
-        let t = tensors.get(i);
-        let quantized = t
-            .quantization()
-            .and_then(|q| q.scale())
-            .is_some_and(|s| !s.is_empty());
-        let dtype = match t.type_() {
-            T::FLOAT32 => "f32",
-            T::FLOAT16 => "f16",
-            T::FLOAT64 => "f64",
-            T::INT32 if quantized => "qi32",
-            T::INT32 => "i32",
-            T::UINT8 if quantized => "qu8",
-            T::UINT8 => "u8",
-            T::INT8 if quantized => "qi8",
-            T::INT8 => "i8",
-            T::INT16 => "i16",
-            T::INT64 => "i64",
-            T::UINT16 => "u16",
-            T::UINT32 => "u32",
-            T::UINT64 => "u64",
-            T::BOOL => "bool",
-            T::STRING => "string",
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let (inputs, outputs) = aq_engine::tflite::io(&bytes).map_err(|e| e.to_string())?;
+    let spec = |d: aq_engine::tflite::IoDecl| -> TensorSpec {
+        let dtype = match (d.dtype, d.quantized) {
+            ("float32", _) => "f32",
+            ("float16", _) => "f16",
+            ("float64", _) => "f64",
+            ("int32", true) => "qi32",
+            ("int32", false) => "i32",
+            ("uint8", true) => "qu8",
+            ("uint8", false) => "u8",
+            ("int8", true) => "qi8",
+            ("int8", false) => "i8",
+            ("int16", _) => "i16",
+            ("int64", _) => "i64",
+            ("uint16", _) => "u16",
+            ("uint32", _) => "u32",
+            ("uint64", _) => "u64",
+            ("bool", _) => "bool",
+            ("string", _) => "string",
             _ => "?",
         };
-        let shape = t.shape_signature().or(t.shape()).map(|v| {
-            v.iter()
-                .map(|d| {
-                    u64::try_from(d)
-                        .map(Dim::Fixed)
-                        .unwrap_or_else(|_| Dim::Symbol("?".into()))
-                })
-                .collect()
-        });
-        Ok(TensorSpec {
-            name: t.name().unwrap_or("").to_owned(),
+        TensorSpec {
+            name: d.name,
             dtype: dtype.into(),
-            shape,
-        })
+            shape: Some(
+                d.shape
+                    .iter()
+                    .map(|dim| match dim {
+                        Some(n) => Dim::Fixed(*n as u64),
+                        None => Dim::Symbol("?".into()),
+                    })
+                    .collect(),
+            ),
+        }
     };
-    let inputs = graph
-        .inputs()
-        .ok_or("the main subgraph declares no inputs")?
-        .iter()
-        .map(spec)
-        .collect::<Result<Vec<_>, _>>()?;
-    let outputs = graph
-        .outputs()
-        .ok_or("the main subgraph declares no outputs")?
-        .iter()
-        .map(spec)
-        .collect::<Result<Vec<_>, _>>()?;
-    // Tell the user now if tract cannot translate the graph (an unsupported op, say): the pack
-    // is still valid for runtimes that can, such as LiteRT.
-    let mut warnings = Vec::new();
-    match guarded(|| tract_tflite::tflite().model_for_path(path)) {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => warnings.push(format!(
-            "tract cannot load this model yet: {}",
-            first_line(&format!("{e:#}"))
-        )),
-        Err(panic) => warnings.push(format!(
-            "tract panicked loading this model: {}",
-            first_line(&panic)
-        )),
+    // Tell the user now if this build cannot run the model: the pack is still valid for
+    // runtimes that can, such as LiteRT.
+    let coverage = crate::load::check(
+        &bytes,
+        ModelFormat::Tflite,
+        &crate::load::LoadOptions::default(),
+    );
+    Ok((
+        inputs.into_iter().map(spec).collect(),
+        outputs.into_iter().map(spec).collect(),
+        coverage_warning(&coverage).into_iter().collect(),
+    ))
+}
+
+/// One line saying why this build cannot run a model, when it cannot.
+pub fn coverage_warning(coverage: &crate::load::Coverage) -> Option<String> {
+    if coverage.runs.is_some() {
+        return None;
     }
-    Ok((inputs, outputs, warnings))
+    let why = if coverage.blockers.is_empty() {
+        coverage.reason.clone().unwrap_or_default()
+    } else {
+        coverage
+            .blockers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    Some(format!(
+        "this build of aq cannot run the model: {}",
+        first_line(&why)
+    ))
 }
 
 #[cfg(test)]
@@ -359,13 +356,24 @@ mod tests {
     }
 
     #[test]
-    fn tflite_model_tract_cannot_load_gets_a_warning_not_a_crash() {
-        let sig = inspect(&fixture("okay_nabu.tflite")).unwrap();
+    fn a_model_this_build_cannot_run_gets_a_warning_naming_every_blocker() {
+        let sig = inspect(&fixture("mediapipe/face_landmark_with_attention.tflite")).unwrap();
         assert!(!sig.inputs.is_empty());
         assert_eq!(sig.warnings.len(), 1, "{:?}", sig.warnings);
-        // tract-tflite 0.23 panics on this file (a flatbuffers index assertion): contained.
-        assert!(sig.warnings[0].starts_with("tract "), "{:?}", sig.warnings);
+        for op in [
+            "Landmarks2TransformMatrix",
+            "TransformTensorBilinear",
+            "TransformLandmarks",
+        ] {
+            assert!(sig.warnings[0].contains(op), "{:?}", sig.warnings);
+        }
         assert!(!sig.warnings[0].contains('\n'));
+        assert!(
+            inspect(&fixture("okay_nabu.tflite"))
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
     }
 
     #[test]

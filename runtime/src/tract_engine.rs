@@ -1,38 +1,29 @@
-//! The tract backend: loads ONNX and TFLite models from bytes, builds optimized plans once
-//! (one per batch-size bucket when the model has a symbolic batch axis), and runs them.
+//! The tract backend for ONNX: loads models from bytes, builds optimized plans once (one per
+//! batch-size bucket when the model has a symbolic batch axis), and runs them.
 //!
 //! Every call into tract is wrapped by [`crate::inspect::guarded`]: tract can panic on files
-//! it does not expect, and a panic must become an error, never a dead worker.
+//! it does not expect, and a panic must become an error, never a dead worker. Operators tract
+//! has no translation for are found before loading, by walking the graph against tract's
+//! operator registry ([`onnx_blockers`]), so the load error lists every one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use aq_pack::manifest::ModelFormat;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::DimLike;
 use tract_onnx::tract_hir::infer::{GenericFactoid, InferenceFact};
 
-use crate::engine::{Axis, BatchTiming, Engine, EngineSignature, IoSpec, LoadError, RunError};
+use crate::engine::{
+    Axis, BatchTiming, Blocker, Engine, EngineInfo, EngineSignature, IoSpec, LoadError, RunError,
+    bucket_sizes,
+};
 use crate::inspect::guarded;
+use crate::load::LoadOptions;
 use crate::tensor::{DType, Tensor as AqTensor};
 
 const ENGINE: &str = "tract";
 
 type Plan = Arc<TypedRunnableModel>;
-
-/// Options for loading a model.
-#[derive(Debug, Clone, Default)]
-pub struct TractOptions {
-    /// The largest number of rows one run takes; plans are built for the powers of two up to
-    /// it (and for it). Ignored for models without a batch axis. 0 means 1.
-    pub max_batch: usize,
-    /// Shapes to impose on inputs, by name; -1 leaves an axis variable. Needed where a model
-    /// leaves axes unknown and tract cannot plan for them.
-    pub input_shapes: HashMap<String, Vec<i64>>,
-    /// Keep every batch plan [`Engine::warm_up`] builds, without timing them against
-    /// batch 1 (tests use it to exercise the split across plans).
-    pub keep_all_batch_plans: bool,
-}
 
 /// A model loaded into tract.
 pub struct TractEngine {
@@ -72,47 +63,44 @@ fn chain(e: &TractError) -> String {
     joined.chars().take(600).collect()
 }
 
-/// Pulls operator names out of tract's "unsupported op" errors.
-fn unsupported_ops(message: &str) -> Vec<String> {
-    let mut ops = Vec::new();
-    for marker in [
-        "Unimplemented(",
-        "unimplemented operator: ",
-        "builtin_code: ",
-    ] {
-        let mut rest = message;
-        while let Some(at) = rest.find(marker) {
-            rest = &rest[at + marker.len()..];
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
-                .collect();
-            let name = name.trim_end_matches('.').to_owned();
-            let numeric = name.chars().all(|c| c.is_ascii_digit());
-            if !name.is_empty() && !numeric && !ops.contains(&name) {
-                ops.push(name);
+fn load_failure(e: &TractError) -> LoadError {
+    LoadError::Unsupported {
+        engine: ENGINE,
+        reason: chain(e),
+    }
+}
+
+/// Every operator of an ONNX model (subgraphs of If, Loop and Scan included) that tract has
+/// no translation for, with counts.
+pub fn onnx_blockers(proto: &tract_onnx::pb::ModelProto) -> Vec<Blocker> {
+    let registry = &tract_onnx::onnx().op_register.0;
+    let mut blockers: Vec<Blocker> = Vec::new();
+    let mut stack: Vec<&tract_onnx::pb::GraphProto> = proto.graph.iter().collect();
+    while let Some(graph) = stack.pop() {
+        for node in &graph.node {
+            for attr in &node.attribute {
+                stack.extend(attr.g.iter());
+                stack.extend(attr.graphs.iter());
+            }
+            if registry.contains_key(&node.op_type) {
+                continue;
+            }
+            let name = if node.domain.is_empty() || node.domain == "ai.onnx" {
+                node.op_type.clone()
+            } else {
+                format!("{}.{}", node.domain, node.op_type)
+            };
+            match blockers.iter_mut().find(|b| b.op == name) {
+                Some(b) => b.count += 1,
+                None => blockers.push(Blocker {
+                    op: name,
+                    reason: "no tract translation".into(),
+                    count: 1,
+                }),
             }
         }
     }
-    ops
-}
-
-fn load_failure(e: &TractError) -> LoadError {
-    let full = format!("{e:?}");
-    let message = chain(e);
-    let ops = unsupported_ops(&full);
-    let looks_unsupported = full.contains("nimplemented") || full.contains("Unsupported");
-    if looks_unsupported && !ops.is_empty() {
-        LoadError::UnsupportedOps {
-            engine: ENGINE,
-            ops,
-        }
-    } else {
-        LoadError::Unsupported {
-            engine: ENGINE,
-            reason: message,
-        }
-    }
+    blockers
 }
 
 fn dtype_of(dt: DatumType) -> Option<DType> {
@@ -150,24 +138,10 @@ fn datum_of(dt: DType) -> DatumType {
     }
 }
 
-/// Powers of two below `max`, then `max`.
-fn bucket_sizes(max: usize) -> Vec<usize> {
-    let max = max.max(1);
-    let mut sizes: Vec<usize> = std::iter::successors(Some(1usize), |b| b.checked_mul(2))
-        .take_while(|b| *b < max)
-        .collect();
-    sizes.push(max);
-    sizes
-}
-
 impl TractEngine {
-    /// Loads a model from its bytes.
-    pub fn load(
-        bytes: &[u8],
-        format: ModelFormat,
-        options: &TractOptions,
-    ) -> Result<TractEngine, LoadError> {
-        match guarded(|| Self::load_unguarded(bytes, format, options)) {
+    /// Loads an ONNX model from its bytes.
+    pub fn load(bytes: &[u8], options: &LoadOptions) -> Result<TractEngine, LoadError> {
+        match guarded(|| Self::load_unguarded(bytes, options)) {
             Ok(result) => result,
             Err(message) => Err(LoadError::Panicked {
                 engine: ENGINE,
@@ -176,25 +150,8 @@ impl TractEngine {
         }
     }
 
-    fn load_unguarded(
-        bytes: &[u8],
-        format: ModelFormat,
-        options: &TractOptions,
-    ) -> Result<TractEngine, LoadError> {
-        let base = match format {
-            ModelFormat::Onnx => onnx_base(bytes, options)?,
-            ModelFormat::Tflite => {
-                if !options.input_shapes.is_empty() {
-                    return Err(LoadError::Options(
-                        "input shapes cannot be imposed on TFLite models".into(),
-                    ));
-                }
-                let model = tract_tflite::tflite()
-                    .model_for_read(&mut &bytes[..])
-                    .map_err(|e| load_failure(&e))?;
-                typed_base(model)?
-            }
-        };
+    fn load_unguarded(bytes: &[u8], options: &LoadOptions) -> Result<TractEngine, LoadError> {
+        let base = onnx_base(bytes, options)?;
         let sizes = if base.batched() {
             bucket_sizes(options.max_batch)
         } else {
@@ -202,18 +159,7 @@ impl TractEngine {
         };
         let buckets: Vec<(usize, OnceLock<Plan>)> =
             sizes.into_iter().map(|b| (b, OnceLock::new())).collect();
-        let (first, mut signature) = base.first_plan()?;
-        if format == ModelFormat::Tflite {
-            // tract names outputs after the node that computes them ("out.bias"); clients
-            // know the flatbuffer's tensor names.
-            let (inputs, outputs) = tflite_io_names(bytes)?;
-            for (spec, name) in signature.inputs.iter_mut().zip(inputs) {
-                spec.name = name;
-            }
-            for (spec, name) in signature.outputs.iter_mut().zip(outputs) {
-                spec.name = name;
-            }
-        }
+        let (first, signature) = base.first_plan()?;
         let _ = buckets[0].1.set(first);
         Ok(TractEngine {
             signature,
@@ -290,6 +236,15 @@ impl TractEngine {
 impl Engine for TractEngine {
     fn backend(&self) -> &'static str {
         ENGINE
+    }
+
+    fn info(&self) -> EngineInfo {
+        EngineInfo {
+            engine: ENGINE,
+            path: "onnx, tract (NCHW)".into(),
+            kernels: "tract-linalg".into(),
+            stateful: false,
+        }
     }
 
     fn signature(&self) -> &EngineSignature {
@@ -418,47 +373,6 @@ impl TractEngine {
     }
 }
 
-/// The main subgraph's input and output tensor names, in order.
-fn tflite_io_names(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), LoadError> {
-    use tract_tflite::prelude::Framework;
-    let proto = tract_tflite::tflite()
-        .proto_model_for_read(&mut &bytes[..])
-        .map_err(|e| load_failure(&e))?;
-    let root = proto.root();
-    let missing = || LoadError::Unsupported {
-        engine: ENGINE,
-        reason: "the model has no main subgraph with tensors".into(),
-    };
-    let graph = root
-        .subgraphs()
-        .filter(|g| !g.is_empty())
-        .ok_or_else(missing)?
-        .get(0);
-    let tensors = graph.tensors().ok_or_else(missing)?;
-    let names = |indices: Vec<i32>| -> Vec<String> {
-        indices
-            .into_iter()
-            .map(|i| {
-                usize::try_from(i)
-                    .ok()
-                    .filter(|i| *i < tensors.len())
-                    .and_then(|i| tensors.get(i).name())
-                    .unwrap_or("")
-                    .to_owned()
-            })
-            .collect()
-    };
-    let inputs = graph
-        .inputs()
-        .map(|v| v.iter().collect())
-        .unwrap_or_default();
-    let outputs = graph
-        .outputs()
-        .map(|v| v.iter().collect())
-        .unwrap_or_default();
-    Ok((names(inputs), names(outputs)))
-}
-
 /// What plans are built from.
 enum Base {
     /// A model without a batch axis: one plan.
@@ -578,9 +492,23 @@ fn typed_base(model: TypedModel) -> Result<Base, LoadError> {
 /// Reads an ONNX model: unknown input axes become symbols (axis 0 the batch symbol),
 /// configured shapes are imposed, then the model is typed with a symbolic batch axis, or
 /// per batch size when tract cannot type it symbolically.
-fn onnx_base(bytes: &[u8], options: &TractOptions) -> Result<Base, LoadError> {
-    let mut model = tract_onnx::onnx()
-        .model_for_read(&mut &bytes[..])
+fn onnx_base(bytes: &[u8], options: &LoadOptions) -> Result<Base, LoadError> {
+    let onnx = tract_onnx::onnx();
+    let proto = onnx
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(|e| LoadError::Malformed {
+            format: "ONNX",
+            reason: chain(&e),
+        })?;
+    let blockers = onnx_blockers(&proto);
+    if !blockers.is_empty() {
+        return Err(LoadError::UnsupportedOps {
+            engine: ENGINE,
+            blockers,
+        });
+    }
+    let mut model = onnx
+        .model_for_proto_model(&proto)
         .map_err(|e| load_failure(&e))?;
     let outlets = model
         .input_outlets()
@@ -790,21 +718,5 @@ mod tests {
         assert_eq!(bucket_sizes(1), vec![1]);
         assert_eq!(bucket_sizes(8), vec![1, 2, 4, 8]);
         assert_eq!(bucket_sizes(12), vec![1, 2, 4, 8, 12]);
-    }
-
-    #[test]
-    fn op_names_are_pulled_from_tract_errors() {
-        assert_eq!(
-            unsupported_ops(
-                "Translating node #3 \"x\" Unimplemented(LinearClassifier) ToTypedTranslator"
-            ),
-            vec!["LinearClassifier".to_owned()]
-        );
-        assert_eq!(
-            unsupported_ops(
-                "Unsupported: OperatorCode {\n    deprecated_builtin_code: 6,\n    builtin_code: DEQUANTIZE,\n}"
-            ),
-            vec!["DEQUANTIZE".to_owned()]
-        );
     }
 }

@@ -258,6 +258,18 @@ fn format_name(format: ModelFormat) -> &'static str {
     }
 }
 
+/// Which engine runs a model and how (health and v2 metadata carry it).
+fn engine_json(loaded: &Loaded) -> serde_json::Value {
+    let info = loaded.engine.info();
+    json!({
+        "name": info.engine,
+        "path": info.path,
+        "kernels": info.kernels,
+        "threads": loaded.settings.threads_per_run(),
+        "stateful": info.stateful,
+    })
+}
+
 fn health(slot: &Slot, loaded: &Loaded) -> serde_json::Value {
     let signature = loaded.engine.signature();
     json!({
@@ -267,6 +279,7 @@ fn health(slot: &Slot, loaded: &Loaded) -> serde_json::Value {
         "origin": loaded.origin,
         "format": format_name(loaded.format),
         "backend": loaded.engine.backend(),
+        "engine": engine_json(loaded),
         "loaded_at": humantime::format_rfc3339_seconds(loaded.loaded_at).to_string(),
         "batching": {
             "batchable": signature.batchable(),
@@ -303,6 +316,7 @@ fn v2_metadata(slot: &Slot, loaded: &Loaded) -> serde_json::Value {
         "name": slot.name,
         "versions": [loaded.version],
         "platform": format!("{}_{}", loaded.engine.backend(), format_name(loaded.format)),
+        "engine": engine_json(loaded),
         "inputs": signature.inputs.iter().map(v2_io).collect::<Vec<_>>(),
         "outputs": signature.outputs.iter().map(v2_io).collect::<Vec<_>>(),
     })

@@ -16,6 +16,7 @@
 //! workers = 2
 //! input_shapes = { x = [-1, 3, 224, 224] }
 //! calibrate_batches = true             # keep only batch plans that beat batch 1 per row
+//! threads = 0                          # per run; 0 shares the cores among the workers
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -42,6 +43,22 @@ pub struct ModelSettings {
     /// Time each batch plan at warm-up and keep only those that beat smaller batches per
     /// row (off: keep every plan up to `max_batch`).
     pub calibrate_batches: bool,
+    /// Threads one run may use (the built-in engine splits convolutions and other large
+    /// kernels across them); 0 shares the machine's cores among the workers.
+    pub threads: usize,
+}
+
+impl ModelSettings {
+    /// The threads each run gets: `threads`, or the cores shared among the workers.
+    pub fn threads_per_run(&self) -> usize {
+        if self.threads > 0 {
+            return self.threads;
+        }
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        (cores / self.workers.max(1)).max(1)
+    }
 }
 
 impl Default for ModelSettings {
@@ -57,6 +74,7 @@ impl Default for ModelSettings {
                 .clamp(1, 4),
             input_shapes: HashMap::new(),
             calibrate_batches: true,
+            threads: 0,
         }
     }
 }
@@ -101,6 +119,7 @@ struct RawModel {
     workers: Option<usize>,
     input_shapes: Option<HashMap<String, Vec<i64>>>,
     calibrate_batches: Option<bool>,
+    threads: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,6 +226,9 @@ fn apply(mut s: ModelSettings, raw: &RawModel, prefix: &str) -> Result<ModelSett
     }
     if let Some(v) = raw.calibrate_batches {
         s.calibrate_batches = v;
+    }
+    if let Some(v) = raw.threads {
+        s.threads = v;
     }
     Ok(s)
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use aq_pack::manifest::ModelFormat;
-use aq_runtime::{Engine, LoadError, TractEngine, TractOptions};
+use aq_runtime::{Engine, LoadError, LoadOptions};
 
 use crate::batcher::Batcher;
 use crate::config::ModelSettings;
@@ -93,15 +93,16 @@ pub enum ServeModelError {
 
 /// Loads a model (on a blocking thread) and starts its batcher.
 async fn load(source: &ModelSource, metrics: Arc<ModelMetrics>) -> Result<Loaded, ServeModelError> {
-    let options = TractOptions {
+    let options = LoadOptions {
         max_batch: source.settings.max_batch,
         input_shapes: source.settings.input_shapes.clone(),
         keep_all_batch_plans: !source.settings.calibrate_batches,
+        threads: source.settings.threads_per_run(),
     };
     let bytes = source.bytes.clone();
     let format = source.format;
     let started = std::time::Instant::now();
-    let engine = tokio::task::spawn_blocking(move || TractEngine::load(&bytes, format, &options))
+    let engine = tokio::task::spawn_blocking(move || aq_runtime::load(&bytes, format, &options))
         .await
         .map_err(|_| ServeModelError::Join(source.name.clone()))?
         .map_err(|e| ServeModelError::Load {
@@ -109,16 +110,19 @@ async fn load(source: &ModelSource, metrics: Arc<ModelMetrics>) -> Result<Loaded
             origin: source.origin.clone(),
             source: e,
         })?;
+    let info = engine.info();
     tracing::info!(
         model = %source.name,
         version = %source.version,
         origin = %source.origin,
-        batch_candidates = ?engine.bucket_sizes(),
+        engine = info.engine,
+        path = %info.path,
+        kernels = %info.kernels,
         batchable = engine.signature().batchable(),
         load_ms = started.elapsed().as_millis() as u64,
         "model loaded"
     );
-    let engine: Arc<dyn Engine> = Arc::new(engine);
+    let engine: Arc<dyn Engine> = Arc::from(engine);
     // Plans for larger batches are built off the request path; until then runs use the
     // plans that exist.
     let warming = engine.clone();

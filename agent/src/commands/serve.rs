@@ -227,23 +227,13 @@ pub fn pack_source(
     })
 }
 
-/// Variants the built-in engine cannot load: tract has no int8 TFLite kernels (nor QUANTIZE
-/// and DEQUANTIZE), so `tflite-int8` is for LiteRT on other runtimes.
-const NOT_RUNNABLE: &[&str] = &["tflite-int8"];
-
-/// Variants to serve, best first: `--variant` (as given), else the device profile's, less
-/// those the built-in engine cannot load.
+/// Variants to serve, best first: `--variant` (as given), else the device profile's.
 pub fn preferred_variants(args: &ServingArgs, settings: &Settings) -> anyhow::Result<Vec<String>> {
     if !args.variants.is_empty() {
         return Ok(args.variants.clone());
     }
     let (profile, _) = settings.profile()?;
-    Ok(profile
-        .map(|(p, _)| p.variants)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|v| !NOT_RUNNABLE.contains(&v.as_str()))
-        .collect())
+    Ok(profile.map(|(p, _)| p.variants).unwrap_or_default())
 }
 
 /// Installs the tracing subscriber that writes logs on stderr.

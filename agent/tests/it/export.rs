@@ -219,8 +219,7 @@ fn export_records_a_signed_variant_that_serves_like_the_main_model() {
         .into_iter()
         .map(|variant| predict_variant(&env, "ppocr", variant, "/v2/models/ppocr", &input))
         .collect();
-    // A 32-bit ARM profile prefers tflite-int8, which tract cannot run: the device serves the
-    // next variant it can, tflite-fp32.
+    // A 32-bit ARM profile prefers tflite-int8, and the built-in engine runs it.
     let armv7 = start(
         Some(&env.data("d")),
         &["--profile", "armv7-generic", "serve", "--model", "ppocr"],
@@ -230,7 +229,12 @@ fn export_records_a_signed_variant_that_serves_like_the_main_model() {
         health["origin"]
             .as_str()
             .unwrap()
-            .contains("variant tflite-fp32"),
+            .contains("variant tflite-int8"),
+        "{health}"
+    );
+    assert_eq!(health["engine"]["name"], "aq", "{health}");
+    assert!(
+        health["engine"]["path"].as_str().unwrap().contains("int8"),
         "{health}"
     );
     drop(armv7);

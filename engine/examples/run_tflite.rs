@@ -1,0 +1,86 @@
+//! Development aid: runs a TFLite model on raw little-endian inputs and writes raw outputs.
+//! usage: run_tflite MODEL OUT_DIR [INPUT.bin ...] [--threads N] [--time RUNS]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+use aq_engine::{Data, Model, Options, Tensor};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mut threads = 1;
+    let mut runs = 0;
+    let mut files = Vec::new();
+    let mut i = 3;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--threads" => {
+                threads = args[i + 1].parse().unwrap();
+                i += 2;
+            }
+            "--time" => {
+                runs = args[i + 1].parse().unwrap();
+                i += 2;
+            }
+            f => {
+                files.push(f.to_owned());
+                i += 1;
+            }
+        }
+    }
+    let bytes = std::fs::read(&args[1]).unwrap();
+    let t = std::time::Instant::now();
+    let model = match Model::from_tflite(
+        &bytes,
+        &Options {
+            threads,
+            ..Default::default()
+        },
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("load error: {e}");
+            std::process::exit(5);
+        }
+    };
+    eprintln!("loaded in {:?}: {:?}", t.elapsed(), model.op_counts());
+    let inputs: Vec<Tensor> = model
+        .inputs()
+        .iter()
+        .enumerate()
+        .map(|(k, info)| {
+            let shape: Vec<usize> = info.shape.iter().map(|d| d.unwrap_or(1)).collect();
+            let bytes = std::fs::read(&files[k]).unwrap();
+            Tensor::new(shape, Data::from_le_bytes(info.dtype, &bytes).unwrap()).unwrap()
+        })
+        .collect();
+    let out = match model.run(&inputs) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("run error: {e}");
+            std::process::exit(6);
+        }
+    };
+    let dir = std::path::Path::new(&args[2]);
+    for (k, t) in out.iter().enumerate() {
+        std::fs::write(dir.join(format!("out{k}.bin")), t.data.to_le_bytes()).unwrap();
+        println!("out{k} {:?} {}", t.shape, t.dtype());
+    }
+    if runs > 0 {
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let t = std::time::Instant::now();
+            model.run(&inputs).unwrap();
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "median {:.3} ms min {:.3}",
+            times[times.len() / 2],
+            times[0]
+        );
+    }
+}

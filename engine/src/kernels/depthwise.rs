@@ -1,0 +1,442 @@
+//! Depthwise convolutions over NHWC: each output pixel is a sum over the window's taps of
+//! input pixel times tap weights, vectorized across channels. Quantized and hybrid
+//! depthwise convolutions run the same f32 kernel on integer-valued inputs (exact: a sum of
+//! int8 products stays far below 2^24) and requantize or rescale after.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use rten_simd::ops::{BitOps, NumOps};
+use rten_simd::{Isa, Simd, SimdOp};
+
+use super::conv::{QOut, quantized_bounds};
+use super::simd::activate;
+use super::{BuildCtx, Kernel, parallel_worth};
+use crate::graph::{Activation, Op};
+use crate::plan::shapes::conv_axis;
+use crate::prepare::{DepthwiseWeights, Prepared};
+use crate::quant::asymmetric_quantize_row;
+use crate::tensor::{DType, View, ViewMut};
+
+thread_local! {
+    static WIDE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static ACC: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+#[derive(Debug, Clone)]
+struct Geometry {
+    batch: usize,
+    ih: usize,
+    iw: usize,
+    cin: usize,
+    oh: usize,
+    ow: usize,
+    cout: usize,
+    multiplier: usize,
+    kh: usize,
+    kw: usize,
+    stride: (usize, usize),
+    dilation: (usize, usize),
+    pad: (usize, usize),
+}
+
+/// Output rows `rows` of one image, multiplier 1: `out = clamp(bias + Σ x * w, lo, hi)`.
+struct Rows<'a> {
+    g: &'a Geometry,
+    x: &'a [f32],
+    w: &'a [f32],
+    bias: &'a [f32],
+    rows: std::ops::Range<usize>,
+    out: &'a mut [f32],
+    lo: f32,
+    hi: f32,
+}
+
+impl SimdOp for Rows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn eval<I: Isa>(self, isa: I) -> Self::Output {
+        let ops = isa.f32();
+        let lanes = ops.len();
+        let g = self.g;
+        let c = g.cin;
+        let (lo, hi) = (ops.splat(self.lo), ops.splat(self.hi));
+        // (input offset, weight offset) of each tap inside the image, per pixel.
+        let mut taps: Vec<(usize, usize)> = Vec::with_capacity(g.kh * g.kw);
+        for (r, oy) in self.rows.clone().enumerate() {
+            for ox in 0..g.ow {
+                taps.clear();
+                for ky in 0..g.kh {
+                    let iy = (oy * g.stride.0 + ky * g.dilation.0) as isize - g.pad.0 as isize;
+                    if iy < 0 || iy as usize >= g.ih {
+                        continue;
+                    }
+                    for kx in 0..g.kw {
+                        let ix = (ox * g.stride.1 + kx * g.dilation.1) as isize - g.pad.1 as isize;
+                        if ix < 0 || ix as usize >= g.iw {
+                            continue;
+                        }
+                        taps.push(((iy as usize * g.iw + ix as usize) * c, (ky * g.kw + kx) * c));
+                    }
+                }
+                let out = &mut self.out[(r * g.ow + ox) * c..][..c];
+                let mut ch = 0;
+                while ch + 2 * lanes <= c {
+                    let mut a0 = ops.load(&self.bias[ch..]);
+                    let mut a1 = ops.load(&self.bias[ch + lanes..]);
+                    for &(xi, wi) in &taps {
+                        a0 = ops.mul_add(
+                            ops.load(&self.x[xi + ch..]),
+                            ops.load(&self.w[wi + ch..]),
+                            a0,
+                        );
+                        a1 = ops.mul_add(
+                            ops.load(&self.x[xi + ch + lanes..]),
+                            ops.load(&self.w[wi + ch + lanes..]),
+                            a1,
+                        );
+                    }
+                    ops.store(ops.min(ops.max(a0, lo), hi), &mut out[ch..]);
+                    ops.store(ops.min(ops.max(a1, lo), hi), &mut out[ch + lanes..]);
+                    ch += 2 * lanes;
+                }
+                while ch + lanes <= c {
+                    let mut a = ops.load(&self.bias[ch..]);
+                    for &(xi, wi) in &taps {
+                        a = ops.mul_add(
+                            ops.load(&self.x[xi + ch..]),
+                            ops.load(&self.w[wi + ch..]),
+                            a,
+                        );
+                    }
+                    ops.store(ops.min(ops.max(a, lo), hi), &mut out[ch..]);
+                    ch += lanes;
+                }
+                if ch < c {
+                    let n = c - ch;
+                    let mut a = ops.load_pad(&self.bias[ch..]).0;
+                    for &(xi, wi) in &taps {
+                        let xv = ops.load_pad(&self.x[xi + ch..xi + c]).0;
+                        let wv = ops.load_pad(&self.w[wi + ch..wi + c]).0;
+                        a = ops.mul_add(xv, wv, a);
+                    }
+                    let arr = ops.min(ops.max(a, lo), hi).to_array();
+                    out[ch..].copy_from_slice(&arr.as_ref()[..n]);
+                }
+            }
+        }
+    }
+}
+
+impl Geometry {
+    /// The f32 kernel over every image, in parallel row blocks when worth it.
+    fn run_f32(&self, x: &[f32], w: &[f32], bias: &[f32], out: &mut [f32], lo: f32, hi: f32) {
+        let image_in = self.ih * self.iw * self.cin;
+        let image_out = self.oh * self.ow * self.cout;
+        let row_len = self.ow * self.cout;
+        if self.multiplier != 1 {
+            return self.run_multiplier(x, w, bias, out, lo, hi);
+        }
+        let work = self.batch * image_out * self.kh * self.kw;
+        let parallel = parallel_worth(work);
+        let rows_per_task = if parallel { 4 } else { self.oh };
+        let task = |n: usize, r0: usize, o: &mut [f32]| {
+            let rows = o.len() / row_len.max(1);
+            Rows {
+                g: self,
+                x: &x[n * image_in..(n + 1) * image_in],
+                w,
+                bias,
+                rows: r0..r0 + rows,
+                out: o,
+                lo,
+                hi,
+            }
+            .dispatch();
+        };
+        if parallel {
+            out.par_chunks_mut(image_out.max(1))
+                .enumerate()
+                .for_each(|(n, img)| {
+                    img.par_chunks_mut((rows_per_task * row_len).max(1))
+                        .enumerate()
+                        .for_each(|(b, o)| task(n, b * rows_per_task, o));
+                });
+        } else {
+            for (n, img) in out.chunks_mut(image_out.max(1)).enumerate() {
+                task(n, 0, img);
+            }
+        }
+    }
+
+    /// Depth multipliers above 1 (rare): output channel `c * m + j` reads input channel `c`.
+    fn run_multiplier(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        out: &mut [f32],
+        lo: f32,
+        hi: f32,
+    ) {
+        let m = self.multiplier;
+        for n in 0..self.batch {
+            for oy in 0..self.oh {
+                for ox in 0..self.ow {
+                    let o =
+                        &mut out[((n * self.oh + oy) * self.ow + ox) * self.cout..][..self.cout];
+                    o.copy_from_slice(bias);
+                    for ky in 0..self.kh {
+                        let iy = (oy * self.stride.0 + ky * self.dilation.0) as isize
+                            - self.pad.0 as isize;
+                        if iy < 0 || iy as usize >= self.ih {
+                            continue;
+                        }
+                        for kx in 0..self.kw {
+                            let ix = (ox * self.stride.1 + kx * self.dilation.1) as isize
+                                - self.pad.1 as isize;
+                            if ix < 0 || ix as usize >= self.iw {
+                                continue;
+                            }
+                            let px = &x[((n * self.ih + iy as usize) * self.iw + ix as usize)
+                                * self.cin..][..self.cin];
+                            let wt = &w[(ky * self.kw + kx) * self.cout..][..self.cout];
+                            for (oc, acc) in o.iter_mut().enumerate() {
+                                *acc += px[oc / m] * wt[oc];
+                            }
+                        }
+                    }
+                    for v in o.iter_mut() {
+                        *v = v.clamp(lo, hi);
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Numbers {
+    F32(Activation),
+    /// Quantized: input zero point, per-channel multipliers, output zero point and bounds.
+    Int8 {
+        in_zero: i32,
+        multipliers: Vec<f32>,
+        out_zero: i32,
+        lo: i32,
+        hi: i32,
+    },
+    /// Hybrid: f32 in and out, int8 weights.
+    Hybrid(Activation),
+}
+
+struct Depthwise {
+    weights: Arc<Prepared>,
+    g: Geometry,
+    numbers: Numbers,
+    /// Integer weights and biases as f32, for the quantized and hybrid paths.
+    int_w: Vec<f32>,
+    int_bias: Vec<f32>,
+}
+
+pub fn build(ctx: &BuildCtx<'_>) -> Result<Box<dyn Kernel>, String> {
+    let Op::Depthwise(d) = &ctx.node.op else {
+        return Err("not a depthwise convolution".into());
+    };
+    let prepared = ctx.prepared.ok_or("weights were not prepared")?;
+    let Prepared::Depthwise(w) = &**prepared else {
+        return Err("weights of the wrong kind".into());
+    };
+    let x = ctx.in_shape(0)?;
+    let [batch, ih, iw, cin] = x[..] else {
+        return Err("depthwise input must be NHWC".into());
+    };
+    let (kh, kw) = w.kernel;
+    let (oh, pad_t) = conv_axis(ih, kh, d.stride.0, d.dilation.0, d.padding, 0)?;
+    let (ow, pad_l) = conv_axis(iw, kw, d.stride.1, d.dilation.1, d.padding, 1)?;
+    let g = Geometry {
+        batch,
+        ih,
+        iw,
+        cin,
+        oh,
+        ow,
+        cout: w.channels,
+        multiplier: d.multiplier.max(1),
+        kh,
+        kw,
+        stride: d.stride,
+        dilation: d.dilation,
+        pad: (pad_t, pad_l),
+    };
+    if cin * g.multiplier != w.channels {
+        return Err("depthwise channels do not match the weights".into());
+    }
+    let numbers = match (ctx.in_dtype(0)?, w.i8.is_empty()) {
+        (DType::F32, true) => Numbers::F32(d.activation),
+        (DType::F32, false) => Numbers::Hybrid(d.activation),
+        (DType::I8 | DType::U8, false) => {
+            let (in_scale, in_zero) = ctx
+                .in_quant(0)
+                .and_then(|q| q.single())
+                .ok_or("input needs one scale")?;
+            let (out_scale, out_zero) = ctx
+                .out_quant(0)
+                .and_then(|q| q.single())
+                .ok_or("output needs one scale")?;
+            let (qmin, qmax) = crate::quant::range_of(ctx.out_dtype(0)?);
+            let (lo, hi) = quantized_bounds(d.activation, out_scale, out_zero, qmin, qmax)?;
+            Numbers::Int8 {
+                in_zero,
+                multipliers: w.scales.iter().map(|s| in_scale * s / out_scale).collect(),
+                out_zero,
+                lo,
+                hi,
+            }
+        }
+        _ => return Err("depthwise weights and input types do not match".into()),
+    };
+    Ok(Box::new(Depthwise {
+        weights: prepared.clone(),
+        g,
+        numbers,
+        int_w: w.i8.iter().map(|v| f32::from(*v)).collect(),
+        int_bias: w.bias_i32.iter().map(|b| *b as f32).collect(),
+    }))
+}
+
+fn weights(p: &Prepared) -> Result<&DepthwiseWeights, String> {
+    match p {
+        Prepared::Depthwise(w) => Ok(w),
+        _ => Err("weights of the wrong kind".into()),
+    }
+}
+
+use super::scratch::with_scratch as with_buffer;
+
+impl Depthwise {
+    fn requantize<T: QOut>(
+        &self,
+        acc: &[f32],
+        out: &mut [T],
+        multipliers: &[f32],
+        zero: i32,
+        lo: i32,
+        hi: i32,
+    ) {
+        let c = self.g.cout;
+        for (a, o) in acc.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
+            for ch in 0..c {
+                o[ch] = T::from_i32(crate::quant::requantize(
+                    a[ch] * multipliers[ch],
+                    zero,
+                    lo,
+                    hi,
+                ));
+            }
+        }
+    }
+}
+
+impl Kernel for Depthwise {
+    fn run(&self, inputs: &[View<'_>], outputs: &mut [ViewMut<'_>]) -> Result<(), String> {
+        let w = weights(&self.weights)?;
+        let g = &self.g;
+        match &self.numbers {
+            Numbers::F32(act) => {
+                let x = inputs[0].f32s()?;
+                let out = outputs[0].f32s_mut()?;
+                let (lo, hi) = act.bounds().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+                g.run_f32(x, &w.f32, &w.bias_f32, out, lo, hi);
+                if act.bounds().is_none() {
+                    activate(out, *act);
+                }
+                Ok(())
+            }
+            Numbers::Hybrid(act) => {
+                let x = inputs[0].f32s()?;
+                let out = outputs[0].f32s_mut()?;
+                let image_in = g.ih * g.iw * g.cin;
+                let image_out = g.oh * g.ow * g.cout;
+                let zeros = vec![0.0f32; g.cout];
+                let mut q8 = vec![0i8; image_in];
+                for n in 0..g.batch {
+                    let (scale, zero) =
+                        asymmetric_quantize_row(&x[n * image_in..(n + 1) * image_in], &mut q8);
+                    let wide: Vec<f32> = q8.iter().map(|q| f32::from(*q) - zero as f32).collect();
+                    let single = Geometry {
+                        batch: 1,
+                        ..g.clone()
+                    };
+                    let o = &mut out[n * image_out..(n + 1) * image_out];
+                    single.run_f32(
+                        &wide,
+                        &self.int_w,
+                        &zeros,
+                        o,
+                        f32::NEG_INFINITY,
+                        f32::INFINITY,
+                    );
+                    for px in o.chunks_exact_mut(g.cout) {
+                        for (c, v) in px.iter_mut().enumerate() {
+                            *v = *v * (scale * w.scales[c]) + w.bias_f32[c];
+                        }
+                    }
+                }
+                activate(out, *act);
+                Ok(())
+            }
+            Numbers::Int8 {
+                in_zero,
+                multipliers,
+                out_zero,
+                lo,
+                hi,
+            } => {
+                let wide_len = inputs[0].len();
+                let acc_len = g.batch * g.oh * g.ow * g.cout;
+                with_buffer(&WIDE, wide_len, |wide| {
+                    match inputs[0] {
+                        View::I8(v) => wide
+                            .iter_mut()
+                            .zip(v)
+                            .for_each(|(d, q)| *d = f32::from(*q) - *in_zero as f32),
+                        View::U8(v) => wide
+                            .iter_mut()
+                            .zip(v)
+                            .for_each(|(d, q)| *d = f32::from(*q) - *in_zero as f32),
+                        _ => {
+                            return Err("a quantized depthwise convolution of a non-integer input"
+                                .to_string());
+                        }
+                    }
+                    with_buffer(&ACC, acc_len, |acc| {
+                        g.run_f32(
+                            wide,
+                            &self.int_w,
+                            &self.int_bias,
+                            acc,
+                            f32::NEG_INFINITY,
+                            f32::INFINITY,
+                        );
+                        match &mut outputs[0] {
+                            ViewMut::I8(o) => {
+                                self.requantize(acc, o, multipliers, *out_zero, *lo, *hi)
+                            }
+                            ViewMut::U8(o) => {
+                                self.requantize(acc, o, multipliers, *out_zero, *lo, *hi)
+                            }
+                            _ => {
+                                return Err(
+                                    "a quantized depthwise output must be i8 or u8".to_string()
+                                );
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! A loaded model: its graph after load-time rewrites, packed weights, one plan per set of
+//! input shapes (made on first use and kept), model state for stateful models, and the
+//! thread pool its kernels split work over.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{LoadError, RunError};
+use crate::graph::{Activation, Graph, Op, Quant, UnaryOp};
+use crate::plan::{self, Plan, State};
+use crate::prepare::{self, Prepared};
+use crate::tensor::{DType, Tensor};
+
+/// How to run a model.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Threads one run may use. 1 runs every kernel on the calling thread.
+    pub threads: usize,
+    /// At most this many plans (sets of input shapes) are kept; older ones are dropped.
+    pub max_plans: usize,
+    /// A plan whose values need more memory than this (one run's arena) is refused: a model
+    /// cannot make a device allocate what its file declares.
+    pub max_arena_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            threads: 1,
+            max_plans: 16,
+            max_arena_bytes: 4 << 30,
+        }
+    }
+}
+
+/// An input or output as the model declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IoInfo {
+    pub name: String,
+    pub dtype: DType,
+    /// `None` axes vary.
+    pub shape: Vec<Option<usize>>,
+    pub quant: Option<Quant>,
+}
+
+/// A plan and the input shapes it was made for.
+type PlanEntry = (Vec<Vec<usize>>, Arc<Plan>);
+
+pub struct Model {
+    graph: Graph,
+    prepared: Vec<Option<Arc<Prepared>>>,
+    plans: Mutex<Vec<PlanEntry>>,
+    state: Option<Mutex<State>>,
+    pool: Option<rayon::ThreadPool>,
+    options: Options,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("nodes", &self.graph.nodes.len())
+            .field("stateful", &self.state.is_some())
+            .finish()
+    }
+}
+
+impl Model {
+    /// Reads a TFLite model and prepares it.
+    pub fn from_tflite(bytes: &[u8], options: &Options) -> Result<Model, LoadError> {
+        Model::from_graph(crate::tflite::read(bytes)?, options)
+    }
+
+    /// Prepares a graph a reader produced.
+    pub fn from_graph(mut graph: Graph, options: &Options) -> Result<Model, LoadError> {
+        fuse_activations(&mut graph);
+        remove_dead_nodes(&mut graph);
+        let prepared = prepare::prepare(&graph).map_err(|e| {
+            LoadError::Unsupported(vec![crate::error::Blocker {
+                op: "weights".into(),
+                reason: e,
+                count: 1,
+            }])
+        })?;
+        let state = (!graph.variables.is_empty()).then(|| Mutex::new(initial_state(&graph)));
+        let pool = if options.threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(options.threads)
+                    .thread_name(|i| format!("aq-engine-{i}"))
+                    .build()
+                    .map_err(|e| {
+                        LoadError::Options(format!("cannot start {} threads: {e}", options.threads))
+                    })?,
+            )
+        } else {
+            None
+        };
+        Ok(Model {
+            graph,
+            prepared,
+            plans: Mutex::new(Vec::new()),
+            state,
+            pool,
+            options: options.clone(),
+        })
+    }
+
+    pub fn inputs(&self) -> Vec<IoInfo> {
+        self.graph.inputs.iter().map(|&v| self.io(v)).collect()
+    }
+
+    pub fn outputs(&self) -> Vec<IoInfo> {
+        self.graph.outputs.iter().map(|&v| self.io(v)).collect()
+    }
+
+    fn io(&self, v: usize) -> IoInfo {
+        let value = &self.graph.values[v];
+        IoInfo {
+            name: value.name.clone(),
+            dtype: value.dtype,
+            shape: value.shape.clone(),
+            quant: value.quant.clone(),
+        }
+    }
+
+    /// True when runs read and write model state (resource variables): runs are then one at
+    /// a time, each continuing from the state the previous one left.
+    pub fn is_stateful(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// Puts model state back to its initial values.
+    pub fn reset_state(&self) {
+        if let Some(state) = &self.state {
+            *state.lock().unwrap_or_else(|e| e.into_inner()) = initial_state(&self.graph);
+        }
+    }
+
+    /// The plan for these input shapes, made on first use.
+    pub fn plan(&self, shapes: &[Vec<usize>]) -> Result<Arc<Plan>, RunError> {
+        {
+            let plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, p)) = plans.iter().find(|(s, _)| s == shapes) {
+                return Ok(p.clone());
+            }
+        }
+        let plan = Arc::new(self.in_pool(|| {
+            plan::build(
+                &self.graph,
+                &self.prepared,
+                shapes,
+                self.options.max_arena_bytes,
+            )
+        })?);
+        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        if plans.len() >= self.options.max_plans.max(1) {
+            plans.remove(0);
+        }
+        plans.push((shapes.to_vec(), plan.clone()));
+        Ok(plan)
+    }
+
+    /// Runs the model.
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+        let plan = self.plan(&shapes)?;
+        match &self.state {
+            None => self.in_pool(|| plan.run(inputs, None)),
+            Some(state) => {
+                let mut guard = state.lock().unwrap_or_else(|e| e.into_inner());
+                let state: &mut State = &mut guard;
+                self.in_pool(|| plan.run(inputs, Some(state)))
+            }
+        }
+    }
+
+    fn in_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
+    }
+
+    /// Bytes of packed weights and constants the model holds.
+    pub fn weight_bytes(&self) -> usize {
+        self.graph
+            .values
+            .iter()
+            .filter_map(|v| v.constant.as_ref())
+            .map(|c| c.len() * c.dtype().size())
+            .sum()
+    }
+
+    /// Names of the ops of the graph, with counts (for reports).
+    pub fn op_counts(&self) -> Vec<(&'static str, usize)> {
+        let mut counts: HashMap<&'static str, usize> = HashMap::new();
+        for n in &self.graph.nodes {
+            *counts.entry(n.op.name()).or_default() += 1;
+        }
+        let mut v: Vec<_> = counts.into_iter().collect();
+        v.sort();
+        v
+    }
+
+    /// How the model computes, for people: the layout and the number paths of its
+    /// convolutions and dense layers ("NHWC f32", "NHWC int8", "NHWC f32, hybrid int8").
+    pub fn describe(&self) -> String {
+        let (mut float, mut int8, mut hybrid) = (false, false, false);
+        for (node, prepared) in self.graph.nodes.iter().zip(&self.prepared) {
+            let Some(prepared) = prepared else { continue };
+            let input = node.inputs.first().map(|&v| self.graph.values[v].dtype);
+            let int_weights = match &**prepared {
+                Prepared::ConvI8(_) => true,
+                Prepared::Depthwise(d) => !d.i8.is_empty(),
+                Prepared::ConvF32(_) => false,
+            };
+            match (input, int_weights) {
+                (Some(DType::F32), false) => float = true,
+                (Some(DType::F32), true) => hybrid = true,
+                _ => int8 = true,
+            }
+        }
+        let mut parts = Vec::new();
+        if float || (!int8 && !hybrid) {
+            parts.push("f32");
+        }
+        if int8 {
+            parts.push("int8");
+        }
+        if hybrid {
+            parts.push("hybrid int8 (dynamic range)");
+        }
+        format!("NHWC {}", parts.join(" + "))
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+}
+
+fn initial_state(graph: &Graph) -> State {
+    graph
+        .variables
+        .iter()
+        .map(|v| (*v.initial).clone())
+        .collect()
+}
+
+/// Folds a clamp-like activation into the op that computes its input, when nothing else
+/// reads that op's output.
+fn fuse_activations(graph: &mut Graph) {
+    let readers = graph.reader_counts();
+    let producers = graph.producers();
+    let mut removed = vec![false; graph.nodes.len()];
+    for a in 0..graph.nodes.len() {
+        let act = match graph.nodes[a].op {
+            Op::Unary(UnaryOp::Relu) => Activation::Relu,
+            Op::Unary(UnaryOp::Relu6) => Activation::Relu6,
+            Op::Unary(UnaryOp::ReluN1To1) => Activation::ReluN1To1,
+            Op::Unary(UnaryOp::Clamp(lo, hi)) => Activation::Clamp(lo, hi),
+            _ => continue,
+        };
+        let Some(&x) = graph.nodes[a].inputs.first() else {
+            continue;
+        };
+        let Some(&y) = graph.nodes[a].outputs.first() else {
+            continue;
+        };
+        if readers[x] != 1 || graph.outputs.contains(&x) {
+            continue;
+        }
+        let Some(p) = producers[x] else {
+            continue;
+        };
+        if removed[p] {
+            continue;
+        }
+        let slot = match &mut graph.nodes[p].op {
+            Op::Conv2d(c) => &mut c.activation,
+            Op::Depthwise(d) => &mut d.activation,
+            Op::FullyConnected { activation, .. } => activation,
+            Op::Binary { activation, .. } => activation,
+            Op::Pool2d(p) => &mut p.activation,
+            _ => continue,
+        };
+        if *slot != Activation::None {
+            continue;
+        }
+        *slot = act;
+        graph.nodes[p].outputs[0] = y;
+        removed[a] = true;
+    }
+    let mut i = 0;
+    graph.nodes.retain(|_| {
+        let keep = !removed[i];
+        i += 1;
+        keep
+    });
+}
+
+/// Drops nodes whose outputs nobody reads (stateful writes are always kept).
+fn remove_dead_nodes(graph: &mut Graph) {
+    loop {
+        let readers = graph.reader_counts();
+        let before = graph.nodes.len();
+        graph.nodes.retain(|n| {
+            matches!(n.op, Op::AssignVariable(_)) || n.outputs.iter().any(|&o| readers[o] > 0)
+        });
+        if graph.nodes.len() == before {
+            break;
+        }
+    }
+}

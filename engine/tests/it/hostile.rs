@@ -1,0 +1,125 @@
+//! Hostile TFLite files: real models cut short, with bytes flipped, and with offsets, lengths
+//! and dimensions replaced by huge values. Every one must give a model or an error; none may
+//! panic or make the engine allocate what the file declares (plans have a memory limit, here
+//! 64 MiB).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use aq_engine::{Data, Model, Options, Tensor, element_count};
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/models")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Loads, plans and runs on zeros; `Err` carries a panic's message.
+fn exercise(bytes: &[u8]) -> Result<(), String> {
+    let options = Options {
+        max_arena_bytes: 64 << 20,
+        ..Options::default()
+    };
+    catch_unwind(AssertUnwindSafe(|| {
+        let _ = aq_engine::tflite::io(bytes);
+        let Ok(model) = Model::from_tflite(bytes, &options) else {
+            return;
+        };
+        let inputs: Option<Vec<Tensor>> = model
+            .inputs()
+            .iter()
+            .map(|io| {
+                let shape: Vec<usize> = io.shape.iter().map(|d| d.unwrap_or(1)).collect();
+                let n = element_count(&shape).filter(|n| *n <= 1 << 20)?;
+                Tensor::new(shape, Data::zeros(io.dtype, n))
+            })
+            .collect();
+        if let Some(inputs) = inputs {
+            let _ = model.run(&inputs);
+        }
+    }))
+    .map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default()
+    })
+}
+
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+const MODELS: [&str; 3] = [
+    "sine_float.tflite",
+    "okay_nabu.tflite",
+    "selfie_segmentation.tflite",
+];
+
+#[test]
+fn truncated_files_give_errors_not_panics() {
+    for name in MODELS {
+        let bytes = fixture(name);
+        let cuts = (0..64).chain((0..200).map(|i| i * bytes.len() / 200));
+        for cut in cuts {
+            if let Err(panic) = exercise(&bytes[..cut.min(bytes.len())]) {
+                panic!("{name} cut at {cut}: {panic}");
+            }
+        }
+    }
+}
+
+#[test]
+fn corrupted_files_give_errors_not_panics() {
+    let mut rng = Lcg(0x5eed);
+    let hostile_words = [u32::MAX, 0x7fff_ffff, 0x8000_0000, 0x0100_0000, 0xffff, 0];
+    for name in MODELS {
+        let original = fixture(name);
+        // Fewer mutants of the larger model keep the test quick.
+        let count = if original.len() > 100_000 { 300 } else { 1500 };
+        for i in 0..count {
+            let mut bytes = original.clone();
+            let at = rng.next() as usize % bytes.len().saturating_sub(4).max(1);
+            match i % 3 {
+                0 => bytes[at] ^= 1 << (rng.next() % 8),
+                1 => {
+                    let word = hostile_words[rng.next() as usize % hostile_words.len()];
+                    bytes[at..at + 4].copy_from_slice(&word.to_le_bytes());
+                }
+                _ => {
+                    for b in bytes.iter_mut().skip(at).take(1 + rng.next() as usize % 16) {
+                        *b = rng.next() as u8;
+                    }
+                }
+            }
+            if let Err(panic) = exercise(&bytes) {
+                panic!("{name} mutant {i} (at byte {at}): {panic}");
+            }
+        }
+    }
+}
+
+#[test]
+fn plans_past_the_memory_limit_are_refused_before_anything_is_allocated() {
+    // sine_float takes any number of rows: ask for 2^28 of them (1 GiB of input alone).
+    let options = Options {
+        max_arena_bytes: 64 << 20,
+        ..Options::default()
+    };
+    let model = Model::from_tflite(&fixture("sine_float.tflite"), &options).unwrap();
+    assert_eq!(model.inputs()[0].shape, [None, Some(1)]);
+    let err = model.plan(&[vec![1 << 28, 1]]).unwrap_err();
+    assert!(err.to_string().contains("memory limit"), "{err}");
+    // The same model plans a modest batch under the same limit.
+    model.plan(&[vec![1024, 1]]).unwrap();
+}
