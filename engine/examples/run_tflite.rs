@@ -13,6 +13,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mut threads = 1;
     let mut runs = 0;
+    let mut profile = false;
     let mut files = Vec::new();
     let mut i = 3;
     while i < args.len() {
@@ -24,6 +25,10 @@ fn main() {
             "--time" => {
                 runs = args[i + 1].parse().unwrap();
                 i += 2;
+            }
+            "--profile" => {
+                profile = true;
+                i += 1;
             }
             f => {
                 files.push(f.to_owned());
@@ -82,5 +87,26 @@ fn main() {
             times[times.len() / 2],
             times[0]
         );
+    }
+    if profile {
+        let steps = model.profile(&inputs, 20).unwrap();
+        let total: f64 = steps.iter().map(|s| s.1.as_secs_f64()).sum();
+        let mut by_op: std::collections::BTreeMap<String, f64> = Default::default();
+        for (origin, t) in &steps {
+            let op = origin.split(" #").next().unwrap_or("").to_owned();
+            *by_op.entry(op).or_default() += t.as_secs_f64();
+        }
+        let mut by_op: Vec<_> = by_op.into_iter().collect();
+        by_op.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (op, t) in by_op {
+            println!(
+                "{op:24} {:7.3} ms/run {:5.1}%",
+                t / 20.0 * 1e3,
+                t / total * 100.0
+            );
+        }
+        for (origin, t) in steps.iter().take(12) {
+            println!("  {origin:28} {:7.3} ms/run", t.as_secs_f64() / 20.0 * 1e3);
+        }
     }
 }

@@ -174,6 +174,36 @@ impl Model {
         }
     }
 
+    /// Runs the model `runs` times and returns the time of each step of its plan (origin in
+    /// the model file, and total time), slowest first: where a run spends its time.
+    pub fn profile(
+        &self,
+        inputs: &[Tensor],
+        runs: usize,
+    ) -> Result<Vec<(String, std::time::Duration)>, RunError> {
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+        let plan = self.plan(&shapes)?;
+        let mut times = vec![std::time::Duration::ZERO; plan.steps.len()];
+        for _ in 0..runs {
+            match &self.state {
+                None => self.in_pool(|| plan.run_timed(inputs, None, &mut times))?,
+                Some(state) => {
+                    let mut guard = state.lock().unwrap_or_else(|e| e.into_inner());
+                    let state: &mut State = &mut guard;
+                    self.in_pool(|| plan.run_timed(inputs, Some(state), &mut times))?
+                }
+            };
+        }
+        let mut steps: Vec<(String, std::time::Duration)> = plan
+            .steps
+            .iter()
+            .zip(times)
+            .map(|(s, t)| (s.origin.clone(), t))
+            .collect();
+        steps.sort_by_key(|s| std::cmp::Reverse(s.1));
+        Ok(steps)
+    }
+
     fn in_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         match &self.pool {
             Some(pool) => pool.install(f),

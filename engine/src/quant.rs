@@ -36,6 +36,18 @@ pub fn round_away(x: f32) -> f32 {
     x.round()
 }
 
+/// Adding this rounds an f32 of magnitude below 2^22 to an integer (half to even) in its low
+/// mantissa bits: `(v + MAGIC).to_bits() - MAGIC_BITS` is `round_ties_even(v)`. Plain float
+/// arithmetic, so loops using it vectorize (XNNPACK rounds the same way).
+pub const MAGIC: f32 = 12_582_912.0;
+const MAGIC_BITS: i32 = 0x4B40_0000;
+
+/// `round_ties_even(v)` for `v` already clamped to a range much smaller than 2^22.
+#[inline(always)]
+pub fn round_clamped(v: f32) -> i32 {
+    ((v + MAGIC).to_bits() as i32).wrapping_sub(MAGIC_BITS)
+}
+
 /// `clamp(round_half_even(v) + zero, lo, hi)`, clamping before the conversion so that no
 /// value (infinite, NaN, or from hostile scales) can overflow.
 #[inline(always)]

@@ -22,6 +22,7 @@ thread_local! {
     static PATCHES_U8: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static IMAGE_U8: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static ACC: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
+    static GROUP_ACC: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
     static GROUP_OUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -87,17 +88,32 @@ impl Geometry {
         let (cin, cin_g) = (self.cin, self.cin_g());
         let k = self.k();
         let c0 = group * cin_g;
+        let (kw, dx) = (self.kw, self.dilation.1);
+        // With one group and no dilation, the taps of a kernel row are one run of the input.
+        let runs = self.groups == 1 && dx == 1;
         for (row, p) in pixels.enumerate() {
             let (oy, ox) = (p / self.ow, p % self.ow);
             let dest = &mut out[row * k..(row + 1) * k];
+            let ix0 = (ox * self.stride.1) as isize - self.pad.1 as isize;
+            let whole_row = runs && ix0 >= 0 && ix0 as usize + kw <= self.iw;
             for ky in 0..self.kh {
                 let iy = (oy * self.stride.0 + ky * self.dilation.0) as isize - self.pad.0 as isize;
-                for kx in 0..self.kw {
-                    let ix =
-                        (ox * self.stride.1 + kx * self.dilation.1) as isize - self.pad.1 as isize;
-                    let d = &mut dest[(ky * self.kw + kx) * cin_g..][..cin_g];
-                    if iy >= 0 && ix >= 0 && (iy as usize) < self.ih && (ix as usize) < self.iw {
-                        let at = (iy as usize * self.iw + ix as usize) * cin + c0;
+                let d_row = &mut dest[ky * kw * cin_g..(ky + 1) * kw * cin_g];
+                if iy < 0 || iy as usize >= self.ih {
+                    d_row.fill(pad);
+                    continue;
+                }
+                let row_start = iy as usize * self.iw;
+                if whole_row {
+                    let at = (row_start + ix0 as usize) * cin;
+                    d_row.copy_from_slice(&image[at..at + kw * cin]);
+                    continue;
+                }
+                for kx in 0..kw {
+                    let ix = ix0 + (kx * dx) as isize;
+                    let d = &mut d_row[kx * cin_g..(kx + 1) * cin_g];
+                    if ix >= 0 && (ix as usize) < self.iw {
+                        let at = (row_start + ix as usize) * cin + c0;
                         d.copy_from_slice(&image[at..at + cin_g]);
                     } else {
                         d.fill(pad);
@@ -207,6 +223,7 @@ pub fn build(ctx: &BuildCtx<'_>) -> Result<Box<dyn Kernel>, String> {
                     g,
                     activation,
                     per_row,
+                    col_sums: column_sums(w),
                 }));
             }
             let (in_scale, in_zero) = ctx
@@ -222,18 +239,24 @@ pub fn build(ctx: &BuildCtx<'_>) -> Result<Box<dyn Kernel>, String> {
             let (lo, hi) = quantized_bounds(activation, out_scale, out_zero, qmin, qmax)?;
             let multipliers = w.scales.iter().map(|s| in_scale * s / out_scale).collect();
             let in_dtype = ctx.in_dtype(0)?;
+            let in_zero_u8 = match in_dtype {
+                DType::I8 => {
+                    u8::try_from(in_zero + 128).map_err(|_| "input zero point out of range")?
+                }
+                DType::U8 => u8::try_from(in_zero).map_err(|_| "input zero point out of range")?,
+                _ => return Err("int8 weights with an input that is neither i8 nor u8".into()),
+            };
+            let bias = w
+                .bias_i32
+                .iter()
+                .zip(column_sums(w))
+                .map(|(b, s)| b.wrapping_sub(i32::from(in_zero_u8).wrapping_mul(s)))
+                .collect();
             Ok(Box::new(ConvInt8 {
                 weights: prepared.clone(),
                 g,
-                in_zero_u8: match in_dtype {
-                    DType::I8 => {
-                        u8::try_from(in_zero + 128).map_err(|_| "input zero point out of range")?
-                    }
-                    DType::U8 => {
-                        u8::try_from(in_zero).map_err(|_| "input zero point out of range")?
-                    }
-                    _ => return Err("int8 weights with an input that is neither i8 nor u8".into()),
-                },
+                in_zero_u8,
+                bias,
                 signed_output: out_dtype == DType::I8,
                 multipliers,
                 out_zero,
@@ -353,13 +376,16 @@ impl Kernel for ConvF32 {
 }
 
 /// Int8 in, int8 out: u8 patches (i8 inputs shifted by 128) times i8 weights, then
-/// `clamp(round((acc + bias) * multiplier[c]) + zero)`.
+/// `clamp(round((acc + bias) * multiplier[c]) + zero)`. The input's zero point is folded into
+/// the bias (`bias - zero * Σ weights`), so the products need no correction.
 struct ConvInt8 {
     weights: Arc<Prepared>,
     g: Geometry,
     in_zero_u8: u8,
     signed_output: bool,
     multipliers: Vec<f32>,
+    /// Per output channel: the bias less the input zero point's share.
+    bias: Vec<i32>,
     out_zero: i32,
     lo: i32,
     hi: i32,
@@ -372,7 +398,9 @@ fn i8_weights(p: &Prepared) -> Result<&ConvWeightsI8, String> {
     }
 }
 
-/// Products of one block of u8 rows with every group's weights into `acc` ([rows, cout]).
+/// Raw products `Σ a · w` of one block of u8 rows with every group's weights into `acc`
+/// ([rows, cout]); the window's padding is `zero` (the rows' zero point), whose share the
+/// caller removes with the weights' column sums ([`column_sums`]).
 fn int8_products(
     g: &Geometry,
     w: &ConvWeightsI8,
@@ -383,25 +411,73 @@ fn int8_products(
     acc: &mut [i32],
 ) -> Result<(), String> {
     let (k, cout_g) = (g.k(), g.cout_g());
-    let zeros = vec![zero; rows];
     if g.pointwise() {
-        return w.groups[0].gemm(acc, &image[p0 * g.cin..], rows, g.cin, &zeros);
+        return w.groups[0].products(acc, &image[p0 * g.cin..], rows, g.cin);
     }
     with_buffer(&PATCHES_U8, rows * k, |patches| {
         if g.groups == 1 {
             g.im2col(image, 0, p0..p0 + rows, zero, patches);
-            return w.groups[0].gemm(acc, patches, rows, k, &zeros);
+            return w.groups[0].products(acc, patches, rows, k);
         }
-        let mut part = vec![0i32; rows * cout_g];
-        for (gi, packed) in w.groups.iter().enumerate() {
-            g.im2col(image, gi, p0..p0 + rows, zero, patches);
-            packed.gemm(&mut part, patches, rows, k, &zeros)?;
-            for (dst, src) in acc.chunks_exact_mut(g.cout).zip(part.chunks_exact(cout_g)) {
-                dst[gi * cout_g..(gi + 1) * cout_g].copy_from_slice(src);
+        with_buffer(&GROUP_ACC, rows * cout_g, |part| {
+            for (gi, packed) in w.groups.iter().enumerate() {
+                g.im2col(image, gi, p0..p0 + rows, zero, patches);
+                packed.products(part, patches, rows, k)?;
+                for (dst, src) in acc.chunks_exact_mut(g.cout).zip(part.chunks_exact(cout_g)) {
+                    dst[gi * cout_g..(gi + 1) * cout_g].copy_from_slice(src);
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     })
+}
+
+/// i8 to u8 by adding 128 (flipping the sign bit), vectorized.
+fn shift_to_u8(from: &[i8], to: &mut [u8]) {
+    super::simd::vectorized(
+        #[inline(always)]
+        || {
+            for (d, q) in to.iter_mut().zip(from) {
+                *d = (*q as u8) ^ 0x80;
+            }
+        },
+    )
+}
+
+/// `Σ_k w[k, c]` for every output channel, across the groups.
+fn column_sums(w: &ConvWeightsI8) -> Vec<i32> {
+    w.groups
+        .iter()
+        .flat_map(|p| p.col_sums().iter().copied())
+        .collect()
+}
+
+/// `out[p, c] = clamp(round((acc[p, c] + bias[c]) * multiplier[c]) + zero, lo, hi)` for
+/// every pixel row, vectorized across channels.
+fn requantize_rows<T: QOut>(
+    acc: &[i32],
+    bias: &[i32],
+    multipliers: &[f32],
+    zero: i32,
+    lo: i32,
+    hi: i32,
+    out: &mut [T],
+) {
+    let c = bias.len();
+    // Clamped in f32 before rounding (max/min also turn NaN into a bound), so the magic-number
+    // rounding is exact and the loop vectorizes.
+    let (lo_f, hi_f) = ((lo - zero) as f32, (hi - zero) as f32);
+    super::simd::vectorized(
+        #[inline(always)]
+        || {
+            for (a, o) in acc.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
+                for (((a, b), m), o) in a.iter().zip(bias).zip(multipliers).zip(o.iter_mut()) {
+                    let v = (a.wrapping_add(*b) as f32 * m).max(lo_f).min(hi_f);
+                    *o = T::from_i32(crate::quant::round_clamped(v) + zero);
+                }
+            }
+        },
+    )
 }
 
 /// An integer element type a quantized kernel writes.
@@ -432,17 +508,15 @@ impl ConvInt8 {
             with_buffer(&ACC, rows * g.cout, |acc| {
                 let image = &x[n * image_len..(n + 1) * image_len];
                 int8_products(g, w, image, self.in_zero_u8, p0, rows, acc)?;
-                for (px_acc, px_out) in acc.chunks_exact(g.cout).zip(o.chunks_exact_mut(g.cout)) {
-                    for c in 0..g.cout {
-                        let acc = (i64::from(px_acc[c]) + i64::from(w.bias_i32[c])) as f32;
-                        px_out[c] = T::from_i32(crate::quant::requantize(
-                            acc * self.multipliers[c],
-                            self.out_zero,
-                            self.lo,
-                            self.hi,
-                        ));
-                    }
-                }
+                requantize_rows(
+                    acc,
+                    &self.bias,
+                    &self.multipliers,
+                    self.out_zero,
+                    self.lo,
+                    self.hi,
+                    o,
+                );
                 Ok(())
             })
         })
@@ -461,9 +535,7 @@ impl Kernel for ConvInt8 {
         match inputs[0] {
             View::U8(v) => run(v, &mut outputs[0]),
             View::I8(v) => with_buffer(&IMAGE_U8, v.len(), |shifted| {
-                for (d, q) in shifted.iter_mut().zip(v) {
-                    *d = (*q as u8) ^ 0x80;
-                }
+                shift_to_u8(v, shifted);
                 run(shifted, &mut outputs[0])
             }),
             _ => Err("a quantized convolution of a non-integer input".into()),
@@ -482,6 +554,8 @@ struct ConvHybrid {
     activation: Activation,
     /// Quantize each row separately (TFLite's dense layers) rather than each image.
     per_row: bool,
+    /// `Σ_k w[k, c]` per output channel (to take out the per-image zero point).
+    col_sums: Vec<i32>,
 }
 
 impl Kernel for ConvHybrid {
@@ -534,22 +608,36 @@ impl ConvHybrid {
                     let rows_params = &params[first..first + rows];
                     let zeros: Vec<u8> = rows_params.iter().map(|p| p.1).collect();
                     w.groups[0].gemm(acc, &image[p0 * g.cin..], rows, g.cin, &zeros)?;
-                    for ((a, o), (scale, _)) in acc
-                        .chunks_exact(cout)
-                        .zip(o.chunks_exact_mut(cout))
-                        .zip(rows_params)
-                    {
-                        for c in 0..cout {
-                            o[c] = a[c] as f32 * (scale * w.scales[c]) + w.bias_f32[c];
-                        }
-                    }
+                    super::simd::vectorized(
+                        #[inline(always)]
+                        || {
+                            for ((a, o), (scale, _)) in acc
+                                .chunks_exact(cout)
+                                .zip(o.chunks_exact_mut(cout))
+                                .zip(rows_params)
+                            {
+                                for c in 0..cout {
+                                    o[c] = a[c] as f32 * (scale * w.scales[c]) + w.bias_f32[c];
+                                }
+                            }
+                        },
+                    );
                 } else {
                     let (scale, zero) = params[n];
                     int8_products(g, w, image, zero, p0, rows, acc)?;
-                    for (i, a) in acc.iter().enumerate() {
-                        let c = i % cout;
-                        o[i] = *a as f32 * (scale * w.scales[c]) + w.bias_f32[c];
-                    }
+                    let z = i32::from(zero);
+                    let sums = &self.col_sums;
+                    super::simd::vectorized(
+                        #[inline(always)]
+                        || {
+                            for (a, o) in acc.chunks_exact(cout).zip(o.chunks_exact_mut(cout)) {
+                                for c in 0..cout {
+                                    let centred = a[c].wrapping_sub(z.wrapping_mul(sums[c]));
+                                    o[c] = centred as f32 * (scale * w.scales[c]) + w.bias_f32[c];
+                                }
+                            }
+                        },
+                    );
                 }
                 Ok::<(), String>(())
             })?;

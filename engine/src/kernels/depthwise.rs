@@ -42,18 +42,109 @@ struct Geometry {
 }
 
 /// Output rows `rows` of one image, multiplier 1: `out = clamp(bias + Σ x * w, lo, hi)`.
-struct Rows<'a> {
+struct Rows<'a, S: Sink> {
     g: &'a Geometry,
     x: &'a [f32],
     w: &'a [f32],
     bias: &'a [f32],
     rows: std::ops::Range<usize>,
-    out: &'a mut [f32],
+    out: &'a mut [S::Out],
+    sink: S,
+}
+
+/// How a row kernel writes one vector of sums: f32 (clamped to a fused activation), or
+/// requantized to 8-bit integers in registers.
+trait Sink: Copy {
+    type Out: Copy;
+    /// Writes the first `n` lanes of `sums` (output channels `ch..ch + n`) into `out[..n]`.
+    fn put<I: Isa>(&self, isa: I, sums: I::F32, ch: usize, n: usize, out: &mut [Self::Out]);
+}
+
+#[derive(Clone, Copy)]
+struct F32Sink {
     lo: f32,
     hi: f32,
 }
 
-impl SimdOp for Rows<'_> {
+impl Sink for F32Sink {
+    type Out = f32;
+
+    #[inline(always)]
+    fn put<I: Isa>(&self, isa: I, sums: I::F32, _ch: usize, n: usize, out: &mut [f32]) {
+        let ops = isa.f32();
+        let v = ops.min(ops.max(sums, ops.splat(self.lo)), ops.splat(self.hi));
+        if n == ops.len() {
+            ops.store(v, out);
+        } else {
+            out[..n].copy_from_slice(&v.to_array().as_ref()[..n]);
+        }
+    }
+}
+
+/// `clamp(round(sum * multiplier[c]) + zero)` into 8-bit integers.
+#[derive(Clone, Copy)]
+struct Q8Sink<'a, T> {
+    multipliers: &'a [f32],
+    zero: i32,
+    /// Bounds less the zero point.
+    lo: f32,
+    hi: f32,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: QOut> Sink for Q8Sink<'_, T> {
+    type Out = T;
+
+    #[inline(always)]
+    fn put<I: Isa>(&self, isa: I, sums: I::F32, ch: usize, n: usize, out: &mut [T]) {
+        let ops = isa.f32();
+        let m = if n == ops.len() {
+            ops.load(&self.multipliers[ch..])
+        } else {
+            ops.load_pad(&self.multipliers[ch..ch + n]).0
+        };
+        let v = ops.min(
+            ops.max(ops.mul(sums, m), ops.splat(self.lo)),
+            ops.splat(self.hi),
+        );
+        let arr = ops.add(v, ops.splat(crate::quant::MAGIC)).to_array();
+        for (o, v) in out[..n].iter_mut().zip(arr.as_ref()) {
+            *o = T::from_i32(crate::quant::round_clamped(*v - crate::quant::MAGIC) + self.zero);
+        }
+    }
+}
+
+/// The valid kernel taps `k0..k1` of one output position along an axis, and the input
+/// index of tap 0 (which may lie in the padding, so it is signed).
+#[inline(always)]
+fn taps(
+    out: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+    kernel: usize,
+    input: usize,
+) -> (usize, usize, isize) {
+    let start = (out * stride) as isize - pad as isize;
+    let d = dilation as isize;
+    let first = if start >= 0 {
+        0
+    } else {
+        ((-start) + d - 1) / d
+    };
+    let last = if input as isize > start {
+        (input as isize - start + d - 1) / d
+    } else {
+        0
+    };
+    (
+        first.min(kernel as isize) as usize,
+        last.clamp(0, kernel as isize) as usize,
+        start,
+    )
+}
+
+impl<S: Sink> SimdOp for Rows<'_, S> {
     type Output = ();
 
     #[inline(always)]
@@ -62,69 +153,97 @@ impl SimdOp for Rows<'_> {
         let lanes = ops.len();
         let g = self.g;
         let c = g.cin;
-        let (lo, hi) = (ops.splat(self.lo), ops.splat(self.hi));
-        // (input offset, weight offset) of each tap inside the image, per pixel.
-        let mut taps: Vec<(usize, usize)> = Vec::with_capacity(g.kh * g.kw);
+        let sink = self.sink;
+        let (dy, dx) = g.dilation;
+        // Input pixels between consecutive output pixels of a row.
+        let step = g.stride.1 * c;
         for (r, oy) in self.rows.clone().enumerate() {
-            for ox in 0..g.ow {
-                taps.clear();
-                for ky in 0..g.kh {
-                    let iy = (oy * g.stride.0 + ky * g.dilation.0) as isize - g.pad.0 as isize;
-                    if iy < 0 || iy as usize >= g.ih {
-                        continue;
-                    }
-                    for kx in 0..g.kw {
-                        let ix = (ox * g.stride.1 + kx * g.dilation.1) as isize - g.pad.1 as isize;
-                        if ix < 0 || ix as usize >= g.iw {
-                            continue;
+            let (ky0, ky1, iy0) = taps(oy, g.stride.0, dy, g.pad.0, g.kh, g.ih);
+            let row_out = &mut self.out[r * g.ow * c..(r + 1) * g.ow * c];
+            let mut ox = 0;
+            while ox < g.ow {
+                let (kx0, kx1, ix0) = taps(ox, g.stride.1, dx, g.pad.1, g.kw, g.iw);
+                // Input offset of tap (ky, kx) for this pixel, channel 0.
+                let at = |ky: usize, kx: usize| -> usize {
+                    let iy = (iy0 + (ky * dy) as isize) as usize;
+                    let ix = (ix0 + (kx * dx) as isize) as usize;
+                    (iy * g.iw + ix) * c
+                };
+                // Four pixels with the same valid taps run together: four independent sums
+                // hide the multiply-add latency, and each weight is loaded once for all four.
+                let group = ox + 4 <= g.ow && {
+                    let (a, b, _) = taps(ox + 3, g.stride.1, dx, g.pad.1, g.kw, g.iw);
+                    (a, b) == (kx0, kx1)
+                };
+                if group {
+                    let mut ch = 0;
+                    while ch + lanes <= c {
+                        let b = ops.load(&self.bias[ch..]);
+                        let mut acc = [b; 4];
+                        for ky in ky0..ky1 {
+                            for kx in kx0..kx1 {
+                                let wv = ops.load(&self.w[(ky * g.kw + kx) * c + ch..]);
+                                let xi = at(ky, kx) + ch;
+                                let xs = &self.x[xi..xi + 3 * step + lanes];
+                                for (p, a) in acc.iter_mut().enumerate() {
+                                    *a = ops.mul_add(ops.load(&xs[p * step..]), wv, *a);
+                                }
+                            }
                         }
-                        taps.push(((iy as usize * g.iw + ix as usize) * c, (ky * g.kw + kx) * c));
+                        for (p, a) in acc.into_iter().enumerate() {
+                            sink.put(isa, a, ch, lanes, &mut row_out[(ox + p) * c + ch..]);
+                        }
+                        ch += lanes;
                     }
+                    if ch < c {
+                        for p in 0..4 {
+                            let out = &mut row_out[(ox + p) * c..(ox + p + 1) * c];
+                            let mut a = ops.load_pad(&self.bias[ch..]).0;
+                            for ky in ky0..ky1 {
+                                for kx in kx0..kx1 {
+                                    let xi = at(ky, kx) + p * step;
+                                    let wi = (ky * g.kw + kx) * c;
+                                    let xv = ops.load_pad(&self.x[xi + ch..xi + c]).0;
+                                    let wv = ops.load_pad(&self.w[wi + ch..wi + c]).0;
+                                    a = ops.mul_add(xv, wv, a);
+                                }
+                            }
+                            sink.put(isa, a, ch, c - ch, &mut out[ch..]);
+                        }
+                    }
+                    ox += 4;
+                    continue;
                 }
-                let out = &mut self.out[(r * g.ow + ox) * c..][..c];
+                let out = &mut row_out[ox * c..(ox + 1) * c];
                 let mut ch = 0;
-                while ch + 2 * lanes <= c {
-                    let mut a0 = ops.load(&self.bias[ch..]);
-                    let mut a1 = ops.load(&self.bias[ch + lanes..]);
-                    for &(xi, wi) in &taps {
-                        a0 = ops.mul_add(
-                            ops.load(&self.x[xi + ch..]),
-                            ops.load(&self.w[wi + ch..]),
-                            a0,
-                        );
-                        a1 = ops.mul_add(
-                            ops.load(&self.x[xi + ch + lanes..]),
-                            ops.load(&self.w[wi + ch + lanes..]),
-                            a1,
-                        );
-                    }
-                    ops.store(ops.min(ops.max(a0, lo), hi), &mut out[ch..]);
-                    ops.store(ops.min(ops.max(a1, lo), hi), &mut out[ch + lanes..]);
-                    ch += 2 * lanes;
-                }
                 while ch + lanes <= c {
                     let mut a = ops.load(&self.bias[ch..]);
-                    for &(xi, wi) in &taps {
-                        a = ops.mul_add(
-                            ops.load(&self.x[xi + ch..]),
-                            ops.load(&self.w[wi + ch..]),
-                            a,
-                        );
+                    for ky in ky0..ky1 {
+                        for kx in kx0..kx1 {
+                            let (xi, wi) = (at(ky, kx), (ky * g.kw + kx) * c);
+                            a = ops.mul_add(
+                                ops.load(&self.x[xi + ch..]),
+                                ops.load(&self.w[wi + ch..]),
+                                a,
+                            );
+                        }
                     }
-                    ops.store(ops.min(ops.max(a, lo), hi), &mut out[ch..]);
+                    sink.put(isa, a, ch, lanes, &mut out[ch..]);
                     ch += lanes;
                 }
                 if ch < c {
-                    let n = c - ch;
                     let mut a = ops.load_pad(&self.bias[ch..]).0;
-                    for &(xi, wi) in &taps {
-                        let xv = ops.load_pad(&self.x[xi + ch..xi + c]).0;
-                        let wv = ops.load_pad(&self.w[wi + ch..wi + c]).0;
-                        a = ops.mul_add(xv, wv, a);
+                    for ky in ky0..ky1 {
+                        for kx in kx0..kx1 {
+                            let (xi, wi) = (at(ky, kx), (ky * g.kw + kx) * c);
+                            let xv = ops.load_pad(&self.x[xi + ch..xi + c]).0;
+                            let wv = ops.load_pad(&self.w[wi + ch..wi + c]).0;
+                            a = ops.mul_add(xv, wv, a);
+                        }
                     }
-                    let arr = ops.min(ops.max(a, lo), hi).to_array();
-                    out[ch..].copy_from_slice(&arr.as_ref()[..n]);
+                    sink.put(isa, a, ch, c - ch, &mut out[ch..]);
                 }
+                ox += 1;
             }
         }
     }
@@ -133,16 +252,30 @@ impl SimdOp for Rows<'_> {
 impl Geometry {
     /// The f32 kernel over every image, in parallel row blocks when worth it.
     fn run_f32(&self, x: &[f32], w: &[f32], bias: &[f32], out: &mut [f32], lo: f32, hi: f32) {
-        let image_in = self.ih * self.iw * self.cin;
-        let image_out = self.oh * self.ow * self.cout;
-        let row_len = self.ow * self.cout;
         if self.multiplier != 1 {
             return self.run_multiplier(x, w, bias, out, lo, hi);
         }
+        self.run_rows(x, w, bias, out, F32Sink { lo, hi });
+    }
+
+    /// Multiplier-1 rows into any sink, every image, in parallel row blocks when worth it.
+    fn run_rows<S: Sink + Sync>(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        out: &mut [S::Out],
+        sink: S,
+    ) where
+        S::Out: Send,
+    {
+        let image_in = self.ih * self.iw * self.cin;
+        let image_out = self.oh * self.ow * self.cout;
+        let row_len = self.ow * self.cout;
         let work = self.batch * image_out * self.kh * self.kw;
         let parallel = parallel_worth(work);
         let rows_per_task = if parallel { 4 } else { self.oh };
-        let task = |n: usize, r0: usize, o: &mut [f32]| {
+        let task = |n: usize, r0: usize, o: &mut [S::Out]| {
             let rows = o.len() / row_len.max(1);
             Rows {
                 g: self,
@@ -151,8 +284,7 @@ impl Geometry {
                 bias,
                 rows: r0..r0 + rows,
                 out: o,
-                lo,
-                hi,
+                sink,
             }
             .dispatch();
         };
@@ -315,7 +447,20 @@ fn weights(p: &Prepared) -> Result<&DepthwiseWeights, String> {
 
 use super::scratch::with_scratch as with_buffer;
 
+/// `to[i] = from[i] - zero` as f32, vectorized.
+fn widen_centred<T: Copy + Into<i32>>(from: &[T], zero: f32, to: &mut [f32]) {
+    super::simd::vectorized(
+        #[inline(always)]
+        || {
+            for (d, q) in to.iter_mut().zip(from) {
+                *d = Into::<i32>::into(*q) as f32 - zero;
+            }
+        },
+    )
+}
+
 impl Depthwise {
+    /// `out = clamp(round(acc * multiplier[c]) + zero)`, vectorized across channels.
     fn requantize<T: QOut>(
         &self,
         acc: &[f32],
@@ -326,16 +471,18 @@ impl Depthwise {
         hi: i32,
     ) {
         let c = self.g.cout;
-        for (a, o) in acc.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
-            for ch in 0..c {
-                o[ch] = T::from_i32(crate::quant::requantize(
-                    a[ch] * multipliers[ch],
-                    zero,
-                    lo,
-                    hi,
-                ));
-            }
-        }
+        let (lo_f, hi_f) = ((lo - zero) as f32, (hi - zero) as f32);
+        super::simd::vectorized(
+            #[inline(always)]
+            || {
+                for (a, o) in acc.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
+                    for ((a, m), o) in a.iter().zip(multipliers).zip(o.iter_mut()) {
+                        let v = (a * m).max(lo_f).min(hi_f);
+                        *o = T::from_i32(crate::quant::round_clamped(v) + zero);
+                    }
+                }
+            },
+        )
     }
 }
 
@@ -393,19 +540,70 @@ impl Kernel for Depthwise {
                 out_zero,
                 lo,
                 hi,
+            } if g.multiplier == 1 => {
+                let zero = *in_zero as f32;
+                let (lo_f, hi_f) = ((lo - out_zero) as f32, (hi - out_zero) as f32);
+                with_buffer(&WIDE, inputs[0].len(), |wide| {
+                    match (inputs[0], &mut outputs[0]) {
+                        (View::I8(x), ViewMut::I8(o)) => {
+                            widen_centred(x, zero, wide);
+                            let sink = Q8Sink::<i8> {
+                                multipliers,
+                                zero: *out_zero,
+                                lo: lo_f,
+                                hi: hi_f,
+                                _t: std::marker::PhantomData,
+                            };
+                            g.run_rows(wide, &self.int_w, &self.int_bias, o, sink);
+                            Ok(())
+                        }
+                        (View::U8(x), ViewMut::U8(o)) => {
+                            widen_centred(x, zero, wide);
+                            let sink = Q8Sink::<u8> {
+                                multipliers,
+                                zero: *out_zero,
+                                lo: lo_f,
+                                hi: hi_f,
+                                _t: std::marker::PhantomData,
+                            };
+                            g.run_rows(wide, &self.int_w, &self.int_bias, o, sink);
+                            Ok(())
+                        }
+                        _ => Err(
+                            "a quantized depthwise convolution's input and output types differ"
+                                .to_string(),
+                        ),
+                    }
+                })
+            }
+            Numbers::Int8 {
+                in_zero,
+                multipliers,
+                out_zero,
+                lo,
+                hi,
             } => {
                 let wide_len = inputs[0].len();
                 let acc_len = g.batch * g.oh * g.ow * g.cout;
                 with_buffer(&WIDE, wide_len, |wide| {
+                    let zero = *in_zero as f32;
                     match inputs[0] {
-                        View::I8(v) => wide
-                            .iter_mut()
-                            .zip(v)
-                            .for_each(|(d, q)| *d = f32::from(*q) - *in_zero as f32),
-                        View::U8(v) => wide
-                            .iter_mut()
-                            .zip(v)
-                            .for_each(|(d, q)| *d = f32::from(*q) - *in_zero as f32),
+                        View::I8(v) => super::simd::vectorized(
+                            #[inline(always)]
+                            || {
+                                wide.iter_mut()
+                                    .zip(v)
+                                    .for_each(|(d, q)| *d = f32::from(*q) - zero)
+                            },
+                        ),
+                        View::U8(v) => super::simd::vectorized(
+                            #[inline(always)]
+                            || {
+                                wide.iter_mut()
+                                    .zip(v)
+                                    .for_each(|(d, q)| *d = f32::from(*q) - zero)
+                            },
+                        ),
                         _ => {
                             return Err("a quantized depthwise convolution of a non-integer input"
                                 .to_string());

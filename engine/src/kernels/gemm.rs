@@ -117,9 +117,13 @@ impl PackedI8 {
         })
     }
 
-    /// `out[m, n] = Σ_k (a[m, k] - a_zero[m]) · b[k, n]` in i32, exactly: where the kernel
-    /// could saturate, the rows are split into their low 7 bits and their top bit
-    /// (`a = lo + 128 * hi`) and multiplied separately, neither of which can.
+    /// `Σ_k b[k, c]` of each column: a zero point `z` of the rows contributes `z` times this
+    /// to every product, which callers subtract (or fold into a bias).
+    pub fn col_sums(&self) -> &[i32] {
+        &self.col_sums
+    }
+
+    /// `out[m, n] = Σ_k (a[m, k] - a_zero[m]) · b[k, n]` in i32.
     pub fn gemm(
         &self,
         out: &mut [i32],
@@ -131,10 +135,28 @@ impl PackedI8 {
         if a_zero.len() < m || out.len() < m * self.n {
             return Err("int8 gemm given too few zero points or outputs".into());
         }
+        self.products(out, a, m, a_stride)?;
+        for (row, z) in out.chunks_exact_mut(self.n).zip(a_zero) {
+            let z = i32::from(*z);
+            for (o, s) in row.iter_mut().zip(&self.col_sums) {
+                *o -= z * s;
+            }
+        }
+        Ok(())
+    }
+
+    /// `out[m, n] = Σ_k a[m, k] · b[k, n]` in i32, exactly: where the kernel could saturate,
+    /// the rows are split into their low 7 bits and their top bit (`a = lo + 128 * hi`) and
+    /// multiplied separately, neither of which can.
+    pub fn products(
+        &self,
+        out: &mut [i32],
+        a: &[u8],
+        m: usize,
+        a_stride: usize,
+    ) -> Result<(), String> {
         if !int8_may_saturate() {
-            self.gemm_raw(out, a, m, a_stride)?;
-            self.subtract_zero_points(out, &a_zero[..m]);
-            return Ok(());
+            return self.gemm_raw(out, a, m, a_stride);
         }
         let mut split = SPLIT.with(|cell| cell.take());
         let result = (|| {
@@ -155,20 +177,10 @@ impl PackedI8 {
             for (o, h) in out.iter_mut().zip(high_out.iter()) {
                 *o += 128 * h;
             }
-            self.subtract_zero_points(out, &a_zero[..m]);
             Ok(())
         })();
         SPLIT.with(|cell| *cell.borrow_mut() = split);
         result
-    }
-
-    fn subtract_zero_points(&self, out: &mut [i32], a_zero: &[u8]) {
-        for (row, z) in out.chunks_exact_mut(self.n).zip(a_zero) {
-            let z = i32::from(*z);
-            for (o, s) in row.iter_mut().zip(&self.col_sums) {
-                *o -= z * s;
-            }
-        }
     }
 
     /// `out = a · b` with no zero points.
@@ -298,6 +310,18 @@ mod tests {
             let packed = PackedI8::pack(&b, k, n, 1, k).unwrap();
             let mut out = vec![0i32; m * n];
             packed.gemm(&mut out, &a, m, k, &zeros).unwrap();
+            // The split the kernel uses where it could saturate gives the same products.
+            let mut split = vec![0i32; m * n];
+            let mut direct = vec![0i32; m * n];
+            let (lo, hi): (Vec<u8>, Vec<u8>) = a.iter().map(|v| (v & 0x7f, v >> 7)).unzip();
+            packed.gemm_raw(&mut split, &lo, m, k).unwrap();
+            let mut high = vec![0i32; m * n];
+            packed.gemm_raw(&mut high, &hi, m, k).unwrap();
+            packed.gemm_raw(&mut direct, &a, m, k).unwrap();
+            for ((s, h), d) in split.iter_mut().zip(&high).zip(&direct) {
+                *s += 128 * h;
+                assert_eq!(s, d);
+            }
             for r in 0..m {
                 for c in 0..n {
                     let want: i32 = (0..k)

@@ -88,20 +88,95 @@ impl Add {
     }
 }
 
+impl Add {
+    #[inline(always)]
+    fn one(&self, a: i32, b: i32) -> i32 {
+        let acc = self
+            .bias
+            .wrapping_add(a.wrapping_mul(self.a_mul))
+            .wrapping_add(b.wrapping_mul(self.b_mul));
+        ((acc >> self.shift) + self.out_zero).clamp(self.lo, self.hi)
+    }
+}
+
 impl Kernel for Add {
     fn run(&self, inputs: &[View<'_>], outputs: &mut [ViewMut<'_>]) -> Result<(), String> {
-        let (a, b) = (widen(inputs[0])?, widen(inputs[1])?);
-        let (a, b) = (&a, &b);
-        let s = &self.shape;
-        let values = s.runs.iter().flat_map(|&(ra, rb)| {
-            (0..s.len).map(move |i| {
-                let va = a[ra + i * s.a_step];
-                let vb = b[rb + i * s.b_step];
-                let acc = self.bias + va * self.a_mul + vb * self.b_mul;
-                ((acc >> self.shift) + self.out_zero).clamp(self.lo, self.hi)
-            })
-        });
-        store(&mut outputs[0], values)
+        binary_runs(&self.shape, inputs, outputs, |a, b| self.one(a, b))
+    }
+}
+
+/// Applies `f` over every run of a broadcast of two 8-bit inputs (of one type) into an
+/// 8-bit output, compiled for the widest SIMD so the loops vectorize.
+fn binary_runs(
+    shape: &Broadcast,
+    inputs: &[View<'_>],
+    outputs: &mut [ViewMut<'_>],
+    f: impl Fn(i32, i32) -> i32 + Copy,
+) -> Result<(), String> {
+    fn go<A: Copy + Into<i32>, O: QStore>(
+        s: &Broadcast,
+        a: &[A],
+        b: &[A],
+        out: &mut [O],
+        f: impl Fn(i32, i32) -> i32 + Copy,
+    ) {
+        super::simd::vectorized(
+            #[inline(always)]
+            || {
+                for (&(ra, rb), o) in s.runs.iter().zip(out.chunks_exact_mut(s.len.max(1))) {
+                    match (s.a_step, s.b_step) {
+                        (1, 1) => {
+                            for ((o, x), y) in
+                                o.iter_mut().zip(&a[ra..ra + s.len]).zip(&b[rb..rb + s.len])
+                            {
+                                *o = O::store(f((*x).into(), (*y).into()));
+                            }
+                        }
+                        (1, _) => {
+                            let y = b[rb].into();
+                            for (o, x) in o.iter_mut().zip(&a[ra..ra + s.len]) {
+                                *o = O::store(f((*x).into(), y));
+                            }
+                        }
+                        (_, 1) => {
+                            let x = a[ra].into();
+                            for (o, y) in o.iter_mut().zip(&b[rb..rb + s.len]) {
+                                *o = O::store(f(x, (*y).into()));
+                            }
+                        }
+                        _ => {
+                            let v = O::store(f(a[ra].into(), b[rb].into()));
+                            o.iter_mut().for_each(|o| *o = v);
+                        }
+                    }
+                }
+            },
+        )
+    }
+    match (inputs[0], inputs[1], &mut outputs[0]) {
+        (View::I8(a), View::I8(b), ViewMut::I8(o)) => go(shape, a, b, o, f),
+        (View::U8(a), View::U8(b), ViewMut::U8(o)) => go(shape, a, b, o, f),
+        _ => return Err("an 8-bit kernel given mixed element types".into()),
+    }
+    Ok(())
+}
+
+/// An 8-bit element type kernels write from an in-range i32.
+trait QStore: Copy {
+    fn store(v: i32) -> Self;
+}
+
+impl QStore for i8 {
+    #[inline(always)]
+    fn store(v: i32) -> Self {
+        v as i8
+    }
+}
+
+impl QStore for u8 {
+    #[inline(always)]
+    fn store(v: i32) -> Self {
+        v as u8
     }
 }
 
@@ -119,22 +194,16 @@ struct Mul {
 
 impl Kernel for Mul {
     fn run(&self, inputs: &[View<'_>], outputs: &mut [ViewMut<'_>]) -> Result<(), String> {
-        let (a, b) = (widen(inputs[0])?, widen(inputs[1])?);
-        let (a, b) = (&a, &b);
-        let s = &self.shape;
         let (lo, hi) = (
             (self.lo - self.out_zero) as f32,
             (self.hi - self.out_zero) as f32,
         );
-        let values = s.runs.iter().flat_map(|&(ra, rb)| {
-            (0..s.len).map(move |i| {
-                let product =
-                    (a[ra + i * s.a_step] - self.a_zero) * (b[rb + i * s.b_step] - self.b_zero);
-                let scaled = (product as f32 * self.scale).clamp(lo, hi);
-                (scaled.round_ties_even() as i32).saturating_add(self.out_zero)
-            })
-        });
-        store(&mut outputs[0], values)
+        let (za, zb, scale, zero) = (self.a_zero, self.b_zero, self.scale, self.out_zero);
+        binary_runs(&self.shape, inputs, outputs, move |a, b| {
+            let product = (a - za) * (b - zb);
+            let scaled = (product as f32 * scale).max(lo).min(hi);
+            crate::quant::round_clamped(scaled) + zero
+        })
     }
 }
 

@@ -179,3 +179,19 @@ impl SimdOp for BinaryRuns<'_> {
         }
     }
 }
+
+/// Runs `f` compiled for the widest SIMD this CPU has (AVX-512, AVX2 and FMA, Neon): plain
+/// loops inside it are auto-vectorized for that instruction set rather than the baseline
+/// the binary targets. `f` should be `#[inline(always)]` so it is compiled into the
+/// dispatched function.
+pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    struct Op<F>(F);
+    impl<R, F: FnOnce() -> R> SimdOp for Op<F> {
+        type Output = R;
+        #[inline(always)]
+        fn eval<I: Isa>(self, _isa: I) -> R {
+            (self.0)()
+        }
+    }
+    Op(f).dispatch()
+}

@@ -431,7 +431,20 @@ impl Plan {
         mut state: Option<&mut State>,
     ) -> Result<Vec<Tensor>, RunError> {
         let mut arena = self.take_arena();
-        let result = self.run_in(&mut arena, inputs, &mut state);
+        let result = self.run_in(&mut arena, inputs, &mut state, None);
+        self.return_arena(arena);
+        result
+    }
+
+    /// Runs the plan and adds each step's time to `times` (one entry per step, in order).
+    pub fn run_timed(
+        &self,
+        inputs: &[Tensor],
+        mut state: Option<&mut State>,
+        times: &mut [std::time::Duration],
+    ) -> Result<Vec<Tensor>, RunError> {
+        let mut arena = self.take_arena();
+        let result = self.run_in(&mut arena, inputs, &mut state, Some(times));
         self.return_arena(arena);
         result
     }
@@ -441,6 +454,7 @@ impl Plan {
         arena: &mut [Data],
         inputs: &[Tensor],
         state: &mut Option<&mut State>,
+        mut times: Option<&mut [std::time::Duration]>,
     ) -> Result<Vec<Tensor>, RunError> {
         for (i, ((slot, dtype, shape), t)) in self.inputs.iter().zip(inputs).enumerate() {
             if t.dtype() != *dtype || &t.shape != shape {
@@ -455,7 +469,8 @@ impl Plan {
             }
             copy_into(&mut arena[*slot], &t.data);
         }
-        for step in &self.steps {
+        for (index, step) in self.steps.iter().enumerate() {
+            let started = times.is_some().then(std::time::Instant::now);
             let mut outs: Vec<Data> = step
                 .outputs
                 .iter()
@@ -498,6 +513,11 @@ impl Plan {
             };
             for ((s, _, _), d) in step.outputs.iter().zip(outs) {
                 arena[*s] = d;
+            }
+            if let (Some(times), Some(started)) = (times.as_deref_mut(), started)
+                && let Some(t) = times.get_mut(index)
+            {
+                *t += started.elapsed();
             }
             result.map_err(|reason| RunError::Kernel {
                 op: step.origin.clone(),
