@@ -82,6 +82,8 @@ pub enum Activation {
     Tanh,
     Sigmoid,
     HardSwish,
+    /// `x * sigmoid(x)`
+    Silu,
 }
 
 impl Activation {
@@ -93,7 +95,9 @@ impl Activation {
             Activation::Relu6 => Some((0.0, 6.0)),
             Activation::ReluN1To1 => Some((-1.0, 1.0)),
             Activation::Clamp(lo, hi) => Some((lo, hi)),
-            Activation::Tanh | Activation::Sigmoid | Activation::HardSwish => None,
+            Activation::Tanh | Activation::Sigmoid | Activation::HardSwish | Activation::Silu => {
+                None
+            }
         }
     }
 }
@@ -167,6 +171,8 @@ pub enum UnaryOp {
     Sigmoid,
     Tanh,
     HardSwish,
+    /// `x * sigmoid(x)` (swish)
+    Silu,
     /// `max(0, min(1, alpha * x + beta))`
     HardSigmoid {
         alpha: f32,
@@ -193,6 +199,17 @@ pub enum UnaryOp {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    Equal,
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+    And,
+    Or,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReduceKind {
     Mean,
     Sum,
@@ -207,13 +224,20 @@ pub enum ResizeMode {
     Nearest,
 }
 
+/// The output size of a resize: fixed, or a scale of the input's (ONNX scales).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ResizeTo {
+    Size(usize, usize),
+    Scale(f32, f32),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resize {
     pub mode: ResizeMode,
     pub align_corners: bool,
     pub half_pixel_centers: bool,
     /// Output height and width.
-    pub size: (usize, usize),
+    pub to: ResizeTo,
 }
 
 /// A strided slice with every mask resolved: one entry per input axis.
@@ -252,6 +276,12 @@ pub enum Op {
         op: BinaryOp,
         activation: Activation,
     },
+    /// Elementwise comparison (or logical and/or of bools) with broadcasting; bool output.
+    Compare(CompareOp),
+    /// inputs: condition (bool), then, else; broadcasting.
+    Where,
+    /// Logical not of bools.
+    Not,
     Unary(UnaryOp),
     /// inputs: x, alpha (broadcast to x)
     Prelu,
@@ -268,8 +298,19 @@ pub enum Op {
     LogSoftmax {
         axis: usize,
     },
-    /// The output shape; at most one -1 (inferred), 0 is not special.
-    Reshape(Vec<i64>),
+    /// The output shape; at most one -1 (inferred). With `copy_zeros`, a 0 keeps the input's
+    /// length on that axis (ONNX); otherwise 0 is a length. A second input, when present and
+    /// known at planning, gives the shape instead.
+    Reshape {
+        shape: Vec<i64>,
+        copy_zeros: bool,
+    },
+    /// `[prod(dims[..axis]), prod(dims[axis..])]`.
+    Flatten(usize),
+    /// Removes these axes (each of length 1).
+    Squeeze(Vec<usize>),
+    /// Inserts axes of length 1 at these positions of the output.
+    Unsqueeze(Vec<usize>),
     Transpose(Vec<usize>),
     Concat {
         axis: usize,
@@ -292,6 +333,13 @@ pub enum Op {
         axis: usize,
     },
     Tile(Vec<usize>),
+    /// inputs: start, limit, delta (scalars known when a plan is made): ONNX Range.
+    Range,
+    /// inputs: a shape (known when a plan is made): that shape filled with one value, of the
+    /// output's type.
+    Fill(f64),
+    /// inputs: x, shape (known when a plan is made): x broadcast to the shape (ONNX Expand).
+    Expand,
     DepthToSpace(usize),
     SpaceToDepth(usize),
     Resize(Resize),
@@ -299,8 +347,9 @@ pub enum Op {
     Quantize,
     Dequantize,
     Cast,
-    /// The shape of its input, as i32 or i64 (the output's type). Known when a plan is made.
-    Shape,
+    /// The shape of its input, as i32 or i64 (the output's type), its axes taken in `perm`
+    /// order when given (an NHWC value whose model sees NCHW). Known when a plan is made.
+    Shape(Option<Vec<usize>>),
     ArgMax {
         axis: usize,
         keep_dims: bool,
@@ -325,13 +374,19 @@ impl Op {
             Op::FullyConnected { .. } => "FullyConnected",
             Op::MatMul { .. } => "MatMul",
             Op::Binary { .. } => "Binary",
+            Op::Compare(_) => "Compare",
+            Op::Where => "Where",
+            Op::Not => "Not",
             Op::Unary(_) => "Unary",
             Op::Prelu => "Prelu",
             Op::Pool2d(_) => "Pool2d",
             Op::Reduce { .. } => "Reduce",
             Op::Softmax { .. } => "Softmax",
             Op::LogSoftmax { .. } => "LogSoftmax",
-            Op::Reshape(_) => "Reshape",
+            Op::Reshape { .. } => "Reshape",
+            Op::Flatten(_) => "Flatten",
+            Op::Squeeze(_) => "Squeeze",
+            Op::Unsqueeze(_) => "Unsqueeze",
             Op::Transpose(_) => "Transpose",
             Op::Concat { .. } => "Concat",
             Op::Split { .. } => "Split",
@@ -339,13 +394,16 @@ impl Op {
             Op::Pad { .. } => "Pad",
             Op::Gather { .. } => "Gather",
             Op::Tile(_) => "Tile",
+            Op::Expand => "Expand",
+            Op::Range => "Range",
+            Op::Fill(_) => "Fill",
             Op::DepthToSpace(_) => "DepthToSpace",
             Op::SpaceToDepth(_) => "SpaceToDepth",
             Op::Resize(_) => "Resize",
             Op::Quantize => "Quantize",
             Op::Dequantize => "Dequantize",
             Op::Cast => "Cast",
-            Op::Shape => "Shape",
+            Op::Shape(_) => "Shape",
             Op::ArgMax { .. } => "ArgMax",
             Op::ArgMin { .. } => "ArgMin",
             Op::ReadVariable(_) => "ReadVariable",

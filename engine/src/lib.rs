@@ -13,9 +13,11 @@ pub mod flatbuf;
 pub mod graph;
 mod kernels;
 mod model;
+pub mod onnx;
 pub mod plan;
 mod prepare;
 pub mod quant;
+mod rewrite;
 mod tensor;
 pub mod tflite;
 

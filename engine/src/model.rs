@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{LoadError, RunError};
-use crate::graph::{Activation, Graph, Op, Quant, UnaryOp};
+use crate::graph::{Graph, Quant};
 use crate::plan::{self, Plan, State};
 use crate::prepare::{self, Prepared};
 use crate::tensor::{DType, Tensor};
@@ -70,10 +70,18 @@ impl Model {
         Model::from_graph(crate::tflite::read(bytes)?, options)
     }
 
+    /// Reads an ONNX model (with imposed input shapes and values) and prepares it.
+    pub fn from_onnx(
+        bytes: &[u8],
+        onnx: &crate::onnx::OnnxOptions,
+        options: &Options,
+    ) -> Result<Model, LoadError> {
+        Model::from_graph(crate::onnx::read(bytes, onnx)?, options)
+    }
+
     /// Prepares a graph a reader produced.
     pub fn from_graph(mut graph: Graph, options: &Options) -> Result<Model, LoadError> {
-        fuse_activations(&mut graph);
-        remove_dead_nodes(&mut graph);
+        crate::rewrite::optimize(&mut graph);
         let prepared = prepare::prepare(&graph).map_err(|e| {
             LoadError::Unsupported(vec![crate::error::Blocker {
                 op: "weights".into(),
@@ -274,70 +282,4 @@ fn initial_state(graph: &Graph) -> State {
         .iter()
         .map(|v| (*v.initial).clone())
         .collect()
-}
-
-/// Folds a clamp-like activation into the op that computes its input, when nothing else
-/// reads that op's output.
-fn fuse_activations(graph: &mut Graph) {
-    let readers = graph.reader_counts();
-    let producers = graph.producers();
-    let mut removed = vec![false; graph.nodes.len()];
-    for a in 0..graph.nodes.len() {
-        let act = match graph.nodes[a].op {
-            Op::Unary(UnaryOp::Relu) => Activation::Relu,
-            Op::Unary(UnaryOp::Relu6) => Activation::Relu6,
-            Op::Unary(UnaryOp::ReluN1To1) => Activation::ReluN1To1,
-            Op::Unary(UnaryOp::Clamp(lo, hi)) => Activation::Clamp(lo, hi),
-            _ => continue,
-        };
-        let Some(&x) = graph.nodes[a].inputs.first() else {
-            continue;
-        };
-        let Some(&y) = graph.nodes[a].outputs.first() else {
-            continue;
-        };
-        if readers[x] != 1 || graph.outputs.contains(&x) {
-            continue;
-        }
-        let Some(p) = producers[x] else {
-            continue;
-        };
-        if removed[p] {
-            continue;
-        }
-        let slot = match &mut graph.nodes[p].op {
-            Op::Conv2d(c) => &mut c.activation,
-            Op::Depthwise(d) => &mut d.activation,
-            Op::FullyConnected { activation, .. } => activation,
-            Op::Binary { activation, .. } => activation,
-            Op::Pool2d(p) => &mut p.activation,
-            _ => continue,
-        };
-        if *slot != Activation::None {
-            continue;
-        }
-        *slot = act;
-        graph.nodes[p].outputs[0] = y;
-        removed[a] = true;
-    }
-    let mut i = 0;
-    graph.nodes.retain(|_| {
-        let keep = !removed[i];
-        i += 1;
-        keep
-    });
-}
-
-/// Drops nodes whose outputs nobody reads (stateful writes are always kept).
-fn remove_dead_nodes(graph: &mut Graph) {
-    loop {
-        let readers = graph.reader_counts();
-        let before = graph.nodes.len();
-        graph.nodes.retain(|n| {
-            matches!(n.op, Op::AssignVariable(_)) || n.outputs.iter().any(|&o| readers[o] > 0)
-        });
-        if graph.nodes.len() == before {
-            break;
-        }
-    }
 }

@@ -143,6 +143,18 @@ fn build_f32(ctx: &BuildCtx<'_>) -> Result<Box<dyn Kernel>, String> {
 }
 
 pub fn build(ctx: &BuildCtx<'_>) -> Result<Box<dyn Kernel>, String> {
+    if let Op::Binary { op, .. } = ctx.node.op
+        && matches!(
+            ctx.out_dtype(0)?,
+            crate::tensor::DType::I32 | crate::tensor::DType::I64
+        )
+    {
+        let (a, b, out) = (ctx.in_shape(0)?, ctx.in_shape(1)?, ctx.out_shape(0)?);
+        return Ok(Box::new(super::logic::IntBinary {
+            op,
+            shape: broadcast(a, b, out),
+        }));
+    }
     match super::int8::build(ctx)? {
         Some(exact) => Ok(exact),
         None => wrap_float(ctx, build_f32),

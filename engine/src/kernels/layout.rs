@@ -220,7 +220,9 @@ fn build_moves(ctx: &BuildCtx<'_>) -> Result<Box<dyn Kernel>, String> {
     let gathered =
         |map| -> Result<Box<dyn Kernel>, String> { Ok(Box::new(Gathered { map, fill: 0.0 })) };
     match &ctx.node.op {
-        Op::Reshape(_) => Ok(Box::new(Copy)),
+        Op::Reshape { .. } | Op::Flatten(_) | Op::Squeeze(_) | Op::Unsqueeze(_) => {
+            Ok(Box::new(Copy))
+        }
         Op::Transpose(perm) => {
             let steps: Vec<isize> = perm.iter().map(|&p| st[p] as isize).collect();
             gathered(affine_map(out, 0, &steps)?)
@@ -259,6 +261,19 @@ fn build_moves(ctx: &BuildCtx<'_>) -> Result<Box<dyn Kernel>, String> {
                 Some(off)
             })?;
             Ok(Box::new(Gathered { map, fill: *value }))
+        }
+        Op::Expand => {
+            let lead = out
+                .len()
+                .checked_sub(x.len())
+                .ok_or("the shape has a lower rank than the input")?;
+            let steps: Vec<isize> = (0..out.len())
+                .map(|d| match d.checked_sub(lead) {
+                    Some(k) if x[k] != 1 || out[d] == 1 => st[k] as isize,
+                    _ => 0,
+                })
+                .collect();
+            gathered(affine_map(out, 0, &steps)?)
         }
         Op::Tile(_) => gathered(coord_map(out, |c| {
             Some(c.iter().enumerate().map(|(d, i)| (i % x[d]) * st[d]).sum())

@@ -9,6 +9,7 @@ mod depthwise;
 mod gemm;
 mod int8;
 mod layout;
+mod logic;
 mod pool;
 mod quantized;
 mod reduce;
@@ -93,13 +94,17 @@ pub fn build(ctx: &BuildCtx<'_>) -> Result<Box<dyn Kernel>, String> {
         Op::Depthwise(_) => depthwise::build(ctx),
         Op::MatMul { .. } => gemm::build_matmul(ctx),
         Op::Binary { .. } | Op::Prelu => binary::build(ctx),
+        Op::Compare(_) | Op::Where | Op::Not | Op::Range | Op::Fill(_) => logic::build(ctx),
         Op::Unary(_) => unary::build(ctx),
         Op::Pool2d(_) => pool::build(ctx),
         Op::Reduce { .. } | Op::ArgMax { .. } | Op::ArgMin { .. } => reduce::build(ctx),
         Op::Softmax { .. } | Op::LogSoftmax { .. } => softmax::build(ctx),
         Op::Resize(_) => resize::build(ctx),
         Op::Quantize | Op::Dequantize | Op::Cast => quantized::build_convert(ctx),
-        Op::Reshape(_)
+        Op::Reshape { .. }
+        | Op::Flatten(_)
+        | Op::Squeeze(_)
+        | Op::Unsqueeze(_)
         | Op::Transpose(_)
         | Op::Concat { .. }
         | Op::Split { .. }
@@ -107,9 +112,10 @@ pub fn build(ctx: &BuildCtx<'_>) -> Result<Box<dyn Kernel>, String> {
         | Op::Pad { .. }
         | Op::Gather { .. }
         | Op::Tile(_)
+        | Op::Expand
         | Op::DepthToSpace(_)
         | Op::SpaceToDepth(_) => layout::build(ctx),
-        Op::Shape => Err("shapes are known when a plan is made".into()),
+        Op::Shape(_) => Err("shapes are known when a plan is made".into()),
         Op::ReadVariable(_) | Op::AssignVariable(_) => {
             Err("variables are read and written by the plan, not a kernel".into())
         }

@@ -62,7 +62,8 @@ impl Kernel for ResizeF32 {
     fn run(&self, inputs: &[View<'_>], outputs: &mut [ViewMut<'_>]) -> Result<(), String> {
         let x = inputs[0].f32s()?;
         let out = outputs[0].f32s_mut()?;
-        let (oh, ow, c) = (self.r.size.0, self.r.size.1, self.c);
+        let (oh, ow) = crate::plan::shapes::resize_size(self.r.to, self.ih, self.iw)?;
+        let c = self.c;
         if self.ih == 0 || self.iw == 0 {
             return Err("resizing an empty image".into());
         }

@@ -70,6 +70,7 @@ pub fn activate(values: &mut [f32], activation: Activation) {
         Activation::Tanh => rten_vecmath::Tanh {}.map_mut(values),
         Activation::Sigmoid => rten_vecmath::Sigmoid {}.map_mut(values),
         Activation::HardSwish => HardSwish.map_mut(values),
+        Activation::Silu => rten_vecmath::Silu {}.map_mut(values),
         bounded => {
             if let Some((lo, hi)) = bounded.bounds() {
                 Clamp { lo, hi }.map_mut(values);

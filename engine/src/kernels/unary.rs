@@ -26,6 +26,7 @@ impl Kernel for UnaryF32 {
             UnaryOp::Sigmoid => rten_vecmath::Sigmoid {}.map_mut(out),
             UnaryOp::Tanh => rten_vecmath::Tanh {}.map_mut(out),
             UnaryOp::HardSwish => HardSwish.map_mut(out),
+            UnaryOp::Silu => rten_vecmath::Silu {}.map_mut(out),
             UnaryOp::HardSigmoid { alpha, beta } => HardSigmoid { alpha, beta }.map_mut(out),
             UnaryOp::LeakyRelu(alpha) => LeakyRelu(alpha).map_mut(out),
             UnaryOp::Elu(alpha) => out.iter_mut().for_each(|v| {

@@ -125,9 +125,16 @@ pub fn build(
             .collect();
         let out_shapes = shapes::infer(graph, node, &refs, &consts)
             .map_err(|e| RunError::Plan(format!("{}: {e}", node.origin)))?;
-        if node.op == Op::Shape {
-            // Known now: the input's shape.
-            let dims = refs.first().copied().unwrap_or_default();
+        if let Op::Shape(perm) = &node.op {
+            // Known now: the input's shape (in the model's axis order).
+            let given = refs.first().copied().unwrap_or_default();
+            let dims: Vec<usize> = match perm {
+                Some(p) => p
+                    .iter()
+                    .map(|&a| given.get(a).copied().unwrap_or(0))
+                    .collect(),
+                None => given.to_vec(),
+            };
             let data = match graph.values[node.outputs[0]].dtype {
                 DType::I64 => Data::I64(dims.iter().map(|d| *d as i64).collect()),
                 _ => Data::I32(dims.iter().map(|d| *d as i32).collect()),
@@ -579,4 +586,68 @@ pub fn copy_view(from: View<'_>, to: &mut ViewMut<'_>) -> Result<(), String> {
         (View::Bool(a), ViewMut::Bool(b)) => copy!(a, b),
         _ => Err("element types differ".into()),
     }
+}
+
+/// A value computed at load: its contents and shape.
+pub type Folded = (Arc<Data>, Vec<usize>);
+
+/// Evaluates one node whose inputs are all constants (readers fold what they can at load:
+/// an `If` condition, a computed reshape target). Returns each output's data and shape;
+/// refuses outputs over `max_elements` and nodes whose kernels need prepared weights.
+pub fn evaluate(
+    graph: &Graph,
+    node: &crate::graph::Node,
+    max_elements: usize,
+) -> Result<Vec<Folded>, String> {
+    let mut in_shapes = Vec::with_capacity(node.inputs.len());
+    let mut inputs = Vec::with_capacity(node.inputs.len());
+    for &i in &node.inputs {
+        let data = graph.constant(i).ok_or("an input is not a constant")?;
+        in_shapes.push(graph.const_shape(i).ok_or("a constant without a shape")?);
+        inputs.push(data.clone());
+    }
+    let refs: Vec<&[usize]> = in_shapes.iter().map(Vec::as_slice).collect();
+    let consts: Vec<Option<&Data>> = inputs.iter().map(|d| Some(&**d)).collect();
+    let out_shapes = shapes::infer(graph, node, &refs, &consts)?;
+    for s in &out_shapes {
+        if element_count(s).is_none_or(|n| n > max_elements) {
+            return Err(format!("a constant of shape {s:?} is too large to fold"));
+        }
+    }
+    if let Op::Shape(perm) = &node.op {
+        let given = refs.first().copied().unwrap_or_default();
+        let dims: Vec<usize> = match perm {
+            Some(p) => p
+                .iter()
+                .map(|&a| given.get(a).copied().unwrap_or(0))
+                .collect(),
+            None => given.to_vec(),
+        };
+        let data = match graph.values.get(node.outputs[0]).map(|v| v.dtype) {
+            Some(DType::I32) => Data::I32(dims.iter().map(|d| *d as i32).collect()),
+            _ => Data::I64(dims.iter().map(|d| *d as i64).collect()),
+        };
+        return Ok(vec![(Arc::new(data), vec![dims.len()])]);
+    }
+    let ctx = BuildCtx {
+        graph,
+        node,
+        in_shapes: &in_shapes,
+        out_shapes: &out_shapes,
+        prepared: None,
+    };
+    let kernel = kernels::build(&ctx)?;
+    let views: Vec<View<'_>> = inputs.iter().map(|d| d.full_view()).collect();
+    let mut outs: Vec<Data> = node
+        .outputs
+        .iter()
+        .zip(&out_shapes)
+        .map(|(&o, s)| Data::zeros(graph.values[o].dtype, element_count(s).unwrap_or(0)))
+        .collect();
+    {
+        let mut out_views: Vec<ViewMut<'_>> =
+            outs.iter_mut().map(|d| d.view_mut(usize::MAX)).collect();
+        kernel.run(&views, &mut out_views)?;
+    }
+    Ok(outs.into_iter().map(Arc::new).zip(out_shapes).collect())
 }

@@ -189,9 +189,47 @@ pub fn infer(
             s.extend([m, n]);
             one(s)
         }
-        Op::Binary { .. } | Op::Prelu => one(broadcast(input(0)?, input(1)?)?),
+        Op::Binary { .. } | Op::Prelu | Op::Compare(_) => one(broadcast(input(0)?, input(1)?)?),
+        Op::Where => one(broadcast(&broadcast(input(0)?, input(1)?)?, input(2)?)?),
+        Op::Not => one(input(0)?.to_vec()),
         Op::Unary(_) | Op::Quantize | Op::Dequantize | Op::Cast => one(input(0)?.to_vec()),
-        Op::Shape => one(vec![input(0)?.len()]),
+        Op::Shape(_) => one(vec![input(0)?.len()]),
+        Op::Flatten(axis) => {
+            let x = input(0)?;
+            if *axis > x.len() {
+                return Err("the flatten axis is out of range".into());
+            }
+            one(vec![count(&x[..*axis])?, count(&x[*axis..])?])
+        }
+        Op::Squeeze(axes) => {
+            let x = input(0)?;
+            if axes.iter().any(|a| *a >= x.len() || x[*a] != 1) {
+                return Err(format!("cannot squeeze axes {axes:?} of {x:?}"));
+            }
+            one(x
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !axes.contains(i))
+                .map(|(_, d)| *d)
+                .collect())
+        }
+        Op::Unsqueeze(axes) => {
+            let x = input(0)?;
+            let rank = x.len() + axes.len();
+            if axes.iter().any(|a| *a >= rank) {
+                return Err("an unsqueeze axis is out of range".into());
+            }
+            let mut rest = x.iter();
+            one((0..rank)
+                .map(|i| {
+                    if axes.contains(&i) {
+                        1
+                    } else {
+                        rest.next().copied().unwrap_or(1)
+                    }
+                })
+                .collect())
+        }
         Op::Softmax { .. } | Op::LogSoftmax { .. } => one(input(0)?.to_vec()),
         Op::Pool2d(p) => {
             let x = input(0)?;
@@ -231,10 +269,21 @@ pub fn infer(
             }
             one(s)
         }
-        Op::Reshape(declared) => {
+        Op::Reshape {
+            shape: declared,
+            copy_zeros,
+        } => {
             let x = input(0)?;
             let computed = consts.get(1).copied().flatten().and_then(|d| d.to_i64());
-            let target = computed.as_ref().unwrap_or(declared);
+            let mut target = computed.unwrap_or_else(|| declared.clone());
+            if *copy_zeros {
+                for (i, d) in target.iter_mut().enumerate() {
+                    if *d == 0 {
+                        *d = *x.get(i).ok_or("a 0 in a reshape past the input's rank")? as i64;
+                    }
+                }
+            }
+            let target = &target;
             let total = count(x)?;
             let mut s = Vec::with_capacity(target.len());
             let mut unknown = None;
@@ -329,6 +378,48 @@ pub fn infer(
             s.extend_from_slice(&x[axis + 1..]);
             one(s)
         }
+        Op::Range => {
+            let scalar = |i: usize| -> ShapeResult<f64> {
+                let d = consts
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .ok_or("range bounds are not known when the plan is made")?;
+                d.to_f32()
+                    .first()
+                    .map(|v| f64::from(*v))
+                    .ok_or_else(|| "an empty range bound".to_owned())
+            };
+            one(vec![range_len(scalar(0)?, scalar(1)?, scalar(2)?)?])
+        }
+        Op::Fill(_) => {
+            let shape = consts
+                .first()
+                .copied()
+                .flatten()
+                .and_then(|d| d.to_i64())
+                .ok_or("the shape to fill is not known when the plan is made")?;
+            let shape = shape
+                .iter()
+                .map(|&d| usize::try_from(d).map_err(|_| "a negative dimension".to_owned()))
+                .collect::<ShapeResult<Vec<_>>>()?;
+            count(&shape)?;
+            one(shape)
+        }
+        Op::Expand => {
+            let x = input(0)?;
+            let target = consts
+                .get(1)
+                .copied()
+                .flatten()
+                .and_then(|d| d.to_i64())
+                .ok_or("the shape of an expand is not known when the plan is made")?;
+            let target: Vec<usize> = target
+                .iter()
+                .map(|&d| usize::try_from(d).map_err(|_| "a negative expand dimension".to_owned()))
+                .collect::<ShapeResult<_>>()?;
+            one(broadcast(x, &target)?)
+        }
         Op::Tile(reps) => {
             let x = input(0)?;
             if reps.len() != x.len() {
@@ -358,7 +449,8 @@ pub fn infer(
             if r.mode == ResizeMode::Bilinear && r.align_corners && r.half_pixel_centers {
                 return Err("align_corners and half_pixel_centers together".into());
             }
-            one(vec![x[0], r.size.0, r.size.1, x[3]])
+            let (h, w) = resize_size(r.to, x[1], x[2])?;
+            one(vec![x[0], h, w, x[3]])
         }
         Op::ReadVariable(v) => graph
             .variables
@@ -366,6 +458,35 @@ pub fn infer(
             .map(|v| vec![v.shape.clone()])
             .ok_or_else(|| "unknown variable".into()),
         Op::AssignVariable(_) => Ok(Vec::new()),
+    }
+}
+
+/// The number of elements of `Range(start, limit, delta)`.
+pub fn range_len(start: f64, limit: f64, delta: f64) -> ShapeResult<usize> {
+    if delta == 0.0 || !(start.is_finite() && limit.is_finite() && delta.is_finite()) {
+        return Err("a range with step 0 or unbounded".into());
+    }
+    let n = ((limit - start) / delta).ceil().max(0.0);
+    if n > (1u64 << 31) as f64 {
+        return Err("a range too long".into());
+    }
+    Ok(n as usize)
+}
+
+/// A resize's output height and width for an input of `h` x `w`.
+pub fn resize_size(to: crate::graph::ResizeTo, h: usize, w: usize) -> ShapeResult<(usize, usize)> {
+    match to {
+        crate::graph::ResizeTo::Size(oh, ow) => Ok((oh, ow)),
+        crate::graph::ResizeTo::Scale(sh, sw) => {
+            let scaled = |d: usize, s: f32| -> ShapeResult<usize> {
+                let v = (d as f64 * f64::from(s)).floor();
+                if !(v.is_finite() && (0.0..=f64::from(1u32 << 30)).contains(&v)) {
+                    return Err(format!("resize scale {s} gives a bad size"));
+                }
+                Ok(v as usize)
+            };
+            Ok((scaled(h, sh)?, scaled(w, sw)?))
+        }
     }
 }
 

@@ -453,7 +453,14 @@ pub(super) fn translate<'a>(
                     constant: None,
                     ..v
                 });
-                c.push(Op::Reshape(target), vec![x], vec![id]);
+                c.push(
+                    Op::Reshape {
+                        shape: target,
+                        copy_zeros: false,
+                    },
+                    vec![x],
+                    vec![id],
+                );
                 expanded.push(id);
             }
             let y = c.output()?;
@@ -526,7 +533,7 @@ pub(super) fn translate<'a>(
                 },
                 align_corners: c.bool_opt(align_field, false)?,
                 half_pixel_centers: c.bool_opt(half_field, false)?,
-                size: (h, w),
+                to: crate::graph::ResizeTo::Size(h, w),
             };
             let x = c.input(0)?;
             let y = c.output()?;
@@ -571,7 +578,7 @@ pub(super) fn translate<'a>(
         b::SHAPE => {
             let x = c.input(0)?;
             let y = c.output()?;
-            c.push(Op::Shape, vec![x], vec![y]);
+            c.push(Op::Shape(None), vec![x], vec![y]);
             Ok(())
         }
         b::ARG_MAX | b::ARG_MIN => {
@@ -724,7 +731,14 @@ fn reshape(c: &mut Ctx<'_, '_>, code: i32) -> Result<(), Block> {
     if target.iter().filter(|d| **d < 0).count() > 1 && inputs.len() == 1 {
         return block("a reshape with more than one unknown axis");
     }
-    c.push(Op::Reshape(target), inputs, vec![y]);
+    c.push(
+        Op::Reshape {
+            shape: target,
+            copy_zeros: false,
+        },
+        inputs,
+        vec![y],
+    );
     Ok(())
 }
 

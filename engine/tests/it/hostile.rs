@@ -1,5 +1,5 @@
-//! Hostile TFLite files: real models cut short, with bytes flipped, and with offsets, lengths
-//! and dimensions replaced by huge values. Every one must give a model or an error; none may
+//! Hostile TFLite and ONNX files: real models cut short, with bytes flipped, and with
+//! offsets, lengths, varints and dimensions replaced by huge values. Every one must give a model or an error; none may
 //! panic or make the engine allocate what the file declares (plans have a memory limit, here
 //! 64 MiB).
 
@@ -16,14 +16,19 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 /// Loads, plans and runs on zeros; `Err` carries a panic's message.
-fn exercise(bytes: &[u8]) -> Result<(), String> {
+fn exercise(bytes: &[u8], onnx: bool) -> Result<(), String> {
     let options = Options {
         max_arena_bytes: 64 << 20,
         ..Options::default()
     };
     catch_unwind(AssertUnwindSafe(|| {
-        let _ = aq_engine::tflite::io(bytes);
-        let Ok(model) = Model::from_tflite(bytes, &options) else {
+        let loaded = if onnx {
+            Model::from_onnx(bytes, &Default::default(), &options)
+        } else {
+            let _ = aq_engine::tflite::io(bytes);
+            Model::from_tflite(bytes, &options)
+        };
+        let Ok(model) = loaded else {
             return;
         };
         let inputs: Option<Vec<Tensor>> = model
@@ -60,10 +65,13 @@ impl Lcg {
     }
 }
 
-const MODELS: [&str; 3] = [
+const MODELS: [&str; 6] = [
     "sine_float.tflite",
     "okay_nabu.tflite",
     "selfie_segmentation.tflite",
+    "ppocr_cls.onnx",
+    "erf_round.onnx",
+    "squeezenet_light.onnx",
 ];
 
 #[test]
@@ -72,7 +80,7 @@ fn truncated_files_give_errors_not_panics() {
         let bytes = fixture(name);
         let cuts = (0..64).chain((0..200).map(|i| i * bytes.len() / 200));
         for cut in cuts {
-            if let Err(panic) = exercise(&bytes[..cut.min(bytes.len())]) {
+            if let Err(panic) = exercise(&bytes[..cut.min(bytes.len())], name.ends_with(".onnx")) {
                 panic!("{name} cut at {cut}: {panic}");
             }
         }
@@ -102,7 +110,7 @@ fn corrupted_files_give_errors_not_panics() {
                     }
                 }
             }
-            if let Err(panic) = exercise(&bytes) {
+            if let Err(panic) = exercise(&bytes, name.ends_with(".onnx")) {
                 panic!("{name} mutant {i} (at byte {at}): {panic}");
             }
         }
@@ -122,4 +130,99 @@ fn plans_past_the_memory_limit_are_refused_before_anything_is_allocated() {
     assert!(err.to_string().contains("memory limit"), "{err}");
     // The same model plans a modest batch under the same limit.
     model.plan(&[vec![1024, 1]]).unwrap();
+}
+
+/// A protobuf varint.
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn field(tag: u32, wire: u8, out: &mut Vec<u8>) {
+    varint(u64::from(tag << 3 | u32::from(wire)), out);
+}
+
+fn bytes_field(tag: u32, payload: &[u8], out: &mut Vec<u8>) {
+    field(tag, 2, out);
+    varint(payload.len() as u64, out);
+    out.extend_from_slice(payload);
+}
+
+/// An ONNX model of one ConstantOfShape node filling `dims`, its output the graph output.
+fn constant_of_shape(dims: &[i64]) -> Vec<u8> {
+    let mut shape = Vec::new();
+    field(1, 0, &mut shape); // TensorProto.dims: [rank]
+    varint(dims.len() as u64, &mut shape);
+    field(2, 0, &mut shape); // data_type = INT64
+    varint(7, &mut shape);
+    let mut raw = Vec::new();
+    for &d in dims {
+        raw.extend_from_slice(&d.to_le_bytes());
+    }
+    bytes_field(9, &raw, &mut shape); // raw_data
+    bytes_field(8, b"shape", &mut shape); // name
+    let mut node = Vec::new();
+    bytes_field(1, b"shape", &mut node);
+    bytes_field(2, b"y", &mut node);
+    bytes_field(4, b"ConstantOfShape", &mut node);
+    let mut output = Vec::new();
+    bytes_field(1, b"y", &mut output);
+    let mut graph = Vec::new();
+    bytes_field(1, &node, &mut graph);
+    bytes_field(5, &shape, &mut graph);
+    bytes_field(12, &output, &mut graph);
+    let mut opset = Vec::new();
+    field(2, 0, &mut opset);
+    varint(17, &mut opset);
+    let mut model = Vec::new();
+    field(1, 0, &mut model);
+    varint(8, &mut model);
+    bytes_field(8, &opset, &mut model);
+    bytes_field(7, &graph, &mut model);
+    model
+}
+
+#[test]
+fn onnx_constants_of_declared_huge_sizes_are_refused_not_allocated() {
+    // A modest constant loads (the builder is right) ...
+    let model = Model::from_onnx(
+        &constant_of_shape(&[2, 3]),
+        &Default::default(),
+        &Options::default(),
+    )
+    .unwrap();
+    assert_eq!(model.outputs()[0].shape, [Some(2), Some(3)]);
+    // ... one of 2^40 elements is refused by name, with nothing allocated.
+    let err = Model::from_onnx(
+        &constant_of_shape(&[1 << 20, 1 << 20]),
+        &Default::default(),
+        &Options::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("ConstantOfShape") && err.to_string().contains("too large"),
+        "{err}"
+    );
+    // An initializer declaring 2^40 elements and holding none is malformed, not allocated.
+    let mut tensor = Vec::new();
+    for d in [1u64 << 20, 1 << 20] {
+        field(1, 0, &mut tensor);
+        varint(d, &mut tensor);
+    }
+    field(2, 0, &mut tensor);
+    varint(1, &mut tensor);
+    bytes_field(8, b"w", &mut tensor);
+    let mut graph = Vec::new();
+    bytes_field(5, &tensor, &mut graph);
+    let mut model = Vec::new();
+    bytes_field(7, &graph, &mut model);
+    let err = Model::from_onnx(&model, &Default::default(), &Options::default()).unwrap_err();
+    assert!(err.to_string().contains("elements"), "{err}");
 }

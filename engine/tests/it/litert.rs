@@ -13,11 +13,11 @@ use std::process::Command;
 
 use aq_engine::{DType, Data, Model, Options, Tensor};
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("AQ_PYTHON") {
         return PathBuf::from(p);
     }

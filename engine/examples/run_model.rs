@@ -1,5 +1,8 @@
-//! Development aid: runs a TFLite model on raw little-endian inputs and writes raw outputs.
-//! usage: run_tflite MODEL OUT_DIR [INPUT.bin ...] [--threads N] [--time RUNS]
+//! Development aid: runs a TFLite or ONNX model on raw little-endian inputs and writes raw
+//! outputs.
+//! usage: run_model MODEL OUT_DIR [INPUT.bin ...] [--threads N] [--time RUNS] [--profile]
+//!        [--shape NAME=D,D,..] [--value NAME=V,..]   (ONNX: imposed shapes and fixed values)
+//!        [--runshape D,D,..]...                      (shapes of the inputs to run, in order)
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -15,6 +18,15 @@ fn main() {
     let mut runs = 0;
     let mut profile = false;
     let mut files = Vec::new();
+    let mut run_shapes: Vec<Vec<usize>> = Vec::new();
+    let mut onnx = aq_engine::onnx::OnnxOptions::default();
+    let list = |s: &str| -> (String, Vec<f64>) {
+        let (name, values) = s.split_once('=').unwrap();
+        (
+            name.to_owned(),
+            values.split(',').map(|v| v.parse().unwrap()).collect(),
+        )
+    };
     let mut i = 3;
     while i < args.len() {
         match args[i].as_str() {
@@ -24,6 +36,21 @@ fn main() {
             }
             "--time" => {
                 runs = args[i + 1].parse().unwrap();
+                i += 2;
+            }
+            "--shape" => {
+                let (name, dims) = list(&args[i + 1]);
+                onnx.input_shapes
+                    .insert(name, dims.iter().map(|d| *d as i64).collect());
+                i += 2;
+            }
+            "--value" => {
+                let (name, values) = list(&args[i + 1]);
+                onnx.input_values.insert(name, values);
+                i += 2;
+            }
+            "--runshape" => {
+                run_shapes.push(args[i + 1].split(',').map(|v| v.parse().unwrap()).collect());
                 i += 2;
             }
             "--profile" => {
@@ -38,13 +65,16 @@ fn main() {
     }
     let bytes = std::fs::read(&args[1]).unwrap();
     let t = std::time::Instant::now();
-    let model = match Model::from_tflite(
-        &bytes,
-        &Options {
-            threads,
-            ..Default::default()
-        },
-    ) {
+    let options = Options {
+        threads,
+        ..Default::default()
+    };
+    let loaded = if args[1].ends_with(".onnx") {
+        Model::from_onnx(&bytes, &onnx, &options)
+    } else {
+        Model::from_tflite(&bytes, &options)
+    };
+    let model = match loaded {
         Ok(m) => m,
         Err(e) => {
             eprintln!("load error: {e}");
@@ -57,7 +87,10 @@ fn main() {
         .iter()
         .enumerate()
         .map(|(k, info)| {
-            let shape: Vec<usize> = info.shape.iter().map(|d| d.unwrap_or(1)).collect();
+            let shape: Vec<usize> = run_shapes
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| info.shape.iter().map(|d| d.unwrap_or(1)).collect());
             let bytes = std::fs::read(&files[k]).unwrap();
             Tensor::new(shape, Data::from_le_bytes(info.dtype, &bytes).unwrap()).unwrap()
         })
