@@ -62,6 +62,28 @@ pub enum Command {
     /// Optimization passes that add a variant to a pack
     #[command(subcommand)]
     Optimize(OptimizeCommand),
+    /// Say whether this build and device profile run a model (a file or a pack), with which
+    /// engine and path, or every operator and feature that stops it (exit 5)
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// A model: NAME[:VERSION|:TAG] from the registry, or a .onnx/.tflite file
+    pub model: String,
+    /// For a pack: the variant to check, in order of preference (repeatable) [default: the
+    /// device profile's variants, as aq serve picks]
+    #[arg(long = "variant", value_name = "NAME")]
+    pub variants: Vec<String>,
+    /// For a pack: check every model it holds (the main model and each variant)
+    #[arg(long, conflicts_with = "variants")]
+    pub all_variants: bool,
+    /// Fix an input's shape as aq serve's input_shapes would (repeatable; -1 leaves an axis free)
+    #[arg(long = "input-shape", value_name = "NAME=D1,D2,...")]
+    pub input_shapes: Vec<String>,
+    /// Fix an input's value as aq serve's input_values would (repeatable), e.g. sr=16000
+    #[arg(long = "input-value", value_name = "NAME=V1,V2,...")]
+    pub input_values: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,6 +230,10 @@ pub struct RolloutSpec {
     /// Advance on its own once a step's devices all run the pack and this long has passed
     #[arg(long, value_name = "DURATION")]
     pub soak: Option<String>,
+    /// Start even if some selected devices cannot run the pack (by the capabilities they
+    /// reported); without it such a rollout is refused, naming them
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -311,6 +311,7 @@ async fn device(
             error: None,
             health: Health::default(),
             labels: Default::default(),
+            capabilities: None,
             sent_at: "2026-11-27T00:00:00Z".into(),
         };
         fleet::seal(Kind::Reported, &r, &key)

@@ -238,17 +238,14 @@ fn onnx_signature(path: &Path) -> Result<Signature, String> {
             spec(*o, name)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let proto = tract_onnx::onnx()
-        .proto_model_for_path(path)
-        .map_err(|e| format!("{e:#}"))?;
-    let blockers = crate::tract_engine::onnx_blockers(&proto);
-    let warning = coverage_warning(&crate::load::Coverage {
-        format: ModelFormat::Onnx,
-        runs: None,
-        blockers: blockers.clone(),
-        reason: None,
-    })
-    .filter(|_| !blockers.is_empty());
+    // Tell the user now if this build cannot run the model (either engine).
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let coverage = crate::load::check(
+        &bytes,
+        ModelFormat::Onnx,
+        &crate::load::LoadOptions::default(),
+    );
+    let warning = coverage_warning(&coverage);
     Ok((inputs, outputs, warning.into_iter().collect()))
 }
 

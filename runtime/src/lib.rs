@@ -23,7 +23,7 @@ pub use inspect::{
     InspectError, ModelSignature, coverage_warning, detect_format, inspect,
     install_quiet_panic_hook,
 };
-pub use load::{Coverage, LoadOptions, check, load};
+pub use load::{Coverage, ENGINES, LoadOptions, check, load};
 pub use native::NativeEngine;
 pub use tensor::{DType, Tensor, TensorError, element_count};
 pub use tract_engine::{TractEngine, onnx_blockers};

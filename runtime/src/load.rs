@@ -1,5 +1,6 @@
-//! Which engine runs a model: TFLite on the built-in engine, ONNX on tract. [`load`] gives
-//! the engine, [`check`] says whether this build can run a model, with which engine and
+//! Which engine runs a model: the built-in engine (`aq-engine`) for TFLite and ONNX, with
+//! tract as the fallback for ONNX models that use an operator the built-in engine does not
+//! have. [`load`] gives the engine, [`check`] says whether this build can run a model, with which engine and
 //! path, and otherwise every operator or feature that stops it (the same list a failed load
 //! gives).
 
@@ -12,6 +13,9 @@ use crate::inspect::guarded;
 use crate::native::NativeEngine;
 use crate::tract_engine::TractEngine;
 
+/// The engines this build has, by the names [`EngineInfo::engine`] gives.
+pub const ENGINES: &[&str] = &[crate::native::ENGINE, "tract"];
+
 /// How to load a model.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -21,6 +25,9 @@ pub struct LoadOptions {
     /// Shapes to impose on inputs, by name; -1 leaves an axis variable (ONNX models that
     /// leave axes unknown).
     pub input_shapes: HashMap<String, Vec<i64>>,
+    /// Fixed values by input name (ONNX): the input becomes a constant, so what depends only
+    /// on it (an `If` on a sample rate) is decided at load. Built-in engine only.
+    pub input_values: HashMap<String, Vec<f64>>,
     /// Keep every batch plan [`Engine::warm_up`] builds, without timing them against
     /// batch 1 (tests use it to exercise the split across plans).
     pub keep_all_batch_plans: bool,
@@ -36,9 +43,9 @@ pub fn load(
 ) -> Result<Box<dyn Engine>, LoadError> {
     match format {
         ModelFormat::Tflite => {
-            if !options.input_shapes.is_empty() {
+            if !options.input_shapes.is_empty() || !options.input_values.is_empty() {
                 return Err(LoadError::Options(
-                    "input shapes cannot be imposed on TFLite models (their shapes are in the file)".into(),
+                    "input shapes and values cannot be imposed on TFLite models (their shapes are in the file)".into(),
                 ));
             }
             let engine = match guarded(|| {
@@ -59,7 +66,29 @@ pub fn load(
             };
             Ok(Box::new(engine))
         }
-        ModelFormat::Onnx => Ok(Box::new(TractEngine::load(bytes, options)?)),
+        ModelFormat::Onnx => {
+            let native = match guarded(|| NativeEngine::load_onnx(bytes, options)) {
+                Ok(result) => result,
+                Err(message) => Err(LoadError::Panicked {
+                    engine: crate::native::ENGINE,
+                    message,
+                }),
+            };
+            match native {
+                Ok(engine) => Ok(Box::new(engine)),
+                // An operator the built-in engine lacks: tract may have it (it cannot take
+                // fixed input values).
+                Err(e @ (LoadError::UnsupportedOps { .. } | LoadError::Unsupported { .. }))
+                    if options.input_values.is_empty() =>
+                {
+                    match TractEngine::load(bytes, options) {
+                        Ok(tract) => Ok(Box::new(tract)),
+                        Err(_) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        }
     }
 }
 

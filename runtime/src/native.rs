@@ -128,6 +128,29 @@ impl NativeEngine {
         Ok(engine)
     }
 
+    pub fn load_onnx(
+        bytes: &[u8],
+        options: &crate::load::LoadOptions,
+    ) -> Result<NativeEngine, LoadError> {
+        let onnx = aq_engine::onnx::OnnxOptions {
+            input_shapes: options.input_shapes.clone(),
+            input_values: options.input_values.clone(),
+        };
+        let engine_options = Options {
+            threads: options.threads.max(1),
+            ..Default::default()
+        };
+        let model = Model::from_onnx(bytes, &onnx, &engine_options).map_err(LoadError::from)?;
+        let engine = NativeEngine::new(
+            model,
+            "onnx",
+            options.max_batch,
+            options.keep_all_batch_plans,
+        );
+        engine.warm_plan(1)?;
+        Ok(engine)
+    }
+
     fn zero_inputs(&self, rows: usize) -> Result<Vec<aq_engine::Tensor>, LoadError> {
         self.model
             .inputs()

@@ -15,6 +15,7 @@
 //! timeout = "5s"
 //! workers = 2
 //! input_shapes = { x = [-1, 3, 224, 224] }
+//! input_values = { sr = 16000 }        # ONNX: inputs fixed at load (an `If` on them folds)
 //! calibrate_batches = true             # keep only batch plans that beat batch 1 per row
 //! threads = 0                          # per run; 0 shares the cores among the workers
 //! ```
@@ -40,6 +41,9 @@ pub struct ModelSettings {
     pub workers: usize,
     /// Shapes imposed on inputs at load (-1 leaves an axis variable).
     pub input_shapes: HashMap<String, Vec<i64>>,
+    /// Inputs fixed at load, by name (ONNX): clients do not send them, and what depends only
+    /// on them (an `If` on a sample rate) is decided once.
+    pub input_values: HashMap<String, Vec<f64>>,
     /// Time each batch plan at warm-up and keep only those that beat smaller batches per
     /// row (off: keep every plan up to `max_batch`).
     pub calibrate_batches: bool,
@@ -73,6 +77,7 @@ impl Default for ModelSettings {
                 .unwrap_or(1)
                 .clamp(1, 4),
             input_shapes: HashMap::new(),
+            input_values: HashMap::new(),
             calibrate_batches: true,
             threads: 0,
         }
@@ -118,8 +123,44 @@ struct RawModel {
     timeout: Option<String>,
     workers: Option<usize>,
     input_shapes: Option<HashMap<String, Vec<i64>>>,
+    input_values: Option<HashMap<String, RawValues>>,
     calibrate_batches: Option<bool>,
     threads: Option<usize>,
+}
+
+/// A fixed input: one number or a list (integers or floats).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawValues {
+    Int(i64),
+    Float(f64),
+    List(Vec<RawNumber>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawNumber {
+    Int(i64),
+    Float(f64),
+}
+
+impl RawNumber {
+    fn value(&self) -> f64 {
+        match self {
+            RawNumber::Int(v) => *v as f64,
+            RawNumber::Float(v) => *v,
+        }
+    }
+}
+
+impl RawValues {
+    fn values(&self) -> Vec<f64> {
+        match self {
+            RawValues::Int(v) => vec![*v as f64],
+            RawValues::Float(v) => vec![*v],
+            RawValues::List(v) => v.iter().map(RawNumber::value).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,6 +265,9 @@ fn apply(mut s: ModelSettings, raw: &RawModel, prefix: &str) -> Result<ModelSett
     if let Some(v) = &raw.input_shapes {
         s.input_shapes = v.clone();
     }
+    if let Some(v) = &raw.input_values {
+        s.input_values = v.iter().map(|(k, v)| (k.clone(), v.values())).collect();
+    }
     if let Some(v) = raw.calibrate_batches {
         s.calibrate_batches = v;
     }
@@ -248,10 +292,15 @@ mod tests {
             source = "rapid:1.0.0"
             max_delay = "3ms"
             input_shapes = { x = [-1, 3, 224, 224] }
+            input_values = { sr = 16000, gain = 0.5, taps = [1, 2.5] }
             "#,
         )
         .unwrap();
         assert_eq!(c.server.addr.port(), 9000);
+        let values = &c.models["rapid"].1.input_values;
+        assert_eq!(values["sr"], [16000.0]);
+        assert_eq!(values["gain"], [0.5]);
+        assert_eq!(values["taps"], [1.0, 2.5]);
         let (source, s) = &c.models["rapid"];
         assert_eq!(source.as_deref(), Some("rapid:1.0.0"));
         assert_eq!(

@@ -96,6 +96,7 @@ async fn load(source: &ModelSource, metrics: Arc<ModelMetrics>) -> Result<Loaded
     let options = LoadOptions {
         max_batch: source.settings.max_batch,
         input_shapes: source.settings.input_shapes.clone(),
+        input_values: source.settings.input_values.clone(),
         keep_all_batch_plans: !source.settings.calibrate_batches,
         threads: source.settings.threads_per_run(),
     };

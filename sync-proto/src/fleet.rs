@@ -115,6 +115,27 @@ pub struct Health {
     pub load_errors: u64,
 }
 
+/// What a device can run, reported with its state: the server checks a pack's model for
+/// each device (the variant the device would pick, on the engines it has) before a rollout
+/// reaches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// The aq version the device runs (its engines' operator coverage is that version's).
+    pub aq_version: String,
+    /// The device profile in use, when one is.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Pack variants the device loads, best first (it falls back to the main model).
+    #[serde(default)]
+    pub variants: Vec<String>,
+    /// Engines the build has and the profile allows ("aq", "tract").
+    pub engines: Vec<String>,
+    /// Threads one run may use.
+    #[serde(default)]
+    pub threads: u32,
+}
+
 /// What a device says about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +156,9 @@ pub struct ReportedState {
     pub health: Health,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Older agents do not send it.
+    #[serde(default)]
+    pub capabilities: Option<Capabilities>,
     pub sent_at: String,
 }
 
@@ -338,6 +362,10 @@ pub struct RolloutRequest {
     /// passed; `None` waits for `advance`.
     #[serde(default)]
     pub soak_s: Option<u64>,
+    /// Start even if some selected devices cannot run the pack's model (by the capabilities
+    /// they reported); by default such a rollout is refused, naming them.
+    #[serde(default)]
+    pub force: bool,
 }
 
 fn default_steps() -> Vec<u32> {

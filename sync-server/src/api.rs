@@ -756,8 +756,25 @@ async fn create_rollout(state: &Arc<State>, body: Bytes) -> Answer {
     let req: RolloutRequest = parse_json(&body)?;
     let registry = state.registry.clone();
     let reference = req.pack.clone();
+    // The selected devices that reported what they run: each must run the pack's model
+    // (the variant it would pick) unless the request forces the rollout.
+    let selector = req.selector.clone();
+    let devices: Vec<_> = state
+        .fleet(|f| Ok((f.devices()?, Vec::new())))
+        .await?
+        .into_iter()
+        .filter(|d| selector.iter().all(|(k, v)| d.labels.get(k) == Some(v)))
+        .collect();
+    let force = req.force;
     let pack = blocking(move || {
         let pack = lookup(&registry, &reference)?;
+        let incapable = crate::capability::incapable(&registry, &pack, &devices)?;
+        if !incapable.is_empty() && !force {
+            return Err(crate::capability::refusal(
+                &pack.manifest().id(),
+                &incapable,
+            ));
+        }
         Ok(PackTarget {
             id: pack.manifest().id(),
             digest: pack.signed.digest().to_string(),

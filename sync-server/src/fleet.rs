@@ -866,6 +866,7 @@ mod tests {
             error: None,
             health: Default::default(),
             labels: Default::default(),
+            capabilities: None,
             sent_at: "now".into(),
         };
         (
@@ -881,6 +882,7 @@ mod tests {
             steps: steps.to_vec(),
             max_failure: 0.2,
             soak_s: soak,
+            force: false,
         }
     }
 

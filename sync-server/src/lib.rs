@@ -37,6 +37,7 @@ pub(crate) use redb_errors_into;
 
 pub mod api;
 pub mod broker;
+pub mod capability;
 pub mod error;
 pub mod fleet;
 pub mod mqtt;

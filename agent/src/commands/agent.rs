@@ -128,7 +128,7 @@ pub fn run(args: AgentRunArgs, settings: &Settings, printer: &Printer) -> anyhow
     }
     let config = super::serve::load_config(&args.serving)?;
     let server_settings = super::serve::server_settings(&config, &args.serving)?;
-    let model_settings = super::serve::model_settings(&config, &args.serving)?;
+    let model_settings = super::serve::model_settings(&config, &args.serving, settings)?;
     super::serve::init_logs(&args.serving)?;
     let remote = Remote::new(&RemoteOptions {
         url: agent_config.server.clone(),
@@ -144,6 +144,8 @@ pub fn run(args: AgentRunArgs, settings: &Settings, printer: &Printer) -> anyhow
     runtime.block_on(async {
         let server = aq_serve::Server::start(server_settings, &[]).await?;
         let addr = server.local_addr().context("failed to read the bound address")?;
+        let preferred_variants = super::serve::preferred_variants(&args.serving, settings)?;
+        let capabilities = capabilities(settings, &preferred_variants, &model_settings)?;
         let agent = Arc::new(Agent {
             data_dir: settings.data_dir.clone(),
             config: agent_config,
@@ -151,7 +153,8 @@ pub fn run(args: AgentRunArgs, settings: &Settings, printer: &Printer) -> anyhow
             remote,
             server: server.handle(),
             model_settings,
-            preferred_variants: super::serve::preferred_variants(&args.serving, settings)?,
+            preferred_variants,
+            capabilities,
             heartbeat,
             started: Instant::now(),
         });
@@ -179,4 +182,31 @@ pub fn run(args: AgentRunArgs, settings: &Settings, printer: &Printer) -> anyhow
     })?;
     runtime.shutdown_timeout(Duration::from_secs(5));
     Ok(())
+}
+
+/// What this device reports it can run: its engines (those this build has that the device
+/// profile allows), the variants it picks, its aq version.
+fn capabilities(
+    settings: &Settings,
+    variants: &[String],
+    model_settings: &aq_serve::ModelSettings,
+) -> anyhow::Result<aq_sync_proto::fleet::Capabilities> {
+    let (profile, _) = settings.profile()?;
+    let profile = profile.map(|(p, _)| p);
+    let engines = aq_runtime::ENGINES
+        .iter()
+        .filter(|e| {
+            profile
+                .as_ref()
+                .is_none_or(|p| p.runtimes.iter().any(|r| r == *e))
+        })
+        .map(|e| (*e).to_owned())
+        .collect();
+    Ok(aq_sync_proto::fleet::Capabilities {
+        aq_version: env!("CARGO_PKG_VERSION").to_owned(),
+        profile: profile.map(|p| p.name),
+        variants: variants.to_vec(),
+        engines,
+        threads: u32::try_from(model_settings.threads_per_run()).unwrap_or(u32::MAX),
+    })
 }

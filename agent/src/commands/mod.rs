@@ -1,6 +1,7 @@
 //! One module per command; `dispatch` routes the parsed command line to them.
 
 mod agent;
+mod check;
 mod dev;
 mod device;
 #[cfg(feature = "export")]
@@ -33,6 +34,7 @@ pub fn dispatch(command: Command, settings: &Settings, printer: &Printer) -> any
         Command::Key(KeyCommand::Trust(args)) => key::trust(args, settings, printer),
         Command::Device(DeviceCommand::Profile(args)) => device::profile(args, settings, printer),
         Command::Serve(args) => serve::run(args, settings, printer),
+        Command::Check(args) => check::run(args, settings, printer),
         Command::Dev(args) => dev::run(args, settings, printer),
         Command::Agent(AgentCommand::Enroll(args)) => agent::enroll(args, settings, printer),
         Command::Agent(AgentCommand::Run(args)) => agent::run(args, settings, printer),

@@ -44,6 +44,7 @@ fn request(pack: &str, spec: &RolloutSpec) -> anyhow::Result<RolloutRequest> {
         steps,
         max_failure,
         soak_s,
+        force: spec.force,
     })
 }
 

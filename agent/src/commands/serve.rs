@@ -133,7 +133,8 @@ fn resolve_all(
                 format!("two models would be served as {name:?}; name one with ALIAS=MODEL"),
             ));
         }
-        let model_settings = apply_flags(config.settings_for(name), args)?;
+        let model_settings =
+            with_profile_threads(apply_flags(config.settings_for(name), args)?, settings)?;
         let source = if looks_like_file(spec) {
             from_file(name, Path::new(spec), model_settings)?
         } else {
@@ -274,8 +275,27 @@ pub fn server_settings(config: &ConfigFile, args: &ServingArgs) -> anyhow::Resul
 
 /// Settings for a model whose name is not known in advance (the agent's): the config file's
 /// defaults, then the flags.
-pub fn model_settings(config: &ConfigFile, args: &ServingArgs) -> anyhow::Result<ModelSettings> {
-    apply_flags(config.settings_for(""), args)
+pub fn model_settings(
+    config: &ConfigFile,
+    args: &ServingArgs,
+    settings: &Settings,
+) -> anyhow::Result<ModelSettings> {
+    with_profile_threads(apply_flags(config.settings_for(""), args)?, settings)
+}
+
+/// A model left to share the machine (`threads = 0`) shares the device profile's thread
+/// budget among its workers, when a profile is in use; otherwise the machine's cores.
+fn with_profile_threads(
+    mut s: ModelSettings,
+    settings: &Settings,
+) -> anyhow::Result<ModelSettings> {
+    if s.threads == 0
+        && let (Some((profile, _)), _) = settings.profile()?
+        && profile.threads > 0
+    {
+        s.threads = (profile.threads as usize / s.workers.max(1)).max(1);
+    }
+    Ok(s)
 }
 
 /// Starts the server on a tokio runtime, prints where it listens, runs `with_handle` (the

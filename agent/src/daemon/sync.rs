@@ -30,6 +30,8 @@ pub struct Agent {
     pub model_settings: ModelSettings,
     /// Pack variants to load, best first (the device profile's, or `--variant`).
     pub preferred_variants: Vec<String>,
+    /// What this device runs, sent with every report.
+    pub capabilities: fleet::Capabilities,
     pub heartbeat: Duration,
     pub started: Instant,
 }
@@ -300,6 +302,7 @@ impl Agent {
                     load_errors: health.load_errors,
                 },
                 labels: self.config.labels.clone(),
+                capabilities: Some(self.capabilities.clone()),
                 sent_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             };
             fleet::seal(Kind::Reported, &report, &self.key)

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `aq` binary: real processes, real redb files, real model files.
 
 mod bad_input;
+mod check;
 // `aq export` and `aq optimize` exist only with the `export` feature (on by default).
 #[cfg(feature = "export")]
 mod export;

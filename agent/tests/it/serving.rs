@@ -933,7 +933,11 @@ fn models_that_cannot_be_served_fail_with_a_clear_error() {
             "mediapipe/face_landmark_with_attention.tflite",
             "Landmarks2TransformMatrix (x3): custom operator",
         ),
-        ("logreg_iris.onnx", "ZipMap"),
+        // Declares 2 features for 3 classes of 4 coefficients each.
+        (
+            "logreg_iris.onnx",
+            "LinearClassifier: an input that is not [batch, 4]",
+        ),
     ] {
         let stderr = env.fails(
             "d",

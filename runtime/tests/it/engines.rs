@@ -84,12 +84,7 @@ fn every_runnable_fixture_loads_and_runs() {
         let options = options_for(name, 4);
         let engine = load(&fixture(name), format_of(name), &options)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let expected = if name.ends_with(".tflite") {
-            "aq"
-        } else {
-            "tract"
-        };
-        assert_eq!(engine.info().engine, expected, "{name}");
+        assert_eq!(engine.info().engine, "aq", "{name}");
         let sig = engine.signature().clone();
         assert!(
             sig.inputs.iter().all(|i| i.dtype == DType::F32),
@@ -175,7 +170,8 @@ fn models_this_build_cannot_run_name_every_blocker() {
                 "TransformLandmarks",
             ][..],
         ),
-        ("logreg_iris.onnx", &["ZipMap"][..]),
+        // Declares 2 features for 3 classes of 4 coefficients each.
+        ("logreg_iris.onnx", &["LinearClassifier"][..]),
     ] {
         let err = load(&fixture(name), format_of(name), &LoadOptions::default())
             .err()
@@ -274,4 +270,93 @@ fn warm_up_keeps_only_batch_plans_that_pay() {
     let kept: Vec<usize> = timings.iter().filter(|t| t.kept).map(|t| t.size).collect();
     assert_eq!(engine.batch_sizes(), kept, "{timings:?}");
     assert_eq!(engine.preferred_batch(), *kept.last().unwrap());
+}
+
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn bytes_field(tag: u32, payload: &[u8], out: &mut Vec<u8>) {
+    varint(u64::from(tag << 3 | 2), out);
+    varint(payload.len() as u64, out);
+    out.extend_from_slice(payload);
+}
+
+fn int_field(tag: u32, v: u64, out: &mut Vec<u8>) {
+    varint(u64::from(tag << 3), out);
+    varint(v, out);
+}
+
+/// An ONNX model of one `op` on a float [1, 4] input.
+fn one_op_model(op: &str) -> Vec<u8> {
+    let mut dims = Vec::new();
+    for d in [1u64, 4] {
+        let mut dim = Vec::new();
+        int_field(1, d, &mut dim);
+        bytes_field(1, &dim, &mut dims);
+    }
+    let mut tensor_type = Vec::new();
+    int_field(1, 1, &mut tensor_type);
+    bytes_field(2, &dims, &mut tensor_type);
+    let mut type_proto = Vec::new();
+    bytes_field(1, &tensor_type, &mut type_proto);
+    let value_info = |name: &[u8], typed: bool| {
+        let mut v = Vec::new();
+        bytes_field(1, name, &mut v);
+        if typed {
+            bytes_field(2, &type_proto, &mut v);
+        }
+        v
+    };
+    let mut node = Vec::new();
+    bytes_field(1, b"x", &mut node);
+    bytes_field(2, b"y", &mut node);
+    bytes_field(4, op.as_bytes(), &mut node);
+    let mut graph = Vec::new();
+    bytes_field(1, &node, &mut graph);
+    bytes_field(11, &value_info(b"x", true), &mut graph);
+    bytes_field(12, &value_info(b"y", false), &mut graph);
+    let mut opset = Vec::new();
+    int_field(2, 13, &mut opset);
+    let mut model = Vec::new();
+    int_field(1, 8, &mut model);
+    bytes_field(8, &opset, &mut model);
+    bytes_field(7, &graph, &mut model);
+    model
+}
+
+#[test]
+fn onnx_operators_the_built_in_engine_lacks_fall_back_to_tract() {
+    // Selu: tract has it, the built-in engine does not.
+    let bytes = one_op_model("Selu");
+    let engine = load(&bytes, ModelFormat::Onnx, &LoadOptions::default()).unwrap();
+    assert_eq!(engine.info().engine, "tract");
+    let out = engine.run(vec![input(&[1, 4], 3)]).unwrap();
+    assert_eq!(out[0].shape(), [1, 4]);
+    // Relu: the built-in engine.
+    let engine = load(
+        &one_op_model("Relu"),
+        ModelFormat::Onnx,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(engine.info().engine, "aq");
+    // Neither has it: the built-in engine's list, naming the operator.
+    let Err(err) = load(
+        &one_op_model("NoSuchOp"),
+        ModelFormat::Onnx,
+        &LoadOptions::default(),
+    ) else {
+        panic!("an unknown operator loaded");
+    };
+    let ops: Vec<&str> = err.blockers().iter().map(|b| b.op.as_str()).collect();
+    assert_eq!(ops, ["NoSuchOp"], "{err}");
 }

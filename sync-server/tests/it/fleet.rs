@@ -91,10 +91,12 @@ fn fleet_flow(server: &mut Server, dir: &Path) {
     let model = fixture("sigmoid.onnx");
     save(&publ, &model, "sig", "1.0.0", &key, &[]);
     save(&publ, &model, "sig", "2.0.0", &key, &[]);
-    // A pack that verifies but that tract cannot load: every device that gets it fails.
+    // A pack that verifies but that no engine of aq loads (logreg_iris is inconsistent: 2
+    // features declared, 4 used): the server refuses its rollout, and every device that gets
+    // it anyway fails.
     save(
         &publ,
-        &fixture("okay_nabu.tflite"),
+        &fixture("logreg_iris.onnx"),
         "sig",
         "3.0.0",
         &key,
@@ -184,13 +186,30 @@ fn fleet_flow(server: &mut Server, dir: &Path) {
     assert_eq!(back["phase"], "rolled_back");
     wait_serving(&all, "1.0.0");
 
-    // A pack that fails to load aborts its rollout by itself and rolls the canaries back.
+    // The devices reported what they run: a rollout of a pack none of them can run is
+    // refused before it reaches one, naming each device and the reason.
+    let refused = server.aq_fails(
+        &publ,
+        &publisher,
+        &["deploy", "sig:3.0.0", "--selector", "site=berlin"],
+        6,
+    );
+    assert!(
+        refused.contains("3 selected device(s) cannot run sig:3.0.0"),
+        "{refused}"
+    );
+    for a in &agents {
+        assert!(refused.contains(&a.device), "{refused}");
+    }
+    assert!(refused.contains("LinearClassifier"), "{refused}");
+    // Forced, a pack that fails to load aborts its rollout by itself and rolls the canaries
+    // back.
     let r3 = deploy(
         server,
         &publ,
         &publisher,
         "sig:3.0.0",
-        &["--steps", "34,100", "--max-failure", "5%"],
+        &["--steps", "34,100", "--max-failure", "5%", "--force"],
     );
     let aborted = wait_phase(server, &publisher, &r3, "aborted");
     assert!(
