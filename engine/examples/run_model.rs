@@ -91,7 +91,29 @@ fn main() {
                 .get(k)
                 .cloned()
                 .unwrap_or_else(|| info.shape.iter().map(|d| d.unwrap_or(1)).collect());
-            let bytes = std::fs::read(&files[k]).unwrap();
+            let Some(file) = files.get(k) else {
+                // No input file: seeded noise (for timing).
+                let n: usize = shape.iter().product();
+                let mut x = 0x9E37_79B9u32.wrapping_add(k as u32);
+                let mut next = move || {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x
+                };
+                let data = match info.dtype {
+                    aq_engine::DType::F32 => Data::F32(
+                        (0..n)
+                            .map(|_| next() as f32 / u32::MAX as f32 * 2.0 - 1.0)
+                            .collect(),
+                    ),
+                    aq_engine::DType::I8 => Data::I8((0..n).map(|_| next() as i8).collect()),
+                    aq_engine::DType::U8 => Data::U8((0..n).map(|_| next() as u8).collect()),
+                    other => Data::zeros(other, n),
+                };
+                return Tensor::new(shape, data).unwrap();
+            };
+            let bytes = std::fs::read(file).unwrap();
             Tensor::new(shape, Data::from_le_bytes(info.dtype, &bytes).unwrap()).unwrap()
         })
         .collect();

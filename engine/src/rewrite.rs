@@ -16,6 +16,7 @@ pub fn optimize(graph: &mut Graph) {
     swish(graph);
     remove_dead_nodes(graph);
     fold_affine(graph);
+    fold_pads(graph);
     fuse_activations(graph);
     cancel_transposes(graph);
     remove_dead_nodes(graph);
@@ -256,6 +257,57 @@ fn fold_affine(graph: &mut Graph) {
         if !changed {
             break;
         }
+    }
+}
+
+/// A zero pad of height and width only, read only by a convolution without padding of its
+/// own, becomes the convolution's explicit padding (its zeros are not written).
+fn fold_pads(graph: &mut Graph) {
+    use crate::graph::{PadMode, Padding};
+    let readers = graph.reader_counts();
+    let producers = graph.producers();
+    for n in 0..graph.nodes.len() {
+        let Some(&x) = graph.nodes[n].inputs.first() else {
+            continue;
+        };
+        let Some(p) = producers[x] else { continue };
+        let Op::Pad { pads, value, mode } = &graph.nodes[p].op else {
+            continue;
+        };
+        if *mode != PadMode::Constant
+            || readers[x] != 1
+            || graph.outputs.contains(&x)
+            || pads.len() != 4
+        {
+            continue;
+        }
+        if pads[0] != (0, 0) || pads[3] != (0, 0) {
+            continue;
+        }
+        // The value the op pads with: zero, or a quantized input's zero point.
+        let zero = match &graph.values[x].quant {
+            None => 0.0,
+            Some(q) => match q.single() {
+                Some((_, z)) => z as f32,
+                None => continue,
+            },
+        };
+        if *value != zero {
+            continue;
+        }
+        let explicit = Padding::Explicit([pads[1].0, pads[1].1, pads[2].0, pads[2].1]);
+        let slot = match &mut graph.nodes[n].op {
+            Op::Conv2d(c) => &mut c.padding,
+            Op::Depthwise(d) => &mut d.padding,
+            // (Not pools: their padding is skipped, where a pad's zeros are values.)
+            _ => continue,
+        };
+        if *slot != Padding::Valid {
+            continue;
+        }
+        *slot = explicit;
+        let source = graph.nodes[p].inputs[0];
+        graph.nodes[n].inputs[0] = source;
     }
 }
 

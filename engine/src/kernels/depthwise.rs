@@ -50,6 +50,9 @@ struct Rows<'a, S: Sink> {
     rows: std::ops::Range<usize>,
     out: &'a mut [S::Out],
     sink: S,
+    /// The sink for the flat row path (vectors holding several pixels' channels): its
+    /// per-channel values cycled, indexed by the vector's offset in the period.
+    packed_sink: S,
 }
 
 /// How a row kernel writes one vector of sums: f32 (clamped to a fused activation), or
@@ -114,6 +117,20 @@ impl<T: QOut> Sink for Q8Sink<'_, T> {
     }
 }
 
+/// The longest repeat of per-channel values the flat row path uses (floats).
+const PERIOD_MAX: usize = 1024;
+
+fn lcm(a: usize, b: usize) -> usize {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    if a == 0 || b == 0 {
+        0
+    } else {
+        a / gcd(a, b) * b
+    }
+}
+
 /// The valid kernel taps `k0..k1` of one output position along an axis, and the input
 /// index of tap 0 (which may lie in the padding, so it is signed).
 #[inline(always)]
@@ -157,11 +174,94 @@ impl<S: Sink> SimdOp for Rows<'_, S> {
         let (dy, dx) = g.dilation;
         // Input pixels between consecutive output pixels of a row.
         let step = g.stride.1 * c;
+        // Channels not a multiple of the lanes, stride 1 along the row: the row's interior
+        // (pixels whose taps are all inside the input along x) is one flat run of floats,
+        // each vector some pixels' channels, whose inputs for a tap are a flat run too.
+        // Weights and bias repeat with the period lcm(lanes, c).
+        let period = lcm(lanes, c);
+        let packed = g.stride.1 == 1 && dx == 1 && !c.is_multiple_of(lanes) && period <= PERIOD_MAX;
+        let (mut wrep, mut brep) = (Vec::new(), Vec::new());
+        let (mut inner0, mut inner1) = (g.ow, g.ow);
+        if packed {
+            wrep = (0..g.kh * g.kw)
+                .flat_map(|t| (0..period).map(move |i| (t, i % c)))
+                .map(|(t, ch)| self.w[t * c + ch])
+                .collect();
+            brep = (0..period).map(|i| self.bias[i % c]).collect();
+            inner0 = (0..g.ow)
+                .find(|&ox| taps(ox, 1, 1, g.pad.1, g.kw, g.iw).0 == 0)
+                .unwrap_or(g.ow);
+            inner1 = (inner0..g.ow)
+                .find(|&ox| taps(ox, 1, 1, g.pad.1, g.kw, g.iw).1 != g.kw)
+                .unwrap_or(g.ow);
+        }
+        let group_px = period / c;
+        let vectors_per_group = period / lanes;
         for (r, oy) in self.rows.clone().enumerate() {
             let (ky0, ky1, iy0) = taps(oy, g.stride.0, dy, g.pad.0, g.kh, g.ih);
             let row_out = &mut self.out[r * g.ow * c..(r + 1) * g.ow * c];
             let mut ox = 0;
             while ox < g.ow {
+                if packed && ox == inner0 && ox + group_px <= inner1 {
+                    let groups = (inner1 - ox) / group_px;
+                    let total = groups * vectors_per_group;
+                    // Flat float offset of the run's first input along the row, tap kx = 0.
+                    let x0 = (ox as isize - g.pad.1 as isize) as usize * c;
+                    let o0 = ox * c;
+                    let mut k = 0;
+                    while k < total {
+                        let n = (total - k).min(4);
+                        // Each vector's offset in the period (no division in the tap loop).
+                        let mut offs = [0usize; 4];
+                        for (v, o) in offs.iter_mut().enumerate() {
+                            *o = ((k + v) % vectors_per_group) * lanes;
+                        }
+                        let mut acc = [ops.zero(); 4];
+                        for (a, o) in acc.iter_mut().zip(offs).take(n) {
+                            *a = ops.load(&brep[o..]);
+                        }
+                        for ky in ky0..ky1 {
+                            let iy = (iy0 + (ky * dy) as isize) as usize;
+                            let row_in = iy * g.iw * c + x0 + k * lanes;
+                            for kx in 0..g.kw {
+                                let t = (ky * g.kw + kx) * period;
+                                let xi = row_in + kx * c;
+                                if vectors_per_group == 1 {
+                                    let wv = ops.load(&wrep[t..]);
+                                    for (v, a) in acc.iter_mut().enumerate().take(n) {
+                                        *a = ops.mul_add(
+                                            ops.load(&self.x[xi + v * lanes..]),
+                                            wv,
+                                            *a,
+                                        );
+                                    }
+                                } else {
+                                    for (v, a) in acc.iter_mut().enumerate().take(n) {
+                                        let wv = ops.load(&wrep[t + offs[v]..]);
+                                        *a = ops.mul_add(
+                                            ops.load(&self.x[xi + v * lanes..]),
+                                            wv,
+                                            *a,
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                        for (v, a) in acc.into_iter().enumerate().take(n) {
+                            let at = o0 + (k + v) * lanes;
+                            self.packed_sink.put(
+                                isa,
+                                a,
+                                offs[v],
+                                lanes,
+                                &mut row_out[at..at + lanes],
+                            );
+                        }
+                        k += n;
+                    }
+                    ox += groups * group_px;
+                    continue;
+                }
                 let (kx0, kx1, ix0) = taps(ox, g.stride.1, dx, g.pad.1, g.kw, g.iw);
                 // Input offset of tap (ky, kx) for this pixel, channel 0.
                 let at = |ky: usize, kx: usize| -> usize {
@@ -255,7 +355,8 @@ impl Geometry {
         if self.multiplier != 1 {
             return self.run_multiplier(x, w, bias, out, lo, hi);
         }
-        self.run_rows(x, w, bias, out, F32Sink { lo, hi });
+        let sink = F32Sink { lo, hi };
+        self.run_rows(x, w, bias, out, sink, sink);
     }
 
     /// Multiplier-1 rows into any sink, every image, in parallel row blocks when worth it.
@@ -266,6 +367,7 @@ impl Geometry {
         bias: &[f32],
         out: &mut [S::Out],
         sink: S,
+        packed_sink: S,
     ) where
         S::Out: Send,
     {
@@ -285,6 +387,7 @@ impl Geometry {
                 rows: r0..r0 + rows,
                 out: o,
                 sink,
+                packed_sink,
             }
             .dispatch();
         };
@@ -370,6 +473,9 @@ struct Depthwise {
     /// Integer weights and biases as f32, for the quantized and hybrid paths.
     int_w: Vec<f32>,
     int_bias: Vec<f32>,
+    /// Quantized: the per-channel multipliers cycled (for the flat row path, whose vectors
+    /// hold several pixels' channels).
+    repeated_multipliers: Vec<f32>,
 }
 
 pub fn build(ctx: &BuildCtx<'_>) -> Result<Box<dyn Kernel>, String> {
@@ -429,10 +535,17 @@ pub fn build(ctx: &BuildCtx<'_>) -> Result<Box<dyn Kernel>, String> {
         }
         _ => return Err("depthwise weights and input types do not match".into()),
     };
+    let repeated_multipliers = match &numbers {
+        Numbers::Int8 { multipliers, .. } if !multipliers.is_empty() => (0..PERIOD_MAX)
+            .map(|i| multipliers[i % multipliers.len()])
+            .collect(),
+        _ => Vec::new(),
+    };
     Ok(Box::new(Depthwise {
         weights: prepared.clone(),
         g,
         numbers,
+        repeated_multipliers,
         int_w: w.i8.iter().map(|v| f32::from(*v)).collect(),
         int_bias: w.bias_i32.iter().map(|b| *b as f32).collect(),
     }))
@@ -554,7 +667,11 @@ impl Kernel for Depthwise {
                                 hi: hi_f,
                                 _t: std::marker::PhantomData,
                             };
-                            g.run_rows(wide, &self.int_w, &self.int_bias, o, sink);
+                            let packed = Q8Sink {
+                                multipliers: &self.repeated_multipliers,
+                                ..sink
+                            };
+                            g.run_rows(wide, &self.int_w, &self.int_bias, o, sink, packed);
                             Ok(())
                         }
                         (View::U8(x), ViewMut::U8(o)) => {
@@ -566,7 +683,11 @@ impl Kernel for Depthwise {
                                 hi: hi_f,
                                 _t: std::marker::PhantomData,
                             };
-                            g.run_rows(wide, &self.int_w, &self.int_bias, o, sink);
+                            let packed = Q8Sink {
+                                multipliers: &self.repeated_multipliers,
+                                ..sink
+                            };
+                            g.run_rows(wide, &self.int_w, &self.int_bias, o, sink, packed);
                             Ok(())
                         }
                         _ => Err(

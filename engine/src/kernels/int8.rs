@@ -261,27 +261,56 @@ impl Kernel for AveragePool {
     }
 }
 
-/// A 256-entry table from input code to output code.
+/// A 256-entry table from input code to output code (the output's bits, indexed by the
+/// input's bits).
 struct Table {
-    table: [i32; 256],
-    signed: bool,
+    table: [u8; 256],
+}
+
+impl Table {
+    /// From a table indexed by input code (-128.. for int8, 0.. for uint8) holding output codes.
+    fn new(codes: &[i32; 256]) -> Table {
+        let mut table = [0u8; 256];
+        for (t, c) in table.iter_mut().zip(codes) {
+            *t = *c as u8;
+        }
+        Table { table }
+    }
 }
 
 impl Kernel for Table {
     fn run(&self, inputs: &[View<'_>], outputs: &mut [ViewMut<'_>]) -> Result<(), String> {
-        let index = |q: i32| {
-            if self.signed {
-                (q + 128) as usize
-            } else {
-                q as usize
+        match (inputs[0], &mut outputs[0]) {
+            (View::I8(x), ViewMut::I8(o)) => {
+                // Signed codes index from -128: flip the sign bit.
+                for (o, q) in o.iter_mut().zip(x) {
+                    *o = self.table[(*q as u8 ^ 0x80) as usize] as i8;
+                }
             }
-        };
-        let x = widen(inputs[0])?;
-        store(
-            &mut outputs[0],
-            x.iter().map(|q| self.table[index(*q) & 0xff]),
-        )
+            (View::U8(x), ViewMut::U8(o)) => {
+                for (o, q) in o.iter_mut().zip(x) {
+                    *o = self.table[*q as usize];
+                }
+            }
+            _ => return Err("a table op between different 8-bit types".into()),
+        }
+        Ok(())
     }
+}
+
+/// Every input code through `f` (TFLite's lookup tables for int8 activations: dequantize,
+/// the float function, round half away from zero, clamp).
+fn float_table(input: Affine, output: Affine, f: impl Fn(f32) -> f32) -> [i32; 256] {
+    let (lo, hi) = crate::quant::range_of(output.dtype);
+    let base = if input.dtype == DType::I8 { -128 } else { 0 };
+    let mut table = [0i32; 256];
+    for (i, t) in table.iter_mut().enumerate() {
+        let q = base + i as i32;
+        let x = input.scale * (q - input.zero) as f32;
+        let y = (f(x) / output.scale).round() as i32 + output.zero;
+        *t = y.clamp(lo, hi);
+    }
+    table
 }
 
 /// gemmlowp's saturating rounding doubling high multiply, on 16 bits.
@@ -464,10 +493,13 @@ pub fn build(ctx: &BuildCtx<'_>) -> Result<Option<Box<dyn Kernel>>, String> {
                 hi,
             })))
         }
-        Op::Unary(UnaryOp::HardSwish) if a.dtype == out.dtype => Ok(Some(Box::new(Table {
-            table: hard_swish_table(a, out)?,
-            signed: a.dtype == DType::I8,
-        }))),
+        Op::Unary(UnaryOp::HardSwish) if a.dtype == out.dtype => {
+            Ok(Some(Box::new(Table::new(&hard_swish_table(a, out)?))))
+        }
+        Op::Unary(u) if a.dtype == out.dtype && *u != UnaryOp::Identity => {
+            let f = super::unary::scalar(*u);
+            Ok(Some(Box::new(Table::new(&float_table(a, out, f)))))
+        }
         _ => Ok(None),
     }
 }

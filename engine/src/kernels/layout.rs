@@ -64,6 +64,42 @@ impl Kernel for Gathered {
     }
 }
 
+/// A constant pad: each innermost row of the output is the fill, or fill, the input's row
+/// and fill; rows are copied whole.
+struct ConstantPad {
+    /// Output rows (every axis but the last), each `Some(input row)` or `None` (all fill).
+    rows: Vec<Option<u32>>,
+    /// Innermost axis: fill before, input length, fill after.
+    before: usize,
+    len: usize,
+    after: usize,
+    fill: f32,
+}
+
+impl Kernel for ConstantPad {
+    fn run(&self, inputs: &[View<'_>], outputs: &mut [ViewMut<'_>]) -> Result<(), String> {
+        let (before, len, after) = (self.before, self.len, self.after);
+        let width = before + len + after;
+        let fill = self.fill;
+        typed!(inputs[..1], &mut outputs[0], |ins, out| {
+            let x = ins[0];
+            let f = FromFill::from_fill(fill);
+            for (o, r) in out.chunks_exact_mut(width.max(1)).zip(&self.rows) {
+                match r {
+                    Some(r) => {
+                        let start = *r as usize * len;
+                        o[..before].fill(f);
+                        o[before..before + len].copy_from_slice(&x[start..start + len]);
+                        o[before + len..].fill(f);
+                    }
+                    None => o.fill(f),
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
 trait FromFill {
     fn from_fill(v: f32) -> Self;
 }
@@ -242,6 +278,28 @@ fn build_moves(ctx: &BuildCtx<'_>) -> Result<Box<dyn Kernel>, String> {
                 .map(|((r, s), _)| r.step * *s as isize)
                 .collect();
             gathered(affine_map(out, base, &steps)?)
+        }
+        Op::Pad { pads, value, mode } if *mode == PadMode::Constant && !x.is_empty() => {
+            let rank = x.len();
+            let outer_out = &out[..rank - 1];
+            let rows = coord_map(outer_out, |c| {
+                let mut row = 0usize;
+                for d in 0..rank - 1 {
+                    let i = c[d] as isize - pads[d].0 as isize;
+                    if i < 0 || i >= x[d] as isize {
+                        return None;
+                    }
+                    row = row * x[d] + i as usize;
+                }
+                Some(row)
+            })?;
+            Ok(Box::new(ConstantPad {
+                rows,
+                before: pads[rank - 1].0,
+                len: x[rank - 1],
+                after: pads[rank - 1].1,
+                fill: *value,
+            }))
         }
         Op::Pad { pads, value, mode } => {
             let map = coord_map(out, |c| {

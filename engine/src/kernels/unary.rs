@@ -17,6 +17,14 @@ impl Kernel for UnaryF32 {
         let x = inputs[0].f32s()?;
         let out = outputs[0].f32s_mut()?;
         out.copy_from_slice(x);
+        self.apply(out);
+        Ok(())
+    }
+}
+
+impl UnaryF32 {
+    /// Applies the function in place.
+    fn apply(&self, out: &mut [f32]) {
         let map = |out: &mut [f32], f: fn(f32) -> f32| out.iter_mut().for_each(|v| *v = f(*v));
         match self.0 {
             UnaryOp::Relu => activate(out, Activation::Relu),
@@ -51,7 +59,6 @@ impl Kernel for UnaryF32 {
             UnaryOp::Softplus => map(out, |v| if v > 20.0 { v } else { v.exp().ln_1p() }),
             UnaryOp::Identity => {}
         }
-        Ok(())
     }
 }
 
@@ -66,5 +73,14 @@ pub fn build(ctx: &BuildCtx<'_>) -> Result<Box<dyn Kernel>, String> {
     match super::int8::build(ctx)? {
         Some(exact) => Ok(exact),
         None => wrap_float(ctx, build_f32),
+    }
+}
+
+/// One element of a unary op (lookup tables for 8-bit values are built from it).
+pub fn scalar(op: UnaryOp) -> impl Fn(f32) -> f32 {
+    move |v: f32| {
+        let mut one = [v];
+        UnaryF32(op).apply(&mut one);
+        one[0]
     }
 }
