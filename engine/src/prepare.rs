@@ -22,6 +22,9 @@ pub struct ConvWeightsF32 {
 /// by hybrid ops (f32 in and out, int8 weights).
 pub struct ConvWeightsI8 {
     pub groups: Vec<PackedI8>,
+    /// Quantized ops with one group, on CPUs with int8 dot products: the weights packed
+    /// for the fused product-and-requantize kernel.
+    pub fused: Option<crate::kernels::QPacked>,
     /// Per output channel: the weight scale.
     pub scales: Vec<f32>,
     /// Per output channel: int32 bias (quantized ops) ...
@@ -191,11 +194,17 @@ fn prepare_node(graph: &Graph, node: &Node) -> Result<Option<Prepared>, String> 
                 (*v - z).clamp(-128, 127) as i8
             })
             .collect();
+        let fused = if quantized_input && groups == 1 && crate::kernels::QPacked::available() {
+            Some(crate::kernels::QPacked::pack(&centred, k, n_g, 1, k)?)
+        } else {
+            None
+        };
         let groups = (0..groups)
             .map(|g| PackedI8::pack(&centred[g * n_g * k..], k, n_g, 1, k))
             .collect::<Result<Vec<_>, _>>()?;
         return Ok(Some(Prepared::ConvI8(ConvWeightsI8 {
             groups,
+            fused,
             scales,
             bias_i32,
             bias_f32,

@@ -237,7 +237,7 @@ pub fn build(ctx: &BuildCtx<'_>) -> Result<Box<dyn Kernel>, String> {
             let out_dtype = ctx.out_dtype(0)?;
             let (qmin, qmax) = crate::quant::range_of(out_dtype);
             let (lo, hi) = quantized_bounds(activation, out_scale, out_zero, qmin, qmax)?;
-            let multipliers = w.scales.iter().map(|s| in_scale * s / out_scale).collect();
+            let multipliers: Vec<f32> = w.scales.iter().map(|s| in_scale * s / out_scale).collect();
             let in_dtype = ctx.in_dtype(0)?;
             let in_zero_u8 = match in_dtype {
                 DType::I8 => {
@@ -246,16 +246,21 @@ pub fn build(ctx: &BuildCtx<'_>) -> Result<Box<dyn Kernel>, String> {
                 DType::U8 => u8::try_from(in_zero).map_err(|_| "input zero point out of range")?,
                 _ => return Err("int8 weights with an input that is neither i8 nor u8".into()),
             };
-            let bias = w
+            let bias: Vec<i32> = w
                 .bias_i32
                 .iter()
                 .zip(column_sums(w))
                 .map(|(b, s)| b.wrapping_sub(i32::from(in_zero_u8).wrapping_mul(s)))
                 .collect();
+            let padded = w
+                .fused
+                .as_ref()
+                .map(|f| (f.padded(&bias), f.padded(&multipliers)));
             Ok(Box::new(ConvInt8 {
                 weights: prepared.clone(),
                 g,
                 in_zero_u8,
+                padded,
                 bias,
                 signed_output: out_dtype == DType::I8,
                 multipliers,
@@ -386,6 +391,8 @@ struct ConvInt8 {
     multipliers: Vec<f32>,
     /// Per output channel: the bias less the input zero point's share.
     bias: Vec<i32>,
+    /// The fused kernel's bias and multipliers, padded to its blocks (when it runs).
+    padded: Option<(Vec<i32>, Vec<f32>)>,
     out_zero: i32,
     lo: i32,
     hi: i32,
@@ -481,7 +488,7 @@ fn requantize_rows<T: QOut>(
 }
 
 /// An integer element type a quantized kernel writes.
-pub trait QOut: Copy + Send + Sync {
+pub trait QOut: super::qgemm::Code {
     fn from_i32(v: i32) -> Self;
 }
 
@@ -504,6 +511,26 @@ impl ConvInt8 {
         let w = i8_weights(&self.weights)?;
         let g = &self.g;
         let image_len = g.ih * g.iw * g.cin;
+        if let (Some(fused), Some((bias, multipliers))) = (&w.fused, &self.padded) {
+            let epi = super::qgemm::Requant {
+                bias,
+                multipliers,
+                zero: self.out_zero,
+                lo: self.lo,
+                hi: self.hi,
+            };
+            return for_blocks(g, out, g.cout, |n, p0, rows, o: &mut [T]| {
+                let image = &x[n * image_len..(n + 1) * image_len];
+                if g.pointwise() {
+                    return fused.run(&image[p0 * g.cin..], rows, g.cin, &epi, o);
+                }
+                let k = g.k();
+                with_buffer(&PATCHES_U8, rows * k, |patches| {
+                    g.im2col(image, 0, p0..p0 + rows, self.in_zero_u8, patches);
+                    fused.run(patches, rows, k, &epi, o)
+                })
+            });
+        }
         for_blocks(g, out, g.cout, |n, p0, rows, o: &mut [T]| {
             with_buffer(&ACC, rows * g.cout, |acc| {
                 let image = &x[n * image_len..(n + 1) * image_len];

@@ -11,6 +11,7 @@ mod int8;
 mod layout;
 mod logic;
 mod pool;
+mod qgemm;
 mod quantized;
 mod reduce;
 mod resize;
@@ -20,6 +21,7 @@ mod softmax;
 mod unary;
 
 pub use gemm::{PackedF32, PackedI8, isa_name};
+pub use qgemm::QPacked;
 
 use crate::graph::{Graph, Node, Op, Quant, Value};
 use crate::prepare::Prepared;
