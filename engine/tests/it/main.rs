@@ -2,3 +2,4 @@
 mod hostile;
 mod litert;
 mod onnx;
+mod unsafe_scope;
