@@ -10,6 +10,7 @@ mod cli;
 mod commands;
 mod daemon;
 pub mod exit;
+pub mod memory;
 mod printer;
 pub mod profile;
 pub mod remote;

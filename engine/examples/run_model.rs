@@ -12,6 +12,18 @@
 
 use aq_engine::{Data, Model, Options, Tensor};
 
+/// This process's resident memory in MiB (Linux), for the --rss report.
+fn rss() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mut threads = 1;
@@ -82,6 +94,7 @@ fn main() {
         }
     };
     eprintln!("loaded in {:?}: {:?}", t.elapsed(), model.op_counts());
+    eprintln!("rss after load {:.1} MiB", rss());
     let inputs: Vec<Tensor> = model
         .inputs()
         .iter()
@@ -124,6 +137,7 @@ fn main() {
             std::process::exit(6);
         }
     };
+    eprintln!("rss after a run {:.1} MiB", rss());
     let dir = std::path::Path::new(&args[2]);
     for (k, t) in out.iter().enumerate() {
         std::fs::write(dir.join(format!("out{k}.bin")), t.data.to_le_bytes()).unwrap();

@@ -89,6 +89,7 @@ impl Model {
                 count: 1,
             }])
         })?;
+        release_constants(&mut graph, &prepared);
         let state = (!graph.variables.is_empty()).then(|| Mutex::new(initial_state(&graph)));
         let pool = if options.threads > 1 {
             Some(
@@ -166,6 +167,15 @@ impl Model {
         }
         plans.push((shapes.to_vec(), plan.clone()));
         Ok(plan)
+    }
+
+    /// Drops the plan made for these input shapes, if one is kept (and its arena): a caller
+    /// that will not run those shapes again gives the memory back.
+    pub fn forget_plan(&self, shapes: &[Vec<usize>]) {
+        self.plans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(s, _)| s != shapes);
     }
 
     /// Runs the model.
@@ -282,4 +292,37 @@ fn initial_state(graph: &Graph) -> State {
         .iter()
         .map(|v| (*v.initial).clone())
         .collect()
+}
+
+/// Keeps one copy of the weights: constants no node reads any more (superseded by a
+/// rewrite) are dropped, and weights and biases that only packed nodes read are replaced by
+/// empty data of the same declared shape (their kernels read the packed copy).
+fn release_constants(graph: &mut Graph, prepared: &[Option<Arc<Prepared>>]) {
+    let mut read_raw = vec![false; graph.values.len()];
+    let mut read_packed = vec![false; graph.values.len()];
+    for (node, packed) in graph.nodes.iter().zip(prepared) {
+        for (i, &v) in node.inputs.iter().enumerate() {
+            if packed.is_some() && i > 0 {
+                read_packed[v] = true;
+            } else {
+                read_raw[v] = true;
+            }
+        }
+    }
+    for &v in graph.outputs.iter().chain(&graph.inputs) {
+        read_raw[v] = true;
+    }
+    for (v, value) in graph.values.iter_mut().enumerate() {
+        let Some(data) = &value.constant else {
+            continue;
+        };
+        if read_raw[v] || data.is_empty() {
+            continue;
+        }
+        if read_packed[v] {
+            value.constant = Some(Arc::new(crate::tensor::Data::zeros(data.dtype(), 0)));
+        } else {
+            value.constant = None;
+        }
+    }
 }

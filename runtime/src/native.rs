@@ -318,7 +318,15 @@ impl NativeEngine {
             return Ok(Vec::new());
         }
         let sizes = crate::engine::bucket_sizes(self.max_batch);
-        if self.keep_all {
+        // With free axes besides the batch (an OCR line's width), a zero input of made-up
+        // sizes says nothing about real requests (and may not even plan): keep every size,
+        // and plans are made per request shape.
+        let free = self
+            .signature
+            .inputs
+            .iter()
+            .any(|s| s.shape.iter().any(|a| matches!(a, Axis::Free(_))));
+        if self.keep_all || free {
             *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = sizes;
             return Ok(Vec::new());
         }
@@ -336,8 +344,17 @@ impl NativeEngine {
             if keep {
                 best = per_row;
                 kept.push(size);
-            } else if per_row > best * 1.5 {
-                break;
+            } else {
+                // Never run at this size: its plan and arena go.
+                let shapes: Vec<Vec<usize>> = self
+                    .zero_inputs(size)?
+                    .iter()
+                    .map(|t| t.shape.clone())
+                    .collect();
+                self.model.forget_plan(&shapes);
+                if per_row > best * 1.5 {
+                    break;
+                }
             }
         }
         *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = kept;

@@ -301,10 +301,14 @@ where
     F: Fn(usize, usize, usize, &mut [T]) -> Result<(), String> + Sync,
 {
     let pixels = g.oh * g.ow;
-    let block = g.block_rows();
+    let mut block = g.block_rows();
     let per_image = pixels * cout;
     let work = g.batch * pixels * g.k() * g.cout_g();
     if parallel_worth(work) {
+        // At least two blocks a thread (small late layers are otherwise one block).
+        let tasks = 2 * rayon::current_num_threads();
+        let per_task = (g.batch * pixels).div_ceil(tasks);
+        block = block.min(per_task.max(8));
         out.par_chunks_mut(per_image.max(1))
             .enumerate()
             .try_for_each(|(n, image_out)| {

@@ -424,11 +424,13 @@ impl Plan {
         })
     }
 
+    /// Keeps one arena for the next run; those of concurrent runs beyond it are freed, so an
+    /// idle model holds one arena per plan, not one per worker.
     fn return_arena(&self, arena: Vec<Data>) {
-        self.arenas
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(arena);
+        let mut pool = self.arenas.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.is_empty() {
+            pool.push(arena);
+        }
     }
 
     /// Runs the plan on inputs of exactly the shapes it was made for.

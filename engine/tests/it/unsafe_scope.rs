@@ -1,10 +1,10 @@
-//! `unsafe_code` is denied workspace-wide; the one module allowed it is the int8 dot-product
-//! kernel. This keeps it the only one: a new allowance anywhere fails here until
-//! ARCHITECTURE.md and this list say why.
+//! `unsafe_code` is denied workspace-wide; two modules are allowed it: the int8 dot-product
+//! kernel (intrinsics) and the allocator setting of `aq` (FFI). This keeps them the only
+//! ones: a new allowance anywhere fails here until ARCHITECTURE.md and this list say why.
 
 use std::path::{Path, PathBuf};
 
-const ALLOWED: &[&str] = &["engine/src/kernels/qgemm.rs"];
+const ALLOWED: &[&str] = &["agent/src/memory.rs", "engine/src/kernels/qgemm.rs"];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -21,7 +21,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 #[test]
-fn unsafe_code_is_allowed_only_in_the_int8_kernel() {
+fn unsafe_code_is_allowed_only_in_the_int8_kernel_and_the_allocator_setting() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
     rust_files(&root, &mut files);
@@ -29,8 +29,17 @@ fn unsafe_code_is_allowed_only_in_the_int8_kernel() {
     let needle = ["allow(", "unsafe_code)"].concat();
     let mut found: Vec<String> = files
         .iter()
-        .filter(|f| std::fs::read_to_string(f).unwrap_or_default().contains(&needle))
-        .map(|f| f.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/"))
+        .filter(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .contains(&needle)
+        })
+        .map(|f| {
+            f.strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/")
+        })
         .collect();
     found.sort();
     assert_eq!(found, ALLOWED);
