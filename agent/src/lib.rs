@@ -4,7 +4,6 @@
 //! Flags, environment and defaults are resolved into [`settings::Settings`] before a command
 //! runs; each command is a module under `commands/`; all output goes through
 //! [`printer::Printer`]; errors become documented exit codes in [`exit`].
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod cli;
 mod commands;

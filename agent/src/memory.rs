@@ -23,3 +23,18 @@ pub fn give_back_freed_memory() {
 /// Other allocators return large blocks on their own.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn give_back_freed_memory() {}
+
+/// Returns free memory at the top of every allocator arena to the system (after an idle
+/// model released its activation buffers: small blocks freed by worker threads sit in their
+/// own arenas, which glibc does not trim on its own).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn trim() {
+    // Safety: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn trim() {}

@@ -14,6 +14,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The profile named with `--profile`/`AQ_PROFILE`, already loaded and checked.
     requested_profile: Option<Profile>,
+    /// Who runs `aq` (`$USER`), recorded in the provenance of packs it saves. Read here, once,
+    /// with the rest of the environment, so commands do not reach into it.
+    pub user: Option<String>,
 }
 
 impl Settings {
@@ -27,6 +30,7 @@ impl Settings {
         Ok(Settings {
             data_dir,
             requested_profile,
+            user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
         })
     }
 

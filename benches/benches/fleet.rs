@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use aq_agent::remote::{Client, Remote, RemoteOptions};
 use aq_benches::{initializer_ranges, perturb};
 use aq_pack::keys::SecretKey;
-use aq_sync_proto::fleet::{self, Decision, Health, Kind, Phase, ReportedState};
+use aq_sync_proto::fleet::{
+    self, Decision, EnrollChallenge, EnrollRequest, Health, Kind, Phase, ReportedState,
+};
 use hyper::Method;
 use serde_json::{Value, json};
 
@@ -476,14 +478,16 @@ fn fleet_run(aq: &Path, sync: &Path, n: usize, external: bool) {
         .build()
         .unwrap();
     let remote = server.remote();
-    let keys: Vec<SecretKey> = (0..n)
-        .map(|i| {
-            let mut seed = [0u8; 32];
-            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            seed[8] = 1;
-            SecretKey::from_seed(seed)
-        })
-        .collect();
+    let keys: Arc<Vec<SecretKey>> = Arc::new(
+        (0..n)
+            .map(|i| {
+                let mut seed = [0u8; 32];
+                seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                seed[8] = 1;
+                SecretKey::from_seed(seed)
+            })
+            .collect(),
+    );
 
     // Enrollment through the REST API, 16 at a time.
     let started = Instant::now();
@@ -491,11 +495,7 @@ fn fleet_run(aq: &Path, sync: &Path, n: usize, external: bool) {
         let next = Arc::new(AtomicUsize::new(0));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..16 {
-            let (remote, next, keys) = (
-                remote.clone(),
-                next.clone(),
-                keys.iter().map(|k| k.public_key()).collect::<Vec<_>>(),
-            );
+            let (remote, next, keys) = (remote.clone(), next.clone(), keys.clone());
             tasks.spawn(async move {
                 let mut client = Client::new(remote);
                 let mut out = Vec::new();
@@ -504,8 +504,12 @@ fn fleet_run(aq: &Path, sync: &Path, n: usize, external: bool) {
                     if i >= keys.len() {
                         return out;
                     }
-                    let body =
-                        json!({ "public_key": keys[i].to_string(), "labels": { "fleet": "sim" } });
+                    let challenge: EnrollChallenge = client
+                        .json(Method::POST, "/v1/devices/enroll/challenge", None::<&Value>)
+                        .await
+                        .unwrap();
+                    let labels = [("fleet".to_owned(), "sim".to_owned())].into();
+                    let body = EnrollRequest::sign(&keys[i], labels, None, challenge.nonce);
                     let v: Value = client
                         .json(Method::POST, "/v1/devices/enroll", Some(&body))
                         .await
@@ -523,6 +527,8 @@ fn fleet_run(aq: &Path, sync: &Path, n: usize, external: bool) {
         all
     });
     let enroll_time = started.elapsed();
+    // The enrolling tasks are done: their clones are gone.
+    let keys = Arc::try_unwrap(keys).ok().unwrap();
 
     let server_key = {
         let text = std::fs::read_to_string(server.data.join("server.key")).unwrap();

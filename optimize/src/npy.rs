@@ -46,10 +46,12 @@ pub fn read_f32(bytes: &[u8]) -> Result<Array, ExportError> {
         return Err(bad("Fortran order"));
     }
     let shape_text = field("shape").ok_or_else(|| bad("no shape"))?;
-    let close = shape_text
-        .find(')')
+    let (dims, _) = shape_text
+        .strip_prefix('(')
+        .ok_or_else(|| bad("the shape is not a tuple"))?
+        .split_once(')')
         .ok_or_else(|| bad("unterminated shape"))?;
-    let shape: Vec<usize> = shape_text[1..close]
+    let shape: Vec<usize> = dims
         .split(',')
         .map(str::trim)
         .filter(|d| !d.is_empty())
@@ -154,5 +156,21 @@ mod tests {
         }
         let ints = String::from_utf8_lossy(&npy("(2,)", &[0.0; 2])).replace("<f4", "<i4");
         assert!(read_f32(ints.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn crafted_shapes_are_refused_not_panicked_on() {
+        // A shape that closes before it opens, one that is not a tuple, one that starts with
+        // a multi-byte character: each sliced an unchecked header before.
+        for shape in [
+            ")", ")(", "é)", "[2, 3]", "(", "", "(2, 3", "(-1,)", "(2,,3)",
+        ] {
+            let got = std::panic::catch_unwind(|| read_f32(&npy(shape, &[])));
+            let got = got.unwrap_or_else(|_| panic!("shape {shape:?} panicked"));
+            assert!(
+                matches!(got, Err(ExportError::Calibration(_))),
+                "{shape:?}: {got:?}"
+            );
+        }
     }
 }

@@ -15,6 +15,13 @@ pub type InputShapes = BTreeMap<String, Vec<usize>>;
 /// tract's declutter turns 1×1 convolutions into matrix products and keeps batch norms apart,
 /// which TFLite runs slower and int8 quantizes worse; the export's own rewrites do the rest.
 pub fn typed_onnx(onnx: &[u8], shapes: &InputShapes) -> Result<TypedModel, ExportError> {
+    crate::guard::guarded_with(
+        || read(onnx, shapes),
+        |m| ExportError::Source(format!("tract panicked reading the model: {m}")),
+    )
+}
+
+fn read(onnx: &[u8], shapes: &InputShapes) -> Result<TypedModel, ExportError> {
     let source = |e: TractError| ExportError::Source(format!("{e:#}"));
     let onnx_framework = tract_onnx::onnx();
     let mut proto = onnx_framework

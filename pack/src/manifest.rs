@@ -572,6 +572,25 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_canonical_encoding_is_these_exact_bytes() {
+        // Signatures are over these bytes: any change in field names, order, number formatting
+        // or what is left out (a serde attribute or feature flip) must fail here first.
+        let bytes = sample().to_canonical_bytes().unwrap();
+        assert_eq!(String::from_utf8(bytes).unwrap(), GOLDEN);
+    }
+
+    const GOLDEN: &str = concat!(
+        r#"{"created_at":"2026-11-27T10:00:00Z","files":[{"chunks":[{"digest":"blake3:"#,
+        r#"5c037775734e09b4c9921dcdc62917a139f5af5cbdd4e1462716c3c5195dd7a5","size":11}],"#,
+        r#""digest":"blake3:5c037775734e09b4c9921dcdc62917a139f5af5cbdd4e1462716c3c5195dd7a5","#,
+        r#""path":"model.onnx","size":11}],"format_version":1,"meta":{"team":"vision"},"#,
+        r#""model":{"entry":"model.onnx","format":"onnx","inputs":[{"dtype":"f32","name":"x","#,
+        r#""shape":["N",3]}],"outputs":[{"dtype":"f32","name":"y","shape":null}]},"#,
+        r#""name":"detector","provenance":{"source":"model.onnx","tool":"aq 0.1.0"},"#,
+        r#""version":"1.2.0"}"#
+    );
+
+    #[test]
     fn rejects_non_canonical_and_unknown_fields() {
         let bytes = sample().to_canonical_bytes().unwrap();
         let pretty = serde_json::to_vec_pretty(

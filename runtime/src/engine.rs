@@ -302,6 +302,10 @@ pub trait Engine: Send + Sync {
     fn preferred_batch(&self) -> usize {
         self.batch_sizes().into_iter().max().unwrap_or(1)
     }
+
+    /// Gives back memory that only running needs (activation buffers); called when the model
+    /// has been idle a while. The next run rebuilds it (a page-fault cost, no re-planning).
+    fn release_idle_memory(&self) {}
 }
 
 /// Powers of two below `max`, then `max`.

@@ -5,8 +5,6 @@
 //! tract can panic on some malformed files; every call into it is wrapped in `catch_unwind`,
 //! and a panic becomes an error value ([`InspectError::Panicked`], [`LoadError::Panicked`],
 //! [`RunError::Panicked`]).
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod engine;
 mod inspect;

@@ -258,12 +258,20 @@ impl Engine for NativeEngine {
     }
 
     fn warm_up(&self) -> Result<Vec<BatchTiming>, LoadError> {
-        crate::inspect::guarded(|| self.warm_up_unguarded()).unwrap_or_else(|message| {
-            Err(LoadError::Panicked {
-                engine: ENGINE,
-                message,
-            })
-        })
+        let result =
+            crate::inspect::guarded(|| self.warm_up_unguarded()).unwrap_or_else(|message| {
+                Err(LoadError::Panicked {
+                    engine: ENGINE,
+                    message,
+                })
+            });
+        // Timing the plans filled their arenas; the first request makes what it needs.
+        self.model.release_arenas();
+        result
+    }
+
+    fn release_idle_memory(&self) {
+        self.model.release_arenas();
     }
 
     fn batch_sizes(&self) -> Vec<usize> {

@@ -239,17 +239,37 @@ fn worker(
     metrics: &ModelMetrics,
     work: &Mutex<std::sync::mpsc::Receiver<Batch>>,
 ) {
+    // Set after a run, cleared once the model's idle memory is given back.
+    let mut ran = false;
     loop {
         let batch = {
             let rx = work.lock().unwrap_or_else(|e| e.into_inner());
-            match rx.recv() {
+            match rx.recv_timeout(IDLE) {
                 Ok(batch) => batch,
-                Err(_) => return,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if std::mem::take(&mut ran) {
+                        engine.release_idle_memory();
+                        if let Some(trim) = IDLE_HOOK.get() {
+                            trim();
+                        }
+                    }
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             }
         };
         run_batch(engine, metrics, batch);
+        ran = true;
     }
 }
+
+/// Called after a model's idle memory is released: the binary hands the freed memory back
+/// to the system through its allocator (`aq`: glibc's `malloc_trim`). Set once, at start.
+pub static IDLE_HOOK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// A worker that got no batch for this long gives back the model's activation memory
+/// ([`Engine::release_idle_memory`]): idle gateways keep only weights and plans resident.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn run_batch(engine: &dyn Engine, metrics: &ModelMetrics, batch: Batch) {
     let started = Instant::now();

@@ -3,6 +3,8 @@
 //! ```toml
 //! addr = "127.0.0.1:8080"
 //! max_body_bytes = 67108864
+//! max_connections = 1024               # one more gets 503 with Retry-After
+//! header_read_timeout = "30s"          # a client slower to send its headers is closed
 //!
 //! [defaults]            # every model, unless its own section says otherwise
 //! max_batch = 16
@@ -92,6 +94,10 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// Connections served at once; one more gets 503 with `Retry-After`.
+    pub max_connections: usize,
+    /// A client that takes longer to send a request's headers is closed.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ServerSettings {
@@ -100,6 +106,8 @@ impl Default for ServerSettings {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 * 1024 * 1024,
             drain_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -169,6 +177,8 @@ struct RawConfig {
     addr: Option<String>,
     max_body_bytes: Option<usize>,
     drain_timeout: Option<String>,
+    max_connections: Option<usize>,
+    header_read_timeout: Option<String>,
     #[serde(default)]
     defaults: RawModel,
     #[serde(default)]
@@ -200,6 +210,18 @@ impl ConfigFile {
         }
         if let Some(d) = raw.drain_timeout {
             server.drain_timeout = duration("drain_timeout", &d)?;
+        }
+        if let Some(n) = raw.max_connections {
+            if n == 0 {
+                return Err(ConfigError::Field {
+                    field: "max_connections".into(),
+                    reason: "must be at least 1".into(),
+                });
+            }
+            server.max_connections = n;
+        }
+        if let Some(d) = raw.header_read_timeout {
+            server.header_read_timeout = duration("header_read_timeout", &d)?;
         }
         if raw.defaults.source.is_some() {
             return Err(ConfigError::Field {

@@ -7,8 +7,6 @@
 //! - [`models`]: the served set, with atomic swap for hot reload.
 //! - [`api`]: routing, from an HTTP request to a response, without sockets.
 //! - [`server`]: sockets, connections, graceful shutdown.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod api;
 pub mod batcher;

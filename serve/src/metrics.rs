@@ -157,6 +157,8 @@ pub struct Rendered<'a> {
 #[derive(Debug, Default)]
 pub struct ServerMetrics {
     unrouted: Mutex<BTreeMap<u16, u64>>,
+    /// Open and refused connections, counted by the socket side.
+    pub connections: std::sync::Arc<aq_http_server::Connections>,
 }
 
 impl ServerMetrics {
@@ -274,6 +276,24 @@ pub fn render(models: &[Rendered<'_>], server: Option<&ServerMetrics>) -> String
         for (status, n) in map.iter() {
             let _ = writeln!(out, "aq_unrouted_requests_total{{code=\"{status}\"}} {n}");
         }
+        family(
+            &mut out,
+            "aq_http_connections",
+            "gauge",
+            "HTTP connections open now.",
+        );
+        let _ = writeln!(out, "aq_http_connections {}", server.connections.open());
+        family(
+            &mut out,
+            "aq_http_connections_refused_total",
+            "counter",
+            "Connections refused with 503 (or closed) because the server was at max_connections.",
+        );
+        let _ = writeln!(
+            out,
+            "aq_http_connections_refused_total {}",
+            server.connections.refused()
+        );
     }
     out
 }

@@ -131,7 +131,11 @@ async fn load(source: &ModelSource, metrics: Arc<ModelMetrics>) -> Result<Loaded
     let warm = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let warm_flag = warm.clone();
     tokio::task::spawn_blocking(move || {
-        match warming.warm_up() {
+        let timed = warming.warm_up();
+        if let Some(trim) = crate::batcher::IDLE_HOOK.get() {
+            trim();
+        }
+        match timed {
             Ok(timings) if timings.is_empty() => {}
             Ok(timings) => {
                 let measured: Vec<String> = timings

@@ -1,17 +1,14 @@
-//! The socket side: binds, accepts HTTP/1.1 connections (keep-alive), hands each request to
-//! [`crate::api::handle`], and shuts down gracefully: stop accepting, mark not-ready, let
-//! in-flight requests finish (up to the drain timeout), then stop.
+//! The socket side: loads the models, binds, and serves through `aq-http-server` (HTTP/1.1
+//! with keep-alive, a connection cap, the header-read timeout), handing each request to
+//! [`crate::api::handle`]; on shutdown: stop accepting, mark not-ready, let in-flight
+//! requests finish (up to the drain timeout), then stop.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
+use aq_http_server::Limits;
 use tokio::net::TcpListener;
 
 use crate::api::{self, State};
@@ -134,75 +131,38 @@ impl Server {
         }
     }
 
-    /// Serves until `shutdown` completes, then drains.
+    /// Serves until `shutdown` completes, then drains (the shared socket side,
+    /// `aq-http-server`: connection cap, header-read timeout, graceful drain).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Server { state, listener } = self;
-        let graceful = GracefulShutdown::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(pair) => pair,
-                        Err(e) => {
-                            // Out of file descriptors and the like: back off rather than spin.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let state = state.clone();
-                    let service = service_fn(move |request| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(api::handle(&state, request).await) }
-                    });
-                    let connection = http1::Builder::new()
-                        .keep_alive(true)
-                        .max_buf_size(READ_BUFFER)
-                        .serve_connection(TokioIo::new(stream), service);
-                    let watched = graceful.watch(connection);
-                    tokio::spawn(async move {
-                        if let Err(e) = watched.await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                    });
-                }
-                () = &mut shutdown => break,
-            }
-        }
-        drop(listener);
-        state.draining.store(true, Ordering::Relaxed);
-        tracing::info!("shutting down: draining in-flight requests");
-        let drain_timeout = state.settings.drain_timeout;
-        tokio::select! {
-            () = graceful.shutdown() => tracing::info!("all connections closed"),
-            () = tokio::time::sleep(drain_timeout) => {
-                tracing::warn!(timeout = ?drain_timeout, "drain timeout passed; closing with requests in flight");
-            }
-        }
+        let limits = Limits {
+            max_connections: state.settings.max_connections,
+            header_read_timeout: state.settings.header_read_timeout,
+            max_buf_size: Some(READ_BUFFER),
+        };
+        let drain = state.settings.drain_timeout;
+        let handler_state = state.clone();
+        let handle = move |request| {
+            let state = handler_state.clone();
+            async move { api::handle(&state, request).await }
+        };
+        let draining = {
+            let state = state.clone();
+            move || state.draining.store(true, Ordering::Relaxed)
+        };
+        aq_http_server::serve(
+            listener,
+            limits,
+            state.metrics.connections.clone(),
+            aq_http_server::plain,
+            handle,
+            shutdown,
+            draining,
+            drain,
+        )
+        .await;
     }
 }
 
 /// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
-}
+pub use aq_http_server::shutdown_signal;

@@ -8,9 +8,8 @@
 //!   the old state or the new one, whatever point a crash interrupts.
 //! - Every pack row's chunks have rows (checked when the transaction commits).
 //! - One process owns a registry at a time (redb's file lock); a second gets [`StoreError::Busy`].
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-#![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod atomic_write;
 pub mod blobs;
 mod error;
 mod registry;

@@ -24,6 +24,9 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub const MAX_INCOMING_PACKET: usize = 1 << 20;
 const DESIRED_CONTEXT: &[u8] = b"aquilia-desired-state-v1\0";
 const REPORTED_CONTEXT: &[u8] = b"aquilia-reported-state-v1\0";
+const ENROLL_CONTEXT: &[u8] = b"aquilia-enroll-v1\0";
+/// How long an enrollment challenge stays valid.
+pub const ENROLL_CHALLENGE_SECONDS: u64 = 300;
 
 /// The topic the server publishes a device's desired state on (retained, QoS 1).
 pub fn desired_topic(prefix: &str, device: &str) -> String {
@@ -49,18 +52,51 @@ pub fn device_of_reported_topic<'a>(prefix: &str, topic: &'a str) -> Option<&'a 
 
 /// Where a broker is: `mqtt://host:port`.
 pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .ok_or_else(|| format!("MQTT URL {url:?} must start with mqtt://"))?
-        .trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse().map_err(|_| format!("bad port in {url:?}"))?),
-        None => (rest, 1883),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("MQTT URL {url:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("mqtt") {
+        return Err(format!("MQTT URL {url:?} must start with mqtt://"));
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("no host in {url:?}"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "MQTT URL {url:?}: credentials do not belong in the URL"
+        ));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "MQTT URL {url:?} has a path; give only mqtt://HOST[:PORT]"
+        ));
+    }
+    // An IPv6 literal comes bracketed ("[::1]"); the client wants the bare address.
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     if host.is_empty() {
         return Err(format!("no host in {url:?}"));
     }
+    // `port()` is None for a port that does not parse (99999): such a port is an error, not
+    // the default.
+    let after_host = authority
+        .as_str()
+        .rsplit_once(']')
+        .map_or(authority.as_str(), |(_, rest)| rest);
+    if after_host.contains(':') && authority.port().is_none() {
+        return Err(format!("bad port in {url:?}"));
+    }
+    let port = match authority.port() {
+        Some(p) => p
+            .as_str()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("bad port in {url:?}"))?,
+        None => 1883,
+    };
     Ok((host.to_owned(), port))
 }
 
@@ -298,7 +334,19 @@ pub fn open_desired(
     Ok(desired)
 }
 
-/// `POST /v1/devices/enroll`.
+/// `POST /v1/devices/enroll/challenge`: a one-time nonce the device signs to prove it holds
+/// its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollChallenge {
+    /// 64 hex digits; valid once, until `expires_at`.
+    pub nonce: String,
+    pub expires_at: String,
+}
+
+/// `POST /v1/devices/enroll`: who the device is, signed by the device's key over the
+/// server's nonce ([`EnrollRequest::sign`]), so only the key's holder can enroll it or
+/// change its labels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
@@ -308,6 +356,69 @@ pub struct EnrollRequest {
     /// A name for people; defaults to the device id.
     #[serde(default)]
     pub name: Option<String>,
+    /// The nonce of an [`EnrollChallenge`].
+    pub nonce: String,
+    /// base64 ed25519 signature by `public_key` over [`EnrollRequest::message`].
+    pub proof: String,
+}
+
+impl EnrollRequest {
+    /// What the proof signs: a context string, then the request's fields as canonical JSON
+    /// (keys sorted, no spaces), so every field is covered.
+    pub fn message(
+        public_key: &PublicKey,
+        labels: &BTreeMap<String, String>,
+        name: Option<&str>,
+        nonce: &str,
+    ) -> Vec<u8> {
+        // serde_json's maps are sorted (no preserve_order feature): canonical.
+        let body = serde_json::json!({
+            "labels": labels, "name": name, "nonce": nonce, "public_key": public_key.to_string(),
+        });
+        [ENROLL_CONTEXT, body.to_string().as_bytes()].concat()
+    }
+
+    /// A request signed by the device key over `nonce`.
+    pub fn sign(
+        key: &SecretKey,
+        labels: BTreeMap<String, String>,
+        name: Option<String>,
+        nonce: String,
+    ) -> EnrollRequest {
+        let public_key = key.public_key();
+        let proof = STANDARD.encode(key.sign(&Self::message(
+            &public_key,
+            &labels,
+            name.as_deref(),
+            &nonce,
+        )));
+        EnrollRequest {
+            public_key,
+            labels,
+            name,
+            nonce,
+            proof,
+        }
+    }
+
+    /// Whether `proof` is the signature of `public_key` over this request and its nonce.
+    pub fn proof_holds(&self) -> bool {
+        let Ok(bytes) = STANDARD.decode(&self.proof) else {
+            return false;
+        };
+        let Ok(signature) = <[u8; 64]>::try_from(bytes.as_slice()) else {
+            return false;
+        };
+        self.public_key.verify(
+            &Self::message(
+                &self.public_key,
+                &self.labels,
+                self.name.as_deref(),
+                &self.nonce,
+            ),
+            &signature,
+        )
+    }
 }
 
 /// The answer to an enrollment: everything the agent needs to run on its own.
@@ -446,6 +557,36 @@ mod tests {
     }
 
     #[test]
+    fn an_enrollment_proof_holds_only_for_its_key_nonce_and_fields() {
+        let key = SecretKey::from_seed([5; 32]);
+        let labels: BTreeMap<String, String> = [("site".to_owned(), "berlin".to_owned())].into();
+        let nonce = "ab".repeat(32);
+        let req = EnrollRequest::sign(&key, labels.clone(), Some("gw-1".into()), nonce.clone());
+        assert!(req.proof_holds());
+        // Through JSON and back (the wire) it still holds.
+        let wire: EnrollRequest =
+            serde_json::from_str(&serde_json::to_string(&req).unwrap()).unwrap();
+        assert!(wire.proof_holds());
+        let mut changed = req.clone();
+        changed.labels.insert("site".into(), "paris".into());
+        assert!(!changed.proof_holds(), "labels are covered");
+        let mut changed = req.clone();
+        changed.name = None;
+        assert!(!changed.proof_holds(), "the name is covered");
+        let mut changed = req.clone();
+        changed.nonce = "cd".repeat(32);
+        assert!(!changed.proof_holds(), "the nonce is covered");
+        let mut changed = req.clone();
+        changed.public_key = SecretKey::from_seed([6; 32]).public_key();
+        assert!(!changed.proof_holds(), "another key's request");
+        for proof in ["", "not base64!", "AAAA"] {
+            let mut changed = req.clone();
+            changed.proof = proof.into();
+            assert!(!changed.proof_holds(), "{proof:?}");
+        }
+    }
+
+    #[test]
     fn sealed_messages_open_only_with_the_right_key_kind_and_device() {
         let server = SecretKey::from_seed([1; 32]);
         let other = SecretKey::from_seed([2; 32]);
@@ -495,6 +636,27 @@ mod tests {
         assert_eq!(parse_mqtt_url("mqtt://[::1]:1").unwrap(), ("::1".into(), 1));
         assert!(parse_mqtt_url("tcp://h").is_err());
         assert!(parse_mqtt_url("mqtt://:1").is_err());
+        // IPv6 literals, with and without a port.
+        assert_eq!(
+            parse_mqtt_url("mqtt://[::1]").unwrap(),
+            ("::1".into(), 1883)
+        );
+        assert_eq!(
+            parse_mqtt_url("mqtt://[fd00::2]:1884/").unwrap(),
+            ("fd00::2".into(), 1884)
+        );
+        for bad in [
+            "mqtt://h:99999",
+            "mqtt://h:0",
+            "mqtt://h:x",
+            "mqtt://h/topic",
+            "mqtt://u:p@h",
+            "mqtt://",
+            "mqtt:h",
+            "",
+        ] {
+            assert!(parse_mqtt_url(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

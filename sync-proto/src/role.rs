@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 /// The role a token carries. `Admin` can do everything a `Publisher` can, which can do
 /// everything a `Viewer` can. `Device` is apart: it reads packs and chunks and reports its own
-/// state, and nothing else.
+/// state, and nothing else. `Enroller` is apart too: it registers devices (each proving it
+/// holds its key) and can do nothing else, not even read packs, so the token baked into a
+/// factory image is worth little to whoever extracts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -15,6 +17,7 @@ pub enum Role {
     Publisher,
     Viewer,
     Device,
+    Enroller,
 }
 
 /// What a route needs from its caller.
@@ -22,7 +25,7 @@ pub enum Role {
 pub enum Access {
     /// No token needed (health, the OpenAPI document).
     Public,
-    /// Read packs and chunks: viewers and up, and devices.
+    /// Read packs and chunks: viewers and up, and devices (not enrollers).
     Read,
     /// Read fleet state (devices, rollouts): viewers and up, not devices.
     View,
@@ -30,10 +33,18 @@ pub enum Access {
     Publish,
     /// Delete packs, manage tokens: admins only.
     Admin,
+    /// Register devices: enrollers and admins.
+    Enroll,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Publisher, Role::Viewer, Role::Device];
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Publisher,
+        Role::Viewer,
+        Role::Device,
+        Role::Enroller,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,6 +52,7 @@ impl Role {
             Role::Publisher => "publisher",
             Role::Viewer => "viewer",
             Role::Device => "device",
+            Role::Enroller => "enroller",
         }
     }
 
@@ -48,10 +60,11 @@ impl Role {
     pub fn allows(self, access: Access) -> bool {
         match access {
             Access::Public => true,
-            Access::Read => true,
+            Access::Read => self != Role::Enroller,
             Access::View => matches!(self, Role::Admin | Role::Publisher | Role::Viewer),
             Access::Publish => matches!(self, Role::Admin | Role::Publisher),
             Access::Admin => self == Role::Admin,
+            Access::Enroll => matches!(self, Role::Admin | Role::Enroller),
         }
     }
 }
@@ -69,7 +82,7 @@ impl FromStr for Role {
             .into_iter()
             .find(|r| r.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown role {s:?}: expected admin, publisher, viewer or device")
+                format!("unknown role {s:?}: expected admin, publisher, viewer, device or enroller")
             })
     }
 }
@@ -82,6 +95,7 @@ impl Access {
             Access::View => "view",
             Access::Publish => "publish",
             Access::Admin => "admin",
+            Access::Enroll => "enroll",
         }
     }
 }
@@ -91,12 +105,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn roles_are_ordered_and_devices_are_apart() {
+    fn roles_are_ordered_and_devices_and_enrollers_are_apart() {
+        // Columns: admin, publisher, viewer, device, enroller.
         let table = [
-            (Access::Read, [true, true, true, true]),
-            (Access::View, [true, true, true, false]),
-            (Access::Publish, [true, true, false, false]),
-            (Access::Admin, [true, false, false, false]),
+            (Access::Public, [true, true, true, true, true]),
+            (Access::Read, [true, true, true, true, false]),
+            (Access::View, [true, true, true, false, false]),
+            (Access::Publish, [true, true, false, false, false]),
+            (Access::Admin, [true, false, false, false, false]),
+            (Access::Enroll, [true, false, false, false, true]),
         ];
         for (access, expected) in table {
             for (role, want) in Role::ALL.into_iter().zip(expected) {

@@ -50,7 +50,7 @@ pub struct State {
     /// The MQTT endpoint devices are told to connect to.
     pub mqtt_url: String,
     /// Desired-state messages to publish (retained) once their change is committed.
-    pub publish: tokio::sync::mpsc::UnboundedSender<Publish>,
+    pub publish: crate::outbox::Outbox,
 }
 
 impl State {
@@ -66,8 +66,7 @@ impl State {
         })
         .await?;
         for p in publish {
-            // The MQTT task only stops with the server; a closed channel means shutting down.
-            let _ = self.publish.send(p);
+            self.publish.push(p);
         }
         Ok(value)
     }
@@ -193,6 +192,7 @@ where
                 &serde_json::json!({ "public_key": key.to_string(), "key_id": key.key_id() }),
             )
         }
+        Op::EnrollChallenge => enroll_challenge(state).await,
         Op::Enroll => enroll(state, body).await,
         Op::ListDevices => {
             let devices = state.fleet(|f| Ok((f.devices()?, Vec::new()))).await?;
@@ -289,15 +289,18 @@ async fn authenticate<B>(
     Ok(Some(caller))
 }
 
-/// Bodies over the limit are still read (and dropped) up to this many bytes, so the client gets
-/// to read the 413 instead of a connection reset.
+/// After refusing a body as too large, read and drop at most this many more bytes, so a
+/// client still sending reads the 413 rather than a connection reset.
 const DRAIN_CAP: u64 = 16 << 20;
 
+/// The whole body, or 413 when it passes `limit` (as declared, or as it arrives: chunked
+/// bodies included). One limit; a body is handed on whole or not at all.
 async fn read_body<B>(request: Request<B>, limit: usize) -> Result<Bytes, ApiError>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    let limit = limit as u64;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -310,7 +313,8 @@ where
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > DRAIN_CAP) {
+    let mut over = declared.is_some_and(|len| len > limit);
+    if declared.is_some_and(|len| len > limit.saturating_add(DRAIN_CAP)) {
         return Err(too_large());
     }
     let mut body = std::pin::pin!(request.into_body());
@@ -319,17 +323,23 @@ where
     while let Some(frame) = body.frame().await {
         let frame = frame
             .map_err(|e| ApiError::bad_request(format!("failed to read the request body: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            seen += data.len() as u64;
-            if seen > DRAIN_CAP {
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len() as u64);
+        if seen > limit && !over {
+            over = true;
+            collected = bytes::BytesMut::new();
+        }
+        if over {
+            if seen > limit.saturating_add(DRAIN_CAP) {
                 break;
             }
-            if seen <= limit as u64 {
-                collected.extend_from_slice(&data);
-            }
+            continue;
         }
+        collected.extend_from_slice(&data);
     }
-    if seen > limit as u64 {
+    if over {
         return Err(too_large());
     }
     Ok(collected.freeze())
@@ -713,21 +723,17 @@ async fn get_chunk(state: &Arc<State>, digest: &str) -> Answer {
     ))
 }
 
+async fn enroll_challenge(state: &Arc<State>) -> Answer {
+    let challenge = state
+        .fleet(|f| Ok((f.enroll_challenge(SystemTime::now())?, Vec::new())))
+        .await?;
+    json(StatusCode::OK, &challenge)
+}
+
 async fn enroll(state: &Arc<State>, body: Bytes) -> Answer {
     let req: EnrollRequest = parse_json(&body)?;
-    let device = state
+    let (device, token) = state
         .fleet(move |f| Ok((f.enroll(&req, SystemTime::now())?, Vec::new())))
-        .await?;
-    let fleet_db = state.fleet.clone();
-    let name = device.device.clone();
-    let (_, token) =
-        blocking(move || {
-            Ok(Tokens::new(&fleet_db)?.create(
-                &name,
-                aq_sync_proto::Role::Device,
-                SystemTime::now(),
-            )?)
-        })
         .await?;
     let policy = match tokio::fs::read_to_string(&state.trust_path).await {
         Ok(text) => text,
@@ -786,4 +792,119 @@ async fn create_rollout(state: &Arc<State>, body: Bytes) -> Answer {
         .await?;
     tracing::info!(rollout = %status.id, pack = %status.pack.id, devices = status.devices.len(), "rollout created");
     json(StatusCode::CREATED, &status)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use hyper::body::Frame;
+
+    use super::*;
+
+    /// A body of `frames` chunks of `size` bytes with no declared length (as chunked transfer
+    /// encoding arrives).
+    struct Chunked {
+        frames: usize,
+        size: usize,
+    }
+
+    impl hyper::body::Body for Chunked {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            if self.frames == 0 {
+                return Poll::Ready(None);
+            }
+            self.frames -= 1;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![7u8; self.size])))))
+        }
+    }
+
+    fn read(body: Chunked, declared: Option<u64>, limit: usize) -> Result<Bytes, ApiError> {
+        let mut request = Request::builder().method("POST").uri("/v1/chunks");
+        if let Some(len) = declared {
+            request = request.header(header::CONTENT_LENGTH, len);
+        }
+        let request = request.body(body).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(read_body(request, limit))
+    }
+
+    #[test]
+    fn a_chunked_body_under_the_limit_arrives_whole_however_large() {
+        // 20 MiB in 1 MiB frames under a 24 MiB limit: every byte, none cut.
+        let body = read(
+            Chunked {
+                frames: 20,
+                size: 1 << 20,
+            },
+            None,
+            24 << 20,
+        )
+        .unwrap();
+        assert_eq!(body.len(), 20 << 20);
+        assert!(body.iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn a_chunked_body_over_the_limit_is_refused_not_truncated() {
+        let err = read(
+            Chunked {
+                frames: 5,
+                size: 1 << 20,
+            },
+            None,
+            (4 << 20) + 1,
+        )
+        .unwrap_err();
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(err.code, "body_too_large");
+        // One byte over is over.
+        let err = read(
+            Chunked {
+                frames: 1,
+                size: 1001,
+            },
+            None,
+            1000,
+        )
+        .unwrap_err();
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            read(
+                Chunked {
+                    frames: 1,
+                    size: 1000
+                },
+                None,
+                1000
+            )
+            .unwrap()
+            .len(),
+            1000
+        );
+    }
+
+    #[test]
+    fn a_declared_length_over_the_limit_is_refused_before_reading() {
+        // The body itself would fit; the declaration alone decides, before any byte is read.
+        let err = read(
+            Chunked {
+                frames: 1,
+                size: 10,
+            },
+            Some(2000),
+            1000,
+        )
+        .unwrap_err();
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
 }

@@ -88,6 +88,13 @@ impl From<FleetError> for ApiError {
             FleetError::Conflict(_) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
+            FleetError::Refused(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "enrollment_refused", e.to_string())
+            }
+            FleetError::Busy(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
+            }
+            FleetError::Token(e) => e.into(),
             _ => {
                 tracing::error!(error = %chain(&e), "fleet store failure");
                 ApiError::internal(chain(&e))

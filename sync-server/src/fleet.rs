@@ -8,10 +8,14 @@ use std::time::{Duration, SystemTime};
 
 use aq_pack::keys::{PublicKey, SecretKey};
 use aq_sync_proto::fleet::{
-    self, DesiredState, DeviceInfo, DeviceOutcome, EnrollRequest, Kind, PackTarget, Phase,
-    ReportedState, RolloutPhase, RolloutRequest, RolloutStatus,
+    self, DesiredState, DeviceInfo, DeviceOutcome, ENROLL_CHALLENGE_SECONDS, EnrollChallenge,
+    EnrollRequest, Kind, PackTarget, Phase, ReportedState, RolloutPhase, RolloutRequest,
+    RolloutStatus,
 };
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
 
 /// device id -> device record (JSON).
@@ -20,6 +24,10 @@ const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 const ROLLOUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("rollouts");
 /// counters (`rollout`).
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// Outstanding enrollment nonces (hex) -> the unix second they expire; each is taken once.
+const NONCES: TableDefinition<&str, u64> = TableDefinition::new("enroll_nonces");
+/// Most enrollment challenges outstanding at once (expired ones are dropped first).
+pub const MAX_OUTSTANDING_CHALLENGES: u64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -36,6 +44,14 @@ pub enum FleetError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    /// An enrollment without a valid proof of key possession (or a spent or expired nonce).
+    #[error("{0}")]
+    Refused(String),
+    /// Too many enrollment challenges outstanding.
+    #[error("{0}")]
+    Busy(String),
+    #[error("failed to make the device's token")]
+    Token(#[from] crate::tokens::TokenError),
 }
 
 crate::redb_errors_into!(FleetError);
@@ -137,6 +153,7 @@ impl<'a> Fleet<'a> {
         txn.open_table(DEVICES)?;
         txn.open_table(ROLLOUTS)?;
         txn.open_table(COUNTERS)?;
+        txn.open_table(NONCES)?;
         txn.commit()?;
         Ok(())
     }
@@ -194,7 +211,43 @@ impl<'a> Fleet<'a> {
     }
 
     /// Registers a device (or re-registers the same key with new labels).
-    pub fn enroll(&self, req: &EnrollRequest, now: SystemTime) -> Result<DeviceInfo, FleetError> {
+    /// A one-time nonce for [`Fleet::enroll`], valid for [`ENROLL_CHALLENGE_SECONDS`].
+    pub fn enroll_challenge(&self, now: SystemTime) -> Result<EnrollChallenge, FleetError> {
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw)
+            .map_err(|e| FleetError::Corrupt(format!("failed to draw a nonce: {e}")))?;
+        let nonce: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let expires = unix(now) + ENROLL_CHALLENGE_SECONDS;
+        let txn = self.db.begin_write()?;
+        {
+            let mut nonces = txn.open_table(NONCES)?;
+            if nonces.len()? >= MAX_OUTSTANDING_CHALLENGES {
+                let now = unix(now);
+                nonces.retain(|_, expiry| expiry > now)?;
+                if nonces.len()? >= MAX_OUTSTANDING_CHALLENGES {
+                    return Err(FleetError::Busy(format!(
+                        "{MAX_OUTSTANDING_CHALLENGES} enrollment challenges are outstanding; try again later"
+                    )));
+                }
+            }
+            nonces.insert(nonce.as_str(), expires)?;
+        }
+        txn.commit()?;
+        Ok(EnrollChallenge {
+            nonce,
+            expires_at: rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(expires)),
+        })
+    }
+
+    /// Enrolls a device (or changes a known device's labels and name) and makes its token, in
+    /// one transaction: the request must carry an unspent, unexpired nonce from
+    /// [`Fleet::enroll_challenge`] and the device key's signature over it and every field.
+    /// Refused requests change nothing (the nonce stays spendable only if it was never valid).
+    pub fn enroll(
+        &self,
+        req: &EnrollRequest,
+        now: SystemTime,
+    ) -> Result<(DeviceInfo, String), FleetError> {
         for (k, v) in &req.labels {
             if !valid_label(k) || !valid_label(v) {
                 return Err(FleetError::Invalid(format!(
@@ -204,6 +257,34 @@ impl<'a> Fleet<'a> {
         }
         let id = device_id(&req.public_key);
         let txn = self.db.begin_write()?;
+        {
+            // The nonce is spent whatever follows, so a refused proof cannot be retried on it.
+            let mut nonces = txn.open_table(NONCES)?;
+            let expiry = nonces.remove(req.nonce.as_str())?.map(|v| v.value());
+            match expiry {
+                None => {
+                    return Err(FleetError::Refused(
+                        "unknown or already used enrollment nonce: ask for a new challenge".into(),
+                    ));
+                }
+                Some(expiry) if expiry <= unix(now) => {
+                    drop(nonces);
+                    txn.commit()?;
+                    return Err(FleetError::Refused(
+                        "the enrollment challenge expired: ask for a new one".into(),
+                    ));
+                }
+                Some(_) => {}
+            }
+            if !req.proof_holds() {
+                drop(nonces);
+                txn.commit()?;
+                return Err(FleetError::Refused(format!(
+                    "the proof does not verify: the request must be signed by the device key {} over the nonce",
+                    req.public_key.key_id()
+                )));
+            }
+        }
         let mut devices = txn.open_table(DEVICES)?;
         let record = match Self::get_device(&devices, &id) {
             Ok(mut existing) => {
@@ -227,8 +308,9 @@ impl<'a> Fleet<'a> {
         };
         Self::put_device(&mut devices, &record)?;
         drop(devices);
+        let (_, token) = crate::tokens::create_in(&txn, &id, aq_sync_proto::Role::Device, now)?;
         txn.commit()?;
-        Ok(info(record))
+        Ok((info(record), token))
     }
 
     pub fn devices(&self) -> Result<Vec<DeviceInfo>, FleetError> {
@@ -818,12 +900,9 @@ mod tests {
                     "site".to_owned(),
                     if i % 2 == 0 { "a" } else { "b" }.to_owned(),
                 )]);
-                let req = EnrollRequest {
-                    public_key: key.public_key(),
-                    labels,
-                    name: None,
-                };
-                let info = fleet.enroll(&req, SystemTime::now()).unwrap();
+                let nonce = fleet.enroll_challenge(SystemTime::now()).unwrap().nonce;
+                let req = EnrollRequest::sign(&key, labels, None, nonce);
+                let (info, _token) = fleet.enroll(&req, SystemTime::now()).unwrap();
                 devices.push((info.device, key));
             }
         }
@@ -884,6 +963,36 @@ mod tests {
             soak_s: soak,
             force: false,
         }
+    }
+
+    #[test]
+    fn an_enrollment_nonce_works_once_and_not_after_it_expires() {
+        let w = world(1);
+        let fleet = Fleet::new(&w.db, &w.server, "aq").unwrap();
+        let key = &w.devices[0].1;
+        let now = SystemTime::now();
+        let labels = BTreeMap::from([("site".to_owned(), "c".to_owned())]);
+        let late = fleet.enroll_challenge(now).unwrap().nonce;
+        let req = EnrollRequest::sign(key, labels.clone(), None, late);
+        let after = now + Duration::from_secs(ENROLL_CHALLENGE_SECONDS + 1);
+        assert!(matches!(
+            fleet.enroll(&req, after),
+            Err(FleetError::Refused(_))
+        ));
+        // Spent by the refusal: not usable in time either.
+        assert!(matches!(
+            fleet.enroll(&req, now),
+            Err(FleetError::Refused(_))
+        ));
+        let fresh = fleet.enroll_challenge(now).unwrap().nonce;
+        let req = EnrollRequest::sign(key, labels, None, fresh);
+        let (info, token) = fleet.enroll(&req, now).unwrap();
+        assert_eq!(info.labels["site"], "c");
+        assert!(token.starts_with(crate::tokens::TOKEN_PREFIX));
+        assert!(matches!(
+            fleet.enroll(&req, now),
+            Err(FleetError::Refused(_))
+        ));
     }
 
     #[test]
@@ -1109,11 +1218,12 @@ mod tests {
         ));
         assert!(matches!(
             fleet.enroll(
-                &EnrollRequest {
-                    public_key: w.devices[0].1.public_key(),
-                    labels: BTreeMap::from([("bad label".into(), "x".into())]),
-                    name: None
-                },
+                &EnrollRequest::sign(
+                    &w.devices[0].1,
+                    BTreeMap::from([("bad label".into(), "x".into())]),
+                    None,
+                    fleet.enroll_challenge(now).unwrap().nonce,
+                ),
                 now
             ),
             Err(FleetError::Invalid(_))

@@ -58,6 +58,12 @@ struct ServeArgs {
     /// Largest request body in bytes
     #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
     max_body: usize,
+    /// HTTPS connections served at once; one more gets 503 with Retry-After
+    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// A client slower than this to send a request's headers is disconnected
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
     /// Address of the built-in MQTT broker
     #[arg(
         long,
@@ -187,6 +193,7 @@ fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
             names: args.tls_names,
         },
     };
+    let (max_connections, header_read_timeout) = (args.max_connections, args.header_read_timeout);
     let options = ServerOptions {
         data_dir,
         addr: args.addr,
@@ -235,6 +242,11 @@ fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
             started.listener,
             started.tls,
             started.state,
+            aq_http_server::Limits {
+                max_connections: max_connections as usize,
+                header_read_timeout,
+                max_buf_size: None,
+            },
             server::shutdown_signal(),
             options.drain,
         )

@@ -39,11 +39,7 @@ async fn fleet_call<T: Send + 'static>(
 
 /// Runs until the process ends: the broker connection (reconnecting with back-off), the
 /// publisher, report handling and the rollout tick.
-pub async fn run(
-    state: Arc<State>,
-    options: MqttOptions,
-    mut outbox: mpsc::UnboundedReceiver<Publish>,
-) {
+pub async fn run(state: Arc<State>, options: MqttOptions, mut outbox: mpsc::Receiver<Publish>) {
     let (client, eventloop) = AsyncClient::new(options, 1024);
     let (inbox_tx, inbox) = mpsc::channel::<Incoming>(INBOX);
     tokio::spawn(drive(eventloop, inbox_tx));
@@ -138,7 +134,7 @@ async fn tick(state: Arc<State>) {
                         );
                     }
                     for p in out {
-                        let _ = state.publish.send(p);
+                        state.publish.push(p);
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "resend scan failed"),
@@ -152,7 +148,7 @@ async fn tick(state: Arc<State>) {
                     tracing::warn!(ms = took.as_millis() as u64, "slow rollout tick");
                 }
                 for p in out {
-                    let _ = state.publish.send(p);
+                    state.publish.push(p);
                 }
             }
             Err(e) => tracing::error!(error = %e, "rollout tick failed"),

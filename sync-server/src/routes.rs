@@ -25,6 +25,7 @@ pub enum Op {
     CreateToken,
     RevokeToken,
     ServerKey,
+    EnrollChallenge,
     Enroll,
     ListDevices,
     GetDevice,
@@ -247,11 +248,21 @@ pub const ROUTES: &[Route] = &[
         response: json_body("ServerKey"),
     },
     Route {
+        op: Op::EnrollChallenge,
+        method: "POST",
+        path: "/v1/devices/enroll/challenge",
+        access: Access::Enroll,
+        summary: "A one-time nonce (valid 5 minutes) for the device to sign in its enrollment request",
+        request: None,
+        status: 200,
+        response: json_body("EnrollChallenge"),
+    },
+    Route {
         op: Op::Enroll,
         method: "POST",
         path: "/v1/devices/enroll",
-        access: Access::Read,
-        summary: "Register a device key with labels; answers the device's own token, the MQTT endpoint, the server key and the trust policy",
+        access: Access::Enroll,
+        summary: "Register a device key with labels (or change a known device's), proven by the key's signature over a challenge nonce; answers the device's own token, the MQTT endpoint, the server key and the trust policy",
         request: json_body("EnrollRequest"),
         status: 200,
         response: json_body("EnrollResponse"),
@@ -492,7 +503,8 @@ fn schemas() -> Value {
     let mut info_props = summary_props.clone();
     info_props["manifest"] = json!({ "type": "string", "description": "canonical manifest JSON" });
     info_props["signature"] = json!({ "type": ["string", "null"] });
-    let role = json!({ "type": "string", "enum": ["admin", "publisher", "viewer", "device"] });
+    let role =
+        json!({ "type": "string", "enum": ["admin", "publisher", "viewer", "device", "enroller"] });
     let token_props = json!({
         "id": { "type": "string" }, "name": { "type": "string" }, "role": role, "created_at": { "type": "string" }
     });
@@ -518,7 +530,8 @@ fn schemas() -> Value {
         "TokenInfo": object(&token_props, &["id", "name", "role", "created_at"]),
         "TokenCreated": object(&created_props, &["id", "name", "role", "created_at", "token"]),
         "ServerKey": object(&json!({ "public_key": { "type": "string" }, "key_id": { "type": "string" } }), &["public_key", "key_id"]),
-        "EnrollRequest": object(&json!({ "public_key": { "type": "string" }, "labels": { "type": "object", "additionalProperties": { "type": "string" } }, "name": { "type": ["string", "null"] } }), &["public_key"]),
+        "EnrollChallenge": object(&json!({ "nonce": { "type": "string", "pattern": "^[0-9a-f]{64}$" }, "expires_at": { "type": "string" } }), &["nonce", "expires_at"]),
+        "EnrollRequest": object(&json!({ "public_key": { "type": "string" }, "labels": { "type": "object", "additionalProperties": { "type": "string" } }, "name": { "type": ["string", "null"] }, "nonce": { "type": "string" }, "proof": { "type": "string" } }), &["public_key", "nonce", "proof"]),
         "EnrollResponse": object(&json!({ "device": { "type": "string" }, "token": { "type": "string" }, "mqtt_url": { "type": "string" }, "topic_prefix": { "type": "string" }, "server_key": { "type": "string" }, "trust_policy": { "type": "string" } }), &["device", "token", "mqtt_url", "topic_prefix", "server_key", "trust_policy"]),
         "DeviceInfo": object(&json!({ "device": { "type": "string" }, "name": { "type": "string" }, "labels": { "type": "object" }, "enrolled_at": { "type": "string" }, "desired": {}, "reported": {}, "last_seen": { "type": ["string", "null"] } }), &["device", "name", "labels"]),
         "DeviceList": object(&json!({ "devices": { "type": "array", "items": { "$ref": "#/components/schemas/DeviceInfo" } } }), &["devices"]),

@@ -1,17 +1,15 @@
-//! The socket side: binds, accepts connections (TLS when configured), serves HTTP/1.1 with
-//! keep-alive through [`crate::api::handle`], and shuts down gracefully.
+//! The socket side: binds, accepts connections (TLS when configured), and serves HTTP/1.1
+//! through `aq-http-server` (keep-alive, a connection cap answered with 503, the
+//! header-read timeout, graceful drain), handing each request to [`crate::api::handle`].
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use aq_http_server::{Connections, Limits};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, State};
@@ -19,68 +17,58 @@ use crate::api::{self, State};
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Either kind of connection: TLS, or plain TCP behind a TLS-terminating proxy.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Stream = Box<dyn Io>;
+
+async fn handshake(
+    tls: Option<TlsAcceptor>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<Stream> {
+    let Some(acceptor) = tls else {
+        return Some(Box::new(stream));
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(Box::new(s) as Stream),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
 /// Serves until `shutdown` completes, then lets in-flight requests finish (up to `drain`).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     state: Arc<State>,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                let watcher = graceful.watcher();
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(api::handle(&state, request).await) }
-                    });
-                    let builder = http1::Builder::new();
-                    let result = match tls {
-                        Some(acceptor) => {
-                            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                Ok(Ok(s)) => s,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%peer, "TLS handshake timed out");
-                                    return;
-                                }
-                            };
-                            watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await
-                        }
-                        None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
-                    };
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    tracing::info!("shutting down: draining in-flight requests");
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(drain) => tracing::warn!("drain timeout passed; closing with requests in flight"),
-    }
+    let connections = Arc::new(Connections::default());
+    let accept = move |stream: TcpStream, peer: SocketAddr| handshake(tls.clone(), stream, peer);
+    let handle = move |request| {
+        let state = state.clone();
+        async move { api::handle(&state, request).await }
+    };
+    aq_http_server::serve(
+        listener,
+        limits,
+        connections,
+        accept,
+        handle,
+        shutdown,
+        || {},
+        drain,
+    )
+    .await;
 }
 
 /// The address a listener is bound to, for the start-up line.
@@ -89,24 +77,4 @@ pub fn bound(listener: &TcpListener) -> std::io::Result<SocketAddr> {
 }
 
 /// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
-}
+pub use aq_http_server::shutdown_signal;

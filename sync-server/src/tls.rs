@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use aq_store::atomic_write::{self, Existing, Mode};
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -88,30 +89,22 @@ pub fn ensure_generated(data_dir: &Path, names: &[String]) -> Result<GeneratedPa
     let cert = params.signed_by(&key, &issuer)?;
 
     write_private(&paths.key, key.serialize_pem().as_bytes()).map_err(io("write", &paths.key))?;
-    fs::write(&paths.cert, format!("{}{}", cert.pem(), ca_cert.pem()))
-        .map_err(io("write", &paths.cert))?;
-    fs::write(&paths.ca, ca_cert.pem()).map_err(io("write", &paths.ca))?;
+    write_public(
+        &paths.cert,
+        format!("{}{}", cert.pem(), ca_cert.pem()).as_bytes(),
+    )
+    .map_err(io("write", &paths.cert))?;
+    write_public(&paths.ca, ca_cert.pem().as_bytes()).map_err(io("write", &paths.ca))?;
     Ok(paths)
 }
 
-/// Writes a file only its owner can read (mode 0600 on Unix), and syncs it.
-#[cfg(unix)]
+/// Writes a file only its owner can read (0600 before any byte is written), atomically.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+    atomic_write::write(path, bytes, Mode::Private, Existing::Replace)
 }
 
-#[cfg(not(unix))]
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    fs::write(path, bytes)
+fn write_public(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    atomic_write::write(path, bytes, Mode::Public, Existing::Replace)
 }
 
 /// A rustls server configuration from PEM files (a chain, leaf first; and its key).

@@ -85,28 +85,10 @@ impl<'db> Tokens<'db> {
         role: Role,
         now: SystemTime,
     ) -> Result<(TokenInfo, String), TokenError> {
-        if !valid_name(name) {
-            return Err(TokenError::BadName(name.to_owned()));
-        }
-        let mut raw = [0u8; 32];
-        getrandom::fill(&mut raw).map_err(TokenError::Random)?;
-        let secret = format!(
-            "{TOKEN_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-        );
-        let key = hash(&secret);
-        let record = TokenRecord {
-            id: key[..12].to_owned(),
-            name: name.to_owned(),
-            role,
-            created_at: humantime::format_rfc3339_seconds(now).to_string(),
-        };
-        let bytes = serde_json::to_vec(&record).map_err(|e| TokenError::Corrupt(e.to_string()))?;
         let txn = self.db.begin_write()?;
-        txn.open_table(TOKENS)?
-            .insert(key.as_str(), bytes.as_slice())?;
+        let made = create_in(&txn, name, role, now)?;
         txn.commit()?;
-        Ok((info(record), secret))
+        Ok(made)
     }
 
     /// The caller a secret belongs to, if any.
@@ -167,6 +149,36 @@ impl<'db> Tokens<'db> {
         txn.commit()?;
         Ok(removed)
     }
+}
+
+/// Makes a new token inside the caller's write transaction (so a token and the record it is
+/// for, an enrolled device, commit together or not at all).
+pub fn create_in(
+    txn: &redb::WriteTransaction,
+    name: &str,
+    role: Role,
+    now: SystemTime,
+) -> Result<(TokenInfo, String), TokenError> {
+    if !valid_name(name) {
+        return Err(TokenError::BadName(name.to_owned()));
+    }
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).map_err(TokenError::Random)?;
+    let secret = format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    let key = hash(&secret);
+    let record = TokenRecord {
+        id: key[..12].to_owned(),
+        name: name.to_owned(),
+        role,
+        created_at: humantime::format_rfc3339_seconds(now).to_string(),
+    };
+    let bytes = serde_json::to_vec(&record).map_err(|e| TokenError::Corrupt(e.to_string()))?;
+    txn.open_table(TOKENS)?
+        .insert(key.as_str(), bytes.as_slice())?;
+    Ok((info(record), secret))
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Result<TokenRecord, TokenError> {

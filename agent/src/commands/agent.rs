@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use aq_sync_proto::fleet::{EnrollRequest, EnrollResponse};
+use aq_sync_proto::fleet::{EnrollChallenge, EnrollRequest, EnrollResponse};
 use hyper::Method;
 
 use crate::cli::{AgentRunArgs, EnrollArgs};
@@ -66,14 +66,21 @@ pub fn enroll(args: EnrollArgs, settings: &Settings, printer: &Printer) -> anyho
         token: Some(token),
         ca: ca.clone(),
     })?;
-    let request = EnrollRequest {
-        public_key: key.public_key(),
-        labels: labels.clone(),
-        name: args.name.clone(),
-    };
+    // Two steps: a one-time nonce from the server, then the request signed over it by the
+    // device key (proof that this machine holds the key it enrolls).
     let response: EnrollResponse = super::runtime()?
         .block_on(async {
-            Client::new(remote)
+            let mut client = Client::new(remote);
+            let challenge: EnrollChallenge = client
+                .json(
+                    Method::POST,
+                    "/v1/devices/enroll/challenge",
+                    None::<&serde_json::Value>,
+                )
+                .await?;
+            let request =
+                EnrollRequest::sign(&key, labels.clone(), args.name.clone(), challenge.nonce);
+            client
                 .json(Method::POST, "/v1/devices/enroll", Some(&request))
                 .await
         })

@@ -1,12 +1,12 @@
 //! `aq key gen|show|trust`: signing keys and the trust policy.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use aq_pack::keys::{PublicKey, SecretKey};
 use aq_pack::trust::TrustedKey;
+use aq_store::atomic_write::{self, Existing, Mode};
 use serde::Serialize;
 
 use crate::cli::{KeyGenArgs, KeyShowArgs, KeyTrustArgs};
@@ -30,16 +30,13 @@ fn pub_path(secret: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn write_new(path: &Path, contents: &str, mode: u32, force: bool) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut options = fs::OpenOptions::new();
-    options.write(true).mode(mode);
-    if force {
-        options.create(true).truncate(true);
+fn write_new(path: &Path, contents: &str, mode: Mode, force: bool) -> anyhow::Result<()> {
+    let existing = if force {
+        Existing::Replace
     } else {
-        options.create_new(true);
-    }
-    let mut file = options.open(path).map_err(|e| {
+        Existing::Keep
+    };
+    atomic_write::write(path, contents.as_bytes(), mode, existing).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             user_error(
                 ExitCode::Conflict,
@@ -49,12 +46,9 @@ fn write_new(path: &Path, contents: &str, mode: u32, force: bool) -> anyhow::Res
                 ),
             )
         } else {
-            anyhow::Error::new(e).context(format!("failed to create {}", path.display()))
+            anyhow::Error::new(e).context(format!("failed to write {}", path.display()))
         }
-    })?;
-    file.write_all(contents.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("failed to write {}", path.display()))
+    })
 }
 
 pub fn gen_key(args: KeyGenArgs, printer: &Printer) -> anyhow::Result<()> {
@@ -63,14 +57,8 @@ pub fn gen_key(args: KeyGenArgs, printer: &Printer) -> anyhow::Result<()> {
     let secret = SecretKey::from_seed(seed);
     let public = secret.public_key();
     let pub_file = pub_path(&args.out);
-    write_new(&args.out, &secret.to_file_text(), 0o600, args.force)?;
-    if args.force {
-        // A pre-existing file keeps its mode under truncate; make sure it is private.
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&args.out, fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("failed to restrict {}", args.out.display()))?;
-    }
-    write_new(&pub_file, &format!("{public}\n"), 0o644, args.force)?;
+    write_new(&args.out, &secret.to_file_text(), Mode::Private, args.force)?;
+    write_new(&pub_file, &format!("{public}\n"), Mode::Public, args.force)?;
     let info = KeyInfo {
         key_id: public.key_id(),
         public_key: public.to_string(),
@@ -150,13 +138,8 @@ pub fn trust(args: KeyTrustArgs, settings: &Settings, printer: &Printer) -> anyh
     let text = policy.to_toml();
     // Check what we write reads back the same before replacing the file.
     aq_pack::TrustPolicy::parse(&text).context("refusing to write a policy that does not parse")?;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent)
-            .with_context(|| format!("failed to create {}", parent.display()))?;
-    }
-    let tmp = path.with_extension("toml.tmp");
-    fs::write(&tmp, &text).with_context(|| format!("failed to write {}", tmp.display()))?;
-    fs::rename(&tmp, &path).with_context(|| format!("failed to replace {}", path.display()))?;
+    atomic_write::write(&path, text.as_bytes(), Mode::Public, Existing::Replace)
+        .with_context(|| format!("failed to write {}", path.display()))?;
     #[derive(Serialize)]
     struct Out {
         policy: String,

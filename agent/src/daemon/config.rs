@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use aq_pack::keys::{PublicKey, SecretKey};
+use aq_store::atomic_write;
 use serde::{Deserialize, Serialize};
 
 use crate::exit::{ExitCode, user_error};
@@ -84,34 +85,14 @@ pub fn device_key(data_dir: &Path) -> anyhow::Result<SecretKey> {
     }
 }
 
-/// Writes a file so a crash leaves the old or the new content: a synced temporary file
-/// renamed over the target, then the directory synced. `private` makes it 0600.
+/// Writes a file so a crash leaves the old or the new content (`aq_store::atomic_write`);
+/// `private` makes it 0600 before any byte is written.
 pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    let mut file = options
-        .open(&tmp)
-        .with_context(|| format!("failed to create {}", tmp.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("failed to write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("failed to replace {}", path.display()))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    let mode = if private {
+        atomic_write::Mode::Private
+    } else {
+        atomic_write::Mode::Public
+    };
+    atomic_write::write(path, bytes, mode, atomic_write::Existing::Replace)
+        .with_context(|| format!("failed to write {}", path.display()))
 }

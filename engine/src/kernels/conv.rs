@@ -26,6 +26,16 @@ thread_local! {
     static GROUP_OUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Frees this thread's scratch buffers of this module (an idle model gives them back).
+pub(crate) fn release_scratch() {
+    PATCHES_F32.with(|c| c.take());
+    PATCHES_U8.with(|c| c.take());
+    IMAGE_U8.with(|c| c.take());
+    ACC.with(|c| c.take());
+    GROUP_ACC.with(|c| c.take());
+    GROUP_OUT.with(|c| c.take());
+}
+
 /// Where a convolution reads and writes, for one batch of images.
 #[derive(Debug, Clone)]
 pub struct Geometry {

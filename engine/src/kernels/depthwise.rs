@@ -24,6 +24,12 @@ thread_local! {
     static ACC: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Frees this thread's scratch buffers of this module (an idle model gives them back).
+pub(crate) fn release_scratch() {
+    WIDE.with(|c| c.take());
+    ACC.with(|c| c.take());
+}
+
 #[derive(Debug, Clone)]
 struct Geometry {
     batch: usize,

@@ -27,6 +27,11 @@ thread_local! {
     static SPLIT: std::cell::RefCell<(Vec<u8>, Vec<u8>, Vec<i32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
+/// Frees this thread's scratch buffers of this module (an idle model gives them back).
+pub(crate) fn release_scratch() {
+    SPLIT.with(|c| *c.borrow_mut() = (Vec::new(), Vec::new(), Vec::new()));
+}
+
 /// Whether the int8 kernel may saturate its 16-bit pair sums (x86 AVX2 without VNNI: u8 x i8
 /// pairs can reach 64,770).
 pub fn int8_may_saturate() -> bool {

@@ -128,3 +128,11 @@ pub fn build(ctx: &BuildCtx<'_>) -> Result<Box<dyn Kernel>, String> {
 pub(crate) fn parallel_worth(work: usize) -> bool {
     rayon::current_num_threads() > 1 && work >= 1 << 16
 }
+
+/// Frees the calling thread's scratch buffers in every kernel module.
+pub(crate) fn release_scratch() {
+    conv::release_scratch();
+    depthwise::release_scratch();
+    gemm::release_scratch();
+    quantized::release_scratch();
+}

@@ -12,6 +12,11 @@ thread_local! {
     static BUFFERS: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Frees this thread's scratch buffers of this module (an idle model gives them back).
+pub(crate) fn release_scratch() {
+    BUFFERS.with(|c| c.take());
+}
+
 /// Per-tensor quantization of a quantized integer value.
 #[derive(Clone, Copy, Debug)]
 pub struct Affine {

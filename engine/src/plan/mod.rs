@@ -433,6 +433,15 @@ impl Plan {
         }
     }
 
+    /// Frees the arena kept for the next run (the next run makes a new one): an idle model
+    /// holds its weights and plans, not its activations.
+    pub fn release_arenas(&self) {
+        self.arenas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Runs the plan on inputs of exactly the shapes it was made for.
     pub fn run(
         &self,

@@ -445,3 +445,32 @@ fn unsupported_onnx_operators_are_all_named() {
         "{err}"
     );
 }
+
+#[test]
+fn released_arenas_are_rebuilt_and_answers_do_not_change() {
+    // ppocr_cls: many layers, so the arena holds real activations.
+    let bytes = std::fs::read(fixture("ppocr_cls.onnx")).unwrap();
+    let options = OnnxOptions {
+        input_shapes: [("x".to_owned(), vec![1, 3, 48, 192])].into(),
+        input_values: HashMap::new(),
+    };
+    let model = Model::from_onnx(&bytes, &options, &Options::default()).unwrap();
+    let n = 3 * 48 * 192;
+    let x = Tensor::new(
+        vec![1, 3, 48, 192],
+        Data::F32(
+            (0..n)
+                .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+                .collect(),
+        ),
+    )
+    .unwrap();
+    let first = model.run(std::slice::from_ref(&x)).unwrap();
+    model.release_arenas();
+    let second = model.run(std::slice::from_ref(&x)).unwrap();
+    model.release_arenas();
+    model.release_arenas();
+    let third = model.run(&[x]).unwrap();
+    assert_eq!(first[0].data, second[0].data);
+    assert_eq!(first[0].data, third[0].data);
+}

@@ -25,6 +25,7 @@ use super::{
     node, prefix, quantize_weights, tensor, weighted,
 };
 use crate::error::ExportError;
+use crate::guard::guarded;
 use crate::npy::Array;
 use crate::source::{InputShapes, typed_onnx};
 
@@ -372,10 +373,8 @@ fn calibrate(
         .and_then(|f| f.shape.as_concrete().map(<[usize]>::to_vec))
         .ok_or_else(|| ExportError::Calibration("the model's input shape is not fixed".into()))?;
     let samples = crate::calibration::samples(input, &shape, calibration)?;
-    let runnable = typed
-        .into_optimized()
-        .and_then(|m| m.into_runnable())
-        .map_err(failed)?;
+    let runnable =
+        guarded(|| typed.into_optimized().and_then(|m| m.into_runnable())).map_err(failed)?;
     let mut lo_hi: HashMap<String, (f32, f32)> = HashMap::new();
     let mut widen = |name: &str, t: &Tensor| -> Result<(), ExportError> {
         let view = t.to_plain_array_view::<f32>().map_err(failed)?;
@@ -392,9 +391,8 @@ fn calibrate(
     };
     for sample in &samples {
         widen(input, sample)?;
-        let outputs = runnable
-            .run(tvec!(sample.clone().into_tvalue()))
-            .map_err(failed)?;
+        let outputs =
+            guarded(|| runnable.run(tvec!(sample.clone().into_tvalue()))).map_err(failed)?;
         for (name, value) in probes.iter().zip(outputs.iter().skip(first_probe)) {
             widen(name, value)?;
         }
@@ -580,11 +578,14 @@ fn check_runs(bytes: &[u8], shapes: &InputShapes, sample: &Tensor) -> Result<(),
     let broken = |e: TractError| {
         ExportError::Mismatch(format!("tract cannot run the quantized model: {e:#}"))
     };
-    typed_onnx(bytes, shapes)?
-        .into_optimized()
-        .and_then(|m| m.into_runnable())
-        .and_then(|plan| plan.run(tvec!(sample.clone().into_tvalue())))
-        .map_err(broken)?;
+    let typed = typed_onnx(bytes, shapes)?;
+    guarded(|| {
+        typed
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .and_then(|plan| plan.run(tvec!(sample.clone().into_tvalue())))
+    })
+    .map_err(broken)?;
     Ok(())
 }
 

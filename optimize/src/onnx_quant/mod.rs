@@ -7,7 +7,16 @@
 //!   consecutive convolutions.
 //!
 //! Both quantize every `Conv`, `MatMul` and `Gemm` whose weights are a float constant, with
-//! symmetric int8 weights per output channel; other ops stay float.
+//! symmetric weights per output channel in 7 bits ([-63, 63] stored as int8); other ops stay
+//! float.
+//!
+//! Why 7 bits: the activations are uint8 and the weights int8, and onnxruntime's u8s8
+//! kernels on x86 CPUs without AVX-512 VNNI (AVX2, and AVX-512 without VNNI: most x86
+//! servers) add pairs of u8 x s8 products in 16 bits with saturation (`vpmaddubsw`). With
+//! 8-bit weights a pair reaches 2 x 255 x 127 = 64,770 and saturates at 32,767, so the same
+//! file gives other answers there (measured: max abs 1.29 on an AMD EPYC). With 7-bit
+//! weights a pair is at most 2 x 255 x 63 = 32,130: exact on every CPU, which is what
+//! onnxruntime's own quantizer does with `reduce_range`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -218,11 +227,14 @@ fn prefix(node: &NodeProto, index: usize) -> String {
     format!("{base}.q{index}")
 }
 
-/// Symmetric int8 weights with one scale per slice along `axis` of `dims`.
+/// The largest weight magnitude: 7 bits (see the module docs).
+pub(crate) const WEIGHT_LEVELS: u8 = 63;
+
+/// Symmetric 7-bit weights (as int8) with one scale per slice along `axis` of `dims`.
 fn quantize_weights(values: &[f32], dims: &[i64], axis: usize) -> (Vec<u8>, Vec<f32>) {
     let channels = dims[axis] as usize;
     let inner: usize = dims[axis + 1..].iter().map(|d| *d as usize).product();
-    crate::int8::symmetric_per_channel(values, channels, inner)
+    crate::int8::symmetric_per_channel(values, channels, inner, WEIGHT_LEVELS)
 }
 
 /// Replaces the graph's nodes with `nodes` and adds the `added` initializers. Constants that
@@ -249,11 +261,27 @@ mod tests {
     fn weights_are_quantized_per_output_channel() {
         // Two output channels of very different magnitude keep their own scale.
         let (q, scales) = quantize_weights(&[1.0, -0.5, 100.0, 50.0], &[2, 2], 0);
-        assert_eq!(scales, vec![1.0 / 127.0, 100.0 / 127.0]);
-        assert_eq!(q, vec![127, (-64i8) as u8, 127, 64]);
+        assert_eq!(scales, vec![1.0 / 63.0, 100.0 / 63.0]);
+        assert_eq!(q, vec![63, (-31i8) as u8, 63, 32]);
         // Along axis 1 ([K, N] matrices), columns share a scale.
         let (_, scales) = quantize_weights(&[1.0, 100.0, -2.0, 50.0], &[2, 2], 1);
-        assert_eq!(scales, vec![2.0 / 127.0, 100.0 / 127.0]);
+        assert_eq!(scales, vec![2.0 / 63.0, 100.0 / 63.0]);
+    }
+
+    #[test]
+    fn no_pair_of_uint8_by_weight_products_can_saturate_16_bits() {
+        // The u8s8 kernels without VNNI add two u8 x s8 products in an i16 with saturation:
+        // the largest weights must keep the worst pair inside it.
+        let (q, _) = quantize_weights(&[-3.0, 3.0, 1e30, -1e30, 0.5, -0.25], &[3, 2], 0);
+        let widest = q
+            .iter()
+            .map(|b| i32::from((*b as i8).unsigned_abs()))
+            .max()
+            .unwrap();
+        assert!(
+            2 * 255 * widest <= i32::from(i16::MAX),
+            "weights up to {widest}"
+        );
     }
 
     #[test]

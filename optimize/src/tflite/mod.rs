@@ -11,11 +11,11 @@
 //! model before it is returned.
 
 use std::collections::BTreeMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use tract_onnx::prelude::*;
 
 use crate::error::{ExportError, UnsupportedOp};
+use crate::guard::guarded;
 use crate::source::{InputShapes, typed_onnx};
 
 mod fuse;
@@ -157,8 +157,10 @@ fn calibrate(model: &TypedModel, samples: &[Vec<Tensor>]) -> Result<quantize::Ra
         .map(|o| model.outlet_fact(*o).cloned())
         .collect::<TractResult<_>>()
         .map_err(calibration)?;
-    let plan = tract_onnx::tract_core::plan::SimplePlan::new(model.clone()).map_err(calibration)?;
-    let mut state = tract_onnx::tract_core::plan::SimpleState::new(&plan).map_err(calibration)?;
+    let plan = guarded(|| tract_onnx::tract_core::plan::SimplePlan::new(model.clone()))
+        .map_err(calibration)?;
+    let mut state =
+        guarded(|| tract_onnx::tract_core::plan::SimpleState::new(&plan)).map_err(calibration)?;
     let mut ranges = quantize::Ranges::new();
     for (n, sample) in samples.iter().enumerate() {
         if sample.len() != input_facts.len() {
@@ -186,12 +188,14 @@ fn calibrate(model: &TypedModel, samples: &[Vec<Tensor>]) -> Result<quantize::Ra
         {
             record(&mut ranges, model, *outlet, t);
         }
-        let result = state.run_plan_with_eval(inputs, |session, op_state, node, input| {
-            let outputs = tract_onnx::tract_core::plan::eval(session, op_state, node, input)?;
-            for (slot, value) in outputs.iter().enumerate() {
-                record(&mut ranges, model, OutletId::new(node.id, slot), value);
-            }
-            Ok::<_, TractError>(outputs)
+        let result = guarded(|| {
+            state.run_plan_with_eval(inputs, |session, op_state, node, input| {
+                let outputs = tract_onnx::tract_core::plan::eval(session, op_state, node, input)?;
+                for (slot, value) in outputs.iter().enumerate() {
+                    record(&mut ranges, model, OutletId::new(node.id, slot), value);
+                }
+                Ok::<_, TractError>(outputs)
+            })
         });
         result.map_err(calibration)?;
     }
@@ -226,7 +230,14 @@ pub fn tflite_ops(bytes: &[u8]) -> Result<BTreeMap<String, usize>, ExportError> 
     let mut ops = BTreeMap::new();
     for graph in model.subgraphs().iter().flatten() {
         for op in graph.operators().iter().flatten() {
-            let code = codes.get(op.opcode_index() as usize).builtin_code();
+            let index = op.opcode_index() as usize;
+            if index >= codes.len() {
+                return Err(bad(&format!(
+                    "operator code index {index} is past the {} codes",
+                    codes.len()
+                )));
+            }
+            let code = codes.get(index).builtin_code();
             let name = code
                 .variant_name()
                 .map_or_else(|| format!("{code:?}"), str::to_owned);
@@ -234,21 +245,6 @@ pub fn tflite_ops(bytes: &[u8]) -> Result<BTreeMap<String, usize>, ExportError> 
         }
     }
     Ok(ops)
-}
-
-/// Runs `f`, turning a panic inside tract into an error.
-fn guarded<T>(f: impl FnOnce() -> TractResult<T>) -> TractResult<T> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(result) => result,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic".into());
-            Err(TractError::msg(format!("tract panicked: {message}")))
-        }
-    }
 }
 
 fn rewrite_failure(e: &TractError) -> UnsupportedOp {
@@ -359,7 +355,11 @@ fn self_check(source: &TypedModel, written: &[u8]) -> Result<f32, ExportError> {
     for (ix, outlet) in source.input_outlets().map_err(mismatch)?.iter().enumerate() {
         let fact = source.outlet_fact(*outlet).map_err(mismatch)?;
         let shape = fact.shape.as_concrete().unwrap_or(&[]).to_vec();
-        inputs.push(seeded_input(&shape, ix as u64).into_tvalue());
+        inputs.push(
+            seeded_input(&shape, ix as u64)
+                .map_err(mismatch)?
+                .into_tvalue(),
+        );
     }
     let expected =
         guarded(|| source.clone().into_runnable()?.run(inputs.clone())).map_err(mismatch)?;
@@ -394,7 +394,7 @@ fn self_check(source: &TypedModel, written: &[u8]) -> Result<f32, ExportError> {
 }
 
 /// A deterministic input in [-1, 1): the same for every run, so exports are reproducible.
-fn seeded_input(shape: &[usize], seed: u64) -> Tensor {
+fn seeded_input(shape: &[usize], seed: u64) -> TractResult<Tensor> {
     let len: usize = shape.iter().product();
     let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ seed;
     let data: Vec<f32> = (0..len)
@@ -405,6 +405,5 @@ fn seeded_input(shape: &[usize], seed: u64) -> Tensor {
             ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect();
-    // Invariant: `data` has exactly `shape.iter().product()` elements.
-    Tensor::from_shape(shape, &data).expect("data length equals the shape's element count")
+    Tensor::from_shape(shape, &data)
 }

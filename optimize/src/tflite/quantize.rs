@@ -317,7 +317,7 @@ impl Pass<'_> {
             Some(a) => (shape[a], shape[a + 1..].iter().product::<usize>()),
             None => (1, values.len()),
         };
-        let (data, scales) = crate::int8::symmetric_per_channel(&values, channels, inner);
+        let (data, scales) = crate::int8::symmetric_per_channel(&values, channels, inner, 127);
         let int8 = Tensor {
             name: format!("{}.int8", tensor.name),
             shape: tensor.shape.clone(),

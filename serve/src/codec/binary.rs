@@ -181,17 +181,53 @@ mod tests {
         assert_eq!(decode(&Bytes::from(long)), Err(BinaryError::Trailing(1)));
     }
 
-    #[test]
-    fn lying_lengths_allocate_nothing() {
+    /// A body whose tensor claims `dims` and `data_len` but carries 4 bytes of data.
+    fn lying(dims: &[u64], data_len: u64) -> Vec<u8> {
         let mut body = b"AQT1".to_vec();
         body.extend_from_slice(&1u32.to_le_bytes());
         body.extend_from_slice(&1u16.to_le_bytes());
         body.push(b'x');
         body.push(0);
-        body.push(1);
-        body.extend_from_slice(&u64::MAX.to_le_bytes());
-        body.extend_from_slice(&u64::MAX.to_le_bytes());
-        assert!(decode(&Bytes::from(body)).is_err());
+        body.push(dims.len() as u8);
+        for d in dims {
+            body.extend_from_slice(&d.to_le_bytes());
+        }
+        body.extend_from_slice(&data_len.to_le_bytes());
+        body.extend_from_slice(&[0; 4]);
+        body
+    }
+
+    #[test]
+    fn lying_lengths_are_refused_from_the_lengths_alone_and_data_is_never_copied() {
+        // Lengths past the body, small enough to allocate (1 GiB) or not (u64::MAX): each is
+        // refused as data the body does not hold, before any element is read; a decoder that
+        // allocated from the claim first would allocate 1 GiB here, or abort.
+        for (dims, len) in [
+            (vec![1u64 << 28], 1u64 << 30),
+            (vec![u64::MAX], u64::MAX),
+            (vec![2, 2], 1 << 30),
+        ] {
+            assert_eq!(
+                decode(&Bytes::from(lying(&dims, len))),
+                Err(BinaryError::Truncated("tensor data")),
+                "{dims:?} {len}"
+            );
+        }
+        // Dims that disagree with the (honest) data length: refused by the tensor check.
+        assert!(matches!(
+            decode(&Bytes::from(lying(&[1u64 << 40], 4))),
+            Err(BinaryError::Tensor { .. })
+        ));
+        // What is decoded is a view into the body: no copy, whatever the size.
+        let body = Bytes::from(sample());
+        let decoded = decode(&body).unwrap();
+        let range = body.as_ptr_range();
+        for (_, t) in &decoded {
+            assert!(
+                range.contains(&t.bytes().as_ptr()),
+                "tensor data was copied"
+            );
+        }
     }
 
     proptest! {

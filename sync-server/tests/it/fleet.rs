@@ -85,7 +85,7 @@ fn deploy(server: &Server, data: &Path, token: &str, pack: &str, extra: &[&str])
 
 fn fleet_flow(server: &mut Server, dir: &Path) {
     let publisher = server.token("ci", "publisher");
-    let enrollment = server.token("factory", "device");
+    let enrollment = server.token("factory", "enroller");
     let publ = dir.join("publisher");
     let key = shared_key(dir, server, &[]);
     let model = fixture("sigmoid.onnx");
@@ -270,7 +270,7 @@ fn offline_and_interrupted_devices_converge_and_ignore_hostile_messages() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("srv"));
     let publisher = server.token("ci", "publisher");
-    let enrollment = server.token("factory", "device");
+    let enrollment = server.token("factory", "enroller");
     let publ = dir.path().join("publisher");
     let key = shared_key(dir.path(), &server, &[]);
     let weights = dir.path().join("weights.bin");
@@ -403,4 +403,87 @@ fn publish_raw(port: u16, topic: &str, payloads: Vec<Vec<u8>>) {
         }
         assert_eq!(acked, n, "the broker did not take every message");
     });
+}
+
+#[test]
+fn enrollment_needs_the_enroller_role_and_proof_of_the_device_key() {
+    use aq_pack::keys::SecretKey;
+    use aq_sync_proto::fleet::EnrollRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("srv"));
+    let enroller = server.token("factory", "enroller");
+    let json_ct = Some("application/json");
+    let challenge = |token: &str| -> String {
+        let r = server.call(
+            "POST",
+            "/v1/devices/enroll/challenge",
+            Some(token),
+            None,
+            vec![],
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["nonce"].as_str().unwrap().to_owned()
+    };
+    let enroll = |token: &str, req: &EnrollRequest| {
+        server.call(
+            "POST",
+            "/v1/devices/enroll",
+            Some(token),
+            json_ct,
+            serde_json::to_vec(req).unwrap(),
+        )
+    };
+    let labels = |site: &str| [("site".to_owned(), site.to_owned())].into();
+    let device = SecretKey::from_seed([11; 32]);
+    let thief = SecretKey::from_seed([12; 32]);
+
+    // Viewers, publishers and devices can neither ask for a challenge nor enroll.
+    let first = EnrollRequest::sign(&device, labels("berlin"), None, challenge(&enroller));
+    for role in ["viewer", "publisher", "device"] {
+        let token = server.token(&format!("t-{role}"), role);
+        server
+            .call(
+                "POST",
+                "/v1/devices/enroll/challenge",
+                Some(&token),
+                None,
+                vec![],
+            )
+            .refused(403, "forbidden");
+        enroll(&token, &first).refused(403, "forbidden");
+    }
+    // An enroller token reads nothing else.
+    server
+        .call("GET", "/v1/packs", Some(&enroller), None, vec![])
+        .refused(403, "forbidden");
+
+    // The key's holder enrolls; the nonce is then spent.
+    let r = enroll(&enroller, &first);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["device"].as_str().unwrap().to_owned();
+    enroll(&enroller, &first).refused(403, "enrollment_refused");
+
+    // Someone without the device key cannot relabel it: a request for its public key signed
+    // by another key, on a fresh nonce, is refused, and so is one with a forged proof.
+    let mut forged = EnrollRequest::sign(&thief, labels("paris"), None, challenge(&enroller));
+    forged.public_key = device.public_key();
+    enroll(&enroller, &forged).refused(403, "enrollment_refused");
+    let mut tampered = EnrollRequest::sign(&device, labels("berlin"), None, challenge(&enroller));
+    tampered.labels = labels("paris");
+    enroll(&enroller, &tampered).refused(403, "enrollment_refused");
+    // A nonce the server never issued.
+    let made_up = EnrollRequest::sign(&device, labels("paris"), None, "0".repeat(64));
+    enroll(&enroller, &made_up).refused(403, "enrollment_refused");
+    let devices = server.admin_json("GET", "/v1/devices", json!(null), 200);
+    let all = devices["devices"].as_array().unwrap();
+    assert_eq!(all.len(), 1, "{devices}");
+    assert_eq!(all[0]["labels"]["site"], "berlin", "{devices}");
+
+    // The holder can relabel it (a new challenge, signed again).
+    let again = EnrollRequest::sign(&device, labels("paris"), None, challenge(&enroller));
+    let r = enroll(&enroller, &again);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = server.admin_json("GET", &format!("/v1/devices/{id}"), json!(null), 200);
+    assert_eq!(got["labels"]["site"], "paris", "{got}");
 }

@@ -118,7 +118,9 @@ pub fn push(
         server: remote.url().to_owned(),
         created: report.created,
         chunks_total: signed.manifest.unique_chunks().len(),
-        chunks_uploaded: uploaded.chunks_new,
+        // Every chunk sent: new to the server, or already there (a client that sends what the
+        // server has shows here).
+        chunks_uploaded: uploaded.chunks_new + uploaded.chunks_present,
         bytes_uploaded: uploaded.bytes_new,
         pack_bytes: signed.manifest.total_size(),
         tags: report.tags,

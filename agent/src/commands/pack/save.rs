@@ -84,7 +84,7 @@ pub fn run(args: SaveArgs, settings: &Settings, printer: &Printer) -> anyhow::Re
                 .model
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned()),
-            created_by: std::env::var("USER").ok().filter(|u| !u.is_empty()),
+            created_by: settings.user.clone(),
         },
         variants: Vec::new(),
     };

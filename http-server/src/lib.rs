@@ -1,0 +1,234 @@
+//! The socket side that `aq serve` and `aq-sync` share: accept connections up to a cap
+//! (over it, a 503 with `Retry-After`, then close), run an optional handshake (TLS, given by
+//! the caller), serve HTTP/1.1 with keep-alive and hyper's header-read timeout (which needs
+//! hyper's timer: without one the timeout never applies and a slow client holds a connection
+//! for ever), and on shutdown stop accepting and let in-flight requests finish, up to a
+//! drain timeout.
+//!
+//! No routes and no TLS of its own: the caller passes the request handler and the handshake.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+/// What one server allows its clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; one more gets a 503 and is closed.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (and, on a kept-alive
+    /// connection, to start the next request) before the connection is closed.
+    pub header_read_timeout: Duration,
+    /// The most a connection reads from the socket at once (hyper's default when `None`).
+    pub max_buf_size: Option<usize>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(30),
+            max_buf_size: None,
+        }
+    }
+}
+
+/// Counters a server can export: connections open now and refused so far.
+#[derive(Debug, Default)]
+pub struct Connections {
+    open: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Connections {
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+/// Decrements the open count when a served connection ends, however it ends.
+struct Open(Arc<Connections>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The answer to a connection over the cap.
+fn overloaded(limit: usize) -> Response<Full<Bytes>> {
+    let body = format!(
+        "{{\"error\":{{\"code\":\"overloaded\",\"message\":\"the server is serving its limit of {limit} connections; retry later\"}}}}"
+    );
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from_static("1"),
+    );
+    headers.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// Serves `listener` until `shutdown` completes; then stops accepting, calls `draining`, and
+/// waits for in-flight requests (at most `drain`).
+///
+/// `handshake` turns an accepted TCP stream into the stream HTTP runs on (TLS, or the stream
+/// itself), or `None` to drop it; it should bound its own time. `handle` answers one request.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve<H, HF, Io, F, FF>(
+    listener: TcpListener,
+    limits: Limits,
+    connections: Arc<Connections>,
+    handshake: H,
+    handle: F,
+    shutdown: impl Future<Output = ()>,
+    draining: impl FnOnce(),
+    drain: Duration,
+) where
+    H: Fn(TcpStream, SocketAddr) -> HF + Clone + Send + Sync + 'static,
+    HF: Future<Output = Option<Io>> + Send + 'static,
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>) -> FF + Clone + Send + Sync + 'static,
+    FF: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let max = limits.max_connections.max(1);
+    let permits = Arc::new(Semaphore::new(max));
+    // Connections over the cap are answered (503) by at most this many tasks at once; past
+    // that they are closed unanswered.
+    let refusals = Arc::new(Semaphore::new(max.div_ceil(8).max(1)));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let mut builder = http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_read_timeout)
+                    .keep_alive(true);
+                if let Some(size) = limits.max_buf_size {
+                    builder.max_buf_size(size);
+                }
+                let watcher = graceful.watcher();
+                let handshake = handshake.clone();
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        connections.open.fetch_add(1, Ordering::Relaxed);
+                        let open = Open(connections.clone());
+                        let handle = handle.clone();
+                        tokio::spawn(async move {
+                            let _held = (permit, open);
+                            let Some(io) = handshake(stream, peer).await else {
+                                return;
+                            };
+                            let service = service_fn(move |request| {
+                                let answer = handle(request);
+                                async move { Ok::<_, Infallible>(answer.await) }
+                            });
+                            let connection = builder.serve_connection(TokioIo::new(io), service);
+                            if let Err(e) = watcher.watch(connection).await {
+                                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                            }
+                        });
+                    }
+                    Err(_) => {
+                        connections.refused.fetch_add(1, Ordering::Relaxed);
+                        let Ok(refusal) = refusals.clone().try_acquire_owned() else {
+                            tracing::debug!(%peer, "over the connection limit: closed");
+                            continue;
+                        };
+                        tracing::debug!(%peer, limit = max, "over the connection limit: 503");
+                        builder.keep_alive(false);
+                        tokio::spawn(async move {
+                            let _held = refusal;
+                            let Some(io) = handshake(stream, peer).await else {
+                                return;
+                            };
+                            let service = service_fn(move |_request: Request<Incoming>| async move {
+                                Ok::<_, Infallible>(overloaded(max))
+                            });
+                            let connection = builder.serve_connection(TokioIo::new(io), service);
+                            let _ = watcher.watch(connection).await;
+                        });
+                    }
+                }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    draining();
+    tracing::info!("shutting down: draining in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(drain) => {
+            tracing::warn!(timeout = ?drain, "drain timeout passed; closing with requests in flight");
+        }
+    }
+}
+
+/// The handshake of a plain-HTTP server: the TCP stream itself.
+pub async fn plain(stream: TcpStream, _peer: SocketAddr) -> Option<TcpStream> {
+    Some(stream)
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
