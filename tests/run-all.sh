@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh Debian machine with the Rust toolchain:
 # installs what the tests need, fetches the fixture models, then format check, clippy, the
-# whole workspace test suite (unit, property, integration and end-to-end tests), and the static
-# aarch64 build with its smoke test under qemu (apt installs need root).
+# whole workspace test suite (unit, property, integration and end-to-end tests), a short run of
+# every fuzz target, and the static aarch64 build with its smoke test under qemu (apt installs
+# need root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,11 +57,17 @@ cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$test_log"
 read -r passed failed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } } END { print p + 0, f + 0 }' "$test_log")
 rm -f "$test_log"
 
+step "fuzz: every target built (cargo-fuzz) and run 10 s from its seeds"
+start=$(date +%s)
+fuzz/run.sh 10
+echo "fuzz step took $(( $(date +%s) - start )) s"
+
 step "cross: static aarch64 aq, smoke test under qemu-aarch64-static against the host build"
 start=$(date +%s)
 # The host side of the comparison: the `aq` the test step just built.
 AQ_HOST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/aq" cross/build.sh aarch64 --smoke
 echo "cross step took $(( $(date +%s) - start )) s"
 
-# One closing line for the whole run: the cargo tests, plus the cross smoke test.
-echo "summary: $((passed + 1)) passed, $failed failed"
+# One closing line for the whole run: the cargo tests, plus the fuzz step and the cross smoke
+# test.
+echo "summary: $((passed + 2)) passed, $failed failed"

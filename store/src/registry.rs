@@ -593,6 +593,7 @@ impl Registry {
             needed: Some(needed),
             staged: HashMap::new(),
             bytes_new: 0,
+            tags: Vec::new(),
         })
     }
 
@@ -612,6 +613,7 @@ impl Registry {
             needed: None,
             staged: HashMap::new(),
             bytes_new: 0,
+            tags: Vec::new(),
         })
     }
 
@@ -629,6 +631,7 @@ impl Registry {
             needed: None,
             staged: HashMap::new(),
             bytes_new: 0,
+            tags: Vec::new(),
         })
     }
 
@@ -650,7 +653,15 @@ impl Registry {
 
     /// Points `name:tag` at the version `reference` resolves to.
     pub fn tag(&self, reference: &PackRef, tag: &str) -> Result<String, StoreError> {
-        validate_tag(tag).map_err(StoreError::InvalidInput)?;
+        self.tag_all(reference, &[tag.to_owned()])
+    }
+
+    /// Points every tag of `tags` at the pack `reference` resolves to, in one transaction;
+    /// returns the pack's id.
+    pub fn tag_all(&self, reference: &PackRef, all: &[String]) -> Result<String, StoreError> {
+        for tag in all {
+            validate_tag(tag).map_err(StoreError::InvalidInput)?;
+        }
         let txn = self.db.begin_write()?;
         let version;
         {
@@ -662,10 +673,12 @@ impl Registry {
                 return Err(StoreError::NotFound(reference.to_string()));
             }
             let version_text = version.to_string();
-            tags.insert(
-                format!("{}:{tag}", reference.name).as_str(),
-                version_text.as_str(),
-            )?;
+            for tag in all {
+                tags.insert(
+                    format!("{}:{tag}", reference.name).as_str(),
+                    version_text.as_str(),
+                )?;
+            }
         }
         txn.commit()?;
         Ok(pack_key(&reference.name, &version))
@@ -868,6 +881,8 @@ pub struct PackWriter<'r> {
     /// Chunks this writer stored: digest -> (size, stored size).
     staged: HashMap<Digest, (u64, u64)>,
     bytes_new: u64,
+    /// Tags to point at the pack in its commit transaction ([`PackWriter::with_tags`]).
+    tags: Vec<String>,
 }
 
 impl PackWriter<'_> {
@@ -909,6 +924,16 @@ impl PackWriter<'_> {
         self.staged.insert(*digest, (size, compressed.len() as u64));
         self.bytes_new += compressed.len() as u64;
         Ok(())
+    }
+
+    /// Tags that the commit points at this pack, in the same transaction as the pack itself
+    /// (a push with tags lands whole or not at all).
+    pub fn with_tags(mut self, tags: &[String]) -> Result<Self, StoreError> {
+        for tag in tags {
+            validate_tag(tag).map_err(StoreError::InvalidInput)?;
+        }
+        self.tags = tags.to_vec();
+        Ok(self)
     }
 
     /// Commits a pack begun with [`Registry::begin_pack`].
@@ -996,6 +1021,12 @@ impl PackWriter<'_> {
                 .and_then(|v| semver::Version::parse(v.value()).ok());
             if current.as_ref().is_none_or(|c| m.version > *c) {
                 tags.insert(latest_key.as_str(), m.version.to_string().as_str())?;
+            }
+            for tag in &self.tags {
+                tags.insert(
+                    format!("{}:{tag}", m.name).as_str(),
+                    m.version.to_string().as_str(),
+                )?;
             }
         }
         // From here on the chunk files must stay even if the commit reports failure: a commit

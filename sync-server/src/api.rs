@@ -573,13 +573,13 @@ async fn push_pack(state: &Arc<State>, body: Bytes) -> Answer {
                         ),
                     ));
                 }
-                registry.begin_pack(signed)?.commit()?;
+                // The pack and its tags in one transaction.
+                registry.begin_pack(signed)?.with_tags(&tags)?.commit()?;
                 true
             }
         };
-        let exact = parse_ref(&id)?;
-        for tag in &tags {
-            registry.tag(&exact, tag)?;
+        if !created && !tags.is_empty() {
+            registry.tag_all(&parse_ref(&id)?, &tags)?;
         }
         Ok(PushReport {
             id,

@@ -200,7 +200,10 @@ impl Cx<'_> {
             .map(|i| self.entry(i))
             .collect::<Result<_, _>>()?;
         let (values, layout) = self.operands(&entries)?;
-        let dtype = dtype.unwrap_or_else(|| self.dtype(values[0]));
+        let Some(&first) = values.first() else {
+            return block("an elementwise op with no inputs");
+        };
+        let dtype = dtype.unwrap_or_else(|| self.dtype(first));
         self.emit(op, values, dtype, layout)?;
         Ok(())
     }

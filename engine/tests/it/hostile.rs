@@ -226,3 +226,26 @@ fn onnx_constants_of_declared_huge_sizes_are_refused_not_allocated() {
     let err = Model::from_onnx(&model, &Default::default(), &Options::default()).unwrap_err();
     assert!(err.to_string().contains("elements"), "{err}");
 }
+
+/// Inputs the fuzz target `onnx_reader` found that once panicked the reader (kept here so
+/// they run on every `cargo test`): an elementwise node with no inputs.
+#[test]
+fn fuzzer_findings_give_errors_not_panics() {
+    let elementwise_without_inputs: &[u8] = &[
+        8, 8, 58, 117, 10, 18, 10, 1, 120, 18, 3, 101, 114, 102, 26, 3, 101, 114, 102, 34, 3, 58,
+        114, 102, 10, 27, 26, 3, 101, 114, 102, 26, 3, 111, 110, 117, 26, 4, 112, 108, 117, 115,
+        26, 4, 96, 108, 117, 115, 34, 3, 65, 100, 100, 10, 19, 10, 4, 112, 108, 117, 115, 18, 1,
+        46, 26, 1, 121, 34, 5, 82, 111, 117, 110, 100, 18, 1, 103, 42, 16, 10, 1, 1, 16, 1, 34, 4,
+        0, 0, 128, 63, 66, 3, 111, 110, 101, 90, 19, 10, 1, 120, 18, 14, 10, 12, 8, 1, 18, 8, 10,
+        2, 8, 1, 10, 2, 8, 4, 98, 3, 10, 1, 121, 66, 2, 16, 17,
+    ];
+    exercise(elementwise_without_inputs, true).unwrap();
+    assert!(
+        Model::from_onnx(
+            elementwise_without_inputs,
+            &Default::default(),
+            &Options::default()
+        )
+        .is_err()
+    );
+}

@@ -147,9 +147,10 @@ fn power_loss_at_every_step_of_save_remove_and_gc() {
     }
 }
 
-/// A push as the server receives it (chunk frames, then the manifest), interrupted at every
-/// storage operation: every chunk the registry admits to having reads back verified, the pack
-/// is there or not, and a retry that sends everything again completes.
+/// A push as the server receives it (chunk frames, then the manifest with its tags),
+/// interrupted at every storage operation: every chunk the registry admits to having reads
+/// back verified, the pack and its tags are there together or not at all, and a retry that
+/// sends everything again completes.
 #[test]
 fn loose_chunk_upload_interrupted_at_every_io_step_resumes() {
     let data = bytes(600_000, 5);
@@ -164,6 +165,7 @@ fn loose_chunk_upload_interrupted_at_every_io_step_resumes() {
         })
         .collect();
     let (first, second) = loose.split_at(loose.len() / 2);
+    let tags = vec!["prod".to_owned(), "stable".to_owned()];
     let mut fail_at = 0;
     loop {
         let dir = tempfile::tempdir().unwrap();
@@ -181,10 +183,18 @@ fn loose_chunk_upload_interrupted_at_every_io_step_resumes() {
             let reg = Registry::with_parts(dir.path(), db, Box::new(blobs))?;
             reg.put_chunks(first, SystemTime::now())?;
             reg.put_chunks(second, SystemTime::now())?;
-            reg.begin_pack(signed.clone())?.commit()
+            reg.begin_pack(signed.clone())?.with_tags(&tags)?.commit()
         })();
         let reg = Registry::open(dir.path()).unwrap();
-        let present = reg.snapshot().unwrap().packs.contains_key("up:1.0.0");
+        let snapshot = reg.snapshot().unwrap();
+        let present = snapshot.packs.contains_key("up:1.0.0");
+        for tag in ["up:prod", "up:stable"] {
+            assert_eq!(
+                snapshot.tags.get(tag).map(String::as_str),
+                present.then_some("1.0.0"),
+                "{tag} without its pack, or the pack without it (fail_at {fail_at})"
+            );
+        }
         // A commit may report failure after it reached the disk, so only success is conclusive.
         if result.is_ok() {
             assert!(present, "reported success, pack absent (fail_at {fail_at})");
@@ -208,7 +218,12 @@ fn loose_chunk_upload_interrupted_at_every_io_step_resumes() {
                 .collect();
             let report = reg.put_chunks(&resend, SystemTime::now()).unwrap();
             assert_eq!(report.chunks_new, missing.len());
-            reg.begin_pack(signed.clone()).unwrap().commit().unwrap();
+            reg.begin_pack(signed.clone())
+                .unwrap()
+                .with_tags(&tags)
+                .unwrap()
+                .commit()
+                .unwrap();
         }
         verify_all(&reg);
         if !faults.fired() {
