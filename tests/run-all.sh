@@ -46,7 +46,7 @@ echo "keras models in $AQ_KERAS_MODELS ($(( $(date +%s) - start )) s)"
 
 # tract's AMX int8 kernel (Sapphire Rapids and later) crashed the optimize tests with SIGSEGV
 # about one run in two on this project's 2-vCPU VMs (gdb: inside avx512amx_mmm_i32_16x16 with
-# two threads running int8 products; AMX tile state under a hypervisor). tract's own knob takes
+# two threads running int8 products; cause not yet known). tract's own knob takes
 # those kernels out; only tract-run int8 ONNX uses them (the fallback engine and aq optimize's
 # checks), never aq-engine. x86_64 only: tract refuses another architecture's feature names.
 if [ "$(uname -m)" = x86_64 ]; then export TRACT_CPU_ISA="-amx-int8,-amx-bf16"; fi
