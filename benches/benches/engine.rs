@@ -15,31 +15,17 @@
     clippy::expect_used
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
+use aq_benches::{repo_root as repo, script_output};
 use aq_engine::onnx::OnnxOptions;
 use aq_engine::{DType, Data, Model, Options, Tensor};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
+/// A path a setup script prints, or the environment variable that names it already.
 fn setup(script: &str, env: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(env) {
-        return PathBuf::from(p);
-    }
-    let out = Command::new("bash")
-        .arg(repo().join(script))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    std::env::var_os(env).map_or_else(|| script_output(script), PathBuf::from)
 }
 
 /// One model to time.

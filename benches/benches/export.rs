@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use aq_benches::{repo_root as root, script_output};
 use aq_optimize::InputShapes;
 
 struct Model {
@@ -83,23 +84,6 @@ const MODELS: &[Model] = &[
         content: "photo",
     },
 ];
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn script_output(script: &str) -> PathBuf {
-    let out = Command::new("bash")
-        .arg(root().join(script))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 fn json(out: &std::process::Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);

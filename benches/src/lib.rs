@@ -6,7 +6,8 @@
     clippy::expect_used
 )]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -257,4 +258,24 @@ pub fn mlp_onnx(width: usize, depth: usize) -> Vec<u8> {
         ..Default::default()
     }
     .encode_to_vec()
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs a setup script of the repository (`tests/python/setup.sh`, ...) and returns the path
+/// it prints.
+pub fn script_output(script: &str) -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo_root().join(script))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
