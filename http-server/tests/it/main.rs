@@ -12,7 +12,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aq_http_server::{Connections, Limits, plain, serve};
@@ -26,6 +26,8 @@ struct Running {
     connections: Arc<Connections>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     drained: Arc<AtomicBool>,
+    /// Requests the handler has begun answering.
+    begun: Arc<AtomicUsize>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -34,7 +36,8 @@ fn start(limits: Limits, delay: Duration) -> Running {
     let drained = Arc::new(AtomicBool::new(false));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (c, d) = (connections.clone(), drained.clone());
+    let begun = Arc::new(AtomicUsize::new(0));
+    let (c, d, b) = (connections.clone(), drained.clone(), begun.clone());
     let thread = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -49,9 +52,12 @@ fn start(limits: Limits, delay: Duration) -> Running {
                 limits,
                 c,
                 plain,
-                move |_request| async move {
-                    tokio::time::sleep(delay).await;
-                    Response::new(Full::new(Bytes::from_static(b"ok")))
+                move |_request| {
+                    b.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        tokio::time::sleep(delay).await;
+                        Response::new(Full::new(Bytes::from_static(b"ok")))
+                    }
                 },
                 async {
                     let _ = stopped.await;
@@ -67,6 +73,7 @@ fn start(limits: Limits, delay: Duration) -> Running {
         connections,
         stop: Some(stop),
         drained,
+        begun,
         thread: Some(thread),
     }
 }
@@ -176,8 +183,10 @@ fn shutdown_stops_accepting_and_lets_the_request_in_flight_finish() {
     let mut server = start(Limits::default(), Duration::from_millis(400));
     let addr = server.addr;
     let client = std::thread::spawn(move || get(&mut connect(addr)));
-    wait_until("the request to arrive", || server.connections.open() == 1);
-    std::thread::sleep(Duration::from_millis(50));
+    // Stopped while the handler is answering (it takes 400 ms).
+    wait_until("the handler to begin", || {
+        server.begun.load(Ordering::SeqCst) == 1
+    });
     server.stop();
     assert!(server.drained.load(Ordering::SeqCst));
     let answer = client.join().unwrap();
