@@ -18,9 +18,13 @@ if [ -z "$host" ]; then
   cargo build --locked -p aq-agent --bin aq
   host="${CARGO_TARGET_DIR:-target}/debug/aq"
 fi
-cargo build --locked -p aq-sync-server --bin aq-sync
+# The test suite builds aq-sync beside the host aq; building it again here with only this
+# package's features would rebuild most dependencies (2.5 minutes in CI) for nothing.
 sync_bin="$(dirname "$host")/aq-sync"
-[ -x "$sync_bin" ] || sync_bin="${CARGO_TARGET_DIR:-target}/debug/aq-sync"
+if [ -z "${3:-}" ] || [ ! -x "$sync_bin" ]; then
+  cargo build --locked -p aq-sync-server --bin aq-sync
+  [ -x "$sync_bin" ] || sync_bin="${CARGO_TARGET_DIR:-target}/debug/aq-sync"
+fi
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 arm() { "$qemu" "$bin" "$@"; }
 

@@ -12,14 +12,14 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${AQ_FUZZ_TARGET_DIR:-/var/tmp/aquilia-edge-fuzz-target}"
 start=$(date +%s)
-cargo fuzz build -s none -O
+cargo fuzz build -s none -O --codegen-units 16
 echo "fuzz: built $(cargo fuzz list | wc -l) targets in $(( $(date +%s) - start )) s"
 for target in $(cargo fuzz list); do
   corpus="$CARGO_TARGET_DIR/corpus/$target"
   mkdir -p "$corpus"
   if [ -d "seeds/$target" ]; then cp -n "seeds/$target"/* "$corpus"/; fi
   log=$(mktemp)
-  if ! cargo fuzz run -s none -O "$target" "$corpus" -- -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 >"$log" 2>&1; then
+  if ! cargo fuzz run -s none -O --codegen-units 16 "$target" "$corpus" -- -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 >"$log" 2>&1; then
     tail -40 "$log"
     echo "fuzz: $target failed (reproducer under fuzz/artifacts/$target)" >&2
     exit 1

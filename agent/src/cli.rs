@@ -306,6 +306,10 @@ pub struct ServingArgs {
     /// Requests allowed to wait per model before new ones get 503 [default: 256]
     #[arg(long, value_name = "N")]
     pub queue: Option<usize>,
+    /// Refuse (503, Retry-After) a request expected to wait longer than this in the queue:
+    /// auto (about one batch's time), off, or a duration such as 50ms [default: auto]
+    #[arg(long, value_name = "DURATION")]
+    pub max_queue_delay: Option<String>,
     /// Per-request timeout, e.g. 5s [default: 30s]
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,

@@ -33,41 +33,14 @@ use aq_sync_proto::fleet::{
 use hyper::Method;
 use serde_json::{Value, json};
 
-fn target_dir() -> PathBuf {
-    // target/release/deps/fleet-HASH -> target/release
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-/// Builds the release `aq` and `aq-sync` beside this bench, or takes them from
+/// The release `aq` and `aq-sync` ([`aq_benches::release_binaries`]), or prebuilt ones from
 /// `AQ_FLEET_BIN_DIR` (say a build with symbols, to run `perf` on the server).
 fn build_binaries() -> (PathBuf, PathBuf) {
     if let Some(dir) = std::env::var_os("AQ_FLEET_BIN_DIR") {
         let dir = PathBuf::from(dir);
         return (dir.join("aq"), dir.join("aq-sync"));
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "aq-agent",
-            "-p",
-            "aq-sync-server",
-            "--bins",
-        ])
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .status()
-        .unwrap();
-    assert!(status.success(), "building aq and aq-sync failed");
-    let dir = target_dir();
-    (dir.join("aq"), dir.join("aq-sync"))
+    aq_benches::release_binaries()
 }
 
 fn free_port() -> u16 {

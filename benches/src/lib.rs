@@ -6,6 +6,8 @@
     clippy::expect_used
 )]
 
+pub mod load;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -278,4 +280,32 @@ pub fn script_output(script: &str) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Builds the release `aq` and `aq-sync` beside the running bench (target/release) and
+/// returns their paths.
+pub fn release_binaries() -> (PathBuf, PathBuf) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "aq-agent",
+            "-p",
+            "aq-sync-server",
+            "--bins",
+        ])
+        .current_dir(repo_root())
+        .status()
+        .unwrap();
+    assert!(status.success(), "building aq and aq-sync failed");
+    // target/release/deps/BENCH-HASH -> target/release
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_owned();
+    (dir.join("aq"), dir.join("aq-sync"))
 }

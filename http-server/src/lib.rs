@@ -36,6 +36,9 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// The most a connection reads from the socket at once (hyper's default when `None`).
     pub max_buf_size: Option<usize>,
+    /// Requests handled at once over all connections; one more is answered 503 with
+    /// `Retry-After` at once, without reaching the handler (`None`: no limit here).
+    pub max_in_flight: Option<usize>,
 }
 
 impl Default for Limits {
@@ -44,6 +47,7 @@ impl Default for Limits {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(30),
             max_buf_size: None,
+            max_in_flight: None,
         }
     }
 }
@@ -53,6 +57,7 @@ impl Default for Limits {
 pub struct Connections {
     open: AtomicU64,
     refused: AtomicU64,
+    shed: AtomicU64,
 }
 
 impl Connections {
@@ -62,6 +67,11 @@ impl Connections {
 
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered 503 because `max_in_flight` were being handled.
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
     }
 }
 
@@ -76,9 +86,26 @@ impl Drop for Open {
 
 /// The answer to a connection over the cap.
 fn overloaded(limit: usize) -> Response<Full<Bytes>> {
-    let body = format!(
-        "{{\"error\":{{\"code\":\"overloaded\",\"message\":\"the server is serving its limit of {limit} connections; retry later\"}}}}"
+    let mut response = refusal(&format!(
+        "the server is serving its limit of {limit} connections; retry later"
+    ));
+    response.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
     );
+    response
+}
+
+/// The answer to a request over `max_in_flight` (the connection stays open).
+fn busy(limit: usize) -> Response<Full<Bytes>> {
+    refusal(&format!(
+        "the server is handling its limit of {limit} requests; retry later"
+    ))
+}
+
+/// A 503 with a JSON error body and `Retry-After: 1`.
+fn refusal(message: &str) -> Response<Full<Bytes>> {
+    let body = format!("{{\"error\":{{\"code\":\"overloaded\",\"message\":\"{message}\"}}}}");
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let headers = response.headers_mut();
@@ -89,10 +116,6 @@ fn overloaded(limit: usize) -> Response<Full<Bytes>> {
     headers.insert(
         hyper::header::RETRY_AFTER,
         hyper::header::HeaderValue::from_static("1"),
-    );
-    headers.insert(
-        hyper::header::CONNECTION,
-        hyper::header::HeaderValue::from_static("close"),
     );
     response
 }
@@ -124,6 +147,9 @@ pub async fn serve<H, HF, Io, F, FF>(
     // Connections over the cap are answered (503) by at most this many tasks at once; past
     // that they are closed unanswered.
     let refusals = Arc::new(Semaphore::new(max.div_ceil(8).max(1)));
+    let in_flight = limits
+        .max_in_flight
+        .map(|n| (n.max(1), Arc::new(Semaphore::new(n.max(1)))));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -154,14 +180,31 @@ pub async fn serve<H, HF, Io, F, FF>(
                         connections.open.fetch_add(1, Ordering::Relaxed);
                         let open = Open(connections.clone());
                         let handle = handle.clone();
+                        let in_flight = in_flight.clone();
+                        let counters = connections.clone();
                         tokio::spawn(async move {
                             let _held = (permit, open);
                             let Some(io) = handshake(stream, peer).await else {
                                 return;
                             };
                             let service = service_fn(move |request| {
-                                let answer = handle(request);
-                                async move { Ok::<_, Infallible>(answer.await) }
+                                let slot = match &in_flight {
+                                    None => Ok(None),
+                                    Some((limit, s)) => {
+                                        s.clone().try_acquire_owned().map(Some).map_err(|_| *limit)
+                                    }
+                                };
+                                let answer = slot.map(|slot| (slot, handle(request)));
+                                let counters = counters.clone();
+                                async move {
+                                    match answer {
+                                        Ok((_slot, answer)) => Ok::<_, Infallible>(answer.await),
+                                        Err(limit) => {
+                                            counters.shed.fetch_add(1, Ordering::Relaxed);
+                                            Ok(busy(limit))
+                                        }
+                                    }
+                                }
                             });
                             let connection = builder.serve_connection(TokioIo::new(io), service);
                             if let Err(e) = watcher.watch(connection).await {

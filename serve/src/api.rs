@@ -288,6 +288,7 @@ fn health(slot: &Slot, loaded: &Loaded) -> serde_json::Value {
             "warm": loaded.warm.load(Ordering::Acquire),
             "max_delay_us": loaded.settings.max_delay.as_micros() as u64,
             "queue_capacity": loaded.settings.queue_capacity,
+            "max_queue_delay": loaded.settings.max_queue_delay.to_string(),
             "workers": loaded.settings.workers,
         },
         "queue_depth": slot.metrics.queue_depth.load(Ordering::Relaxed).max(0),

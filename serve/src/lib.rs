@@ -17,7 +17,7 @@ pub mod metrics;
 pub mod models;
 pub mod server;
 
-pub use config::{ConfigError, ConfigFile, ModelSettings, ServerSettings};
+pub use config::{ConfigError, ConfigFile, ModelSettings, QueueDelay, ServerSettings};
 pub use error::ApiError;
 pub use models::{ModelSource, ServeModelError};
 pub use server::{Server, ServerError, ServerHandle, ServingHealth, shutdown_signal};

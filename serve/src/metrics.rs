@@ -95,6 +95,8 @@ pub struct ModelMetrics {
     pub queue_seconds: Histogram,
     pub batch_size: Histogram,
     pub queue_depth: AtomicI64,
+    /// Requests refused at the queue (full, or an expected wait over `max_queue_delay`).
+    pub shed: AtomicU64,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
 }
@@ -108,6 +110,7 @@ impl Default for ModelMetrics {
             queue_seconds: Histogram::new(&LATENCY_BUCKETS),
             batch_size: Histogram::new(&BATCH_BUCKETS),
             queue_depth: AtomicI64::new(0),
+            shed: AtomicU64::new(0),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
         }
@@ -244,6 +247,20 @@ pub fn render(models: &[Rendered<'_>], server: Option<&ServerMetrics>) -> String
             "aq_queue_depth{{model=\"{}\"}} {}",
             escape(m.name),
             m.metrics.queue_depth.load(Ordering::Relaxed).max(0)
+        );
+    }
+    family(
+        &mut out,
+        "aq_requests_shed_total",
+        "counter",
+        "Requests refused with 503 at the queue: full, or expected to wait longer than max_queue_delay.",
+    );
+    for m in models {
+        let _ = writeln!(
+            out,
+            "aq_requests_shed_total{{model=\"{}\"}} {}",
+            escape(m.name),
+            m.metrics.shed.load(Ordering::Relaxed)
         );
     }
     family(

@@ -139,6 +139,9 @@ impl Server {
             max_connections: state.settings.max_connections,
             header_read_timeout: state.settings.header_read_timeout,
             max_buf_size: Some(READ_BUFFER),
+            // Each model's queue sheds by expected wait (`max_queue_delay`); the connection
+            // cap bounds the rest.
+            max_in_flight: None,
         };
         let drain = state.settings.drain_timeout;
         let handler_state = state.clone();

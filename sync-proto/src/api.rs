@@ -11,19 +11,48 @@ pub const MAX_DIGESTS_PER_REQUEST: usize = 65_536;
 
 /// The body of every refused request: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorDetail {
     /// A stable machine-readable code, e.g. `unauthorized`, `untrusted`, `missing_chunks`.
     pub code: String,
     pub message: String,
 }
 
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct HealthStatus {
+    /// `ok` while the server runs.
+    pub status: String,
+}
+
+/// `GET /v1/whoami`: the token the caller presented.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct WhoAmI {
+    pub name: String,
+    pub role: Role,
+    pub token_id: String,
+}
+
+/// `GET /v1/server-key`: the key desired states are signed with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ServerKey {
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::PublicKeyText"))]
+    pub public_key: aq_pack::PublicKey,
+    pub key_id: String,
+}
+
 /// `POST /v1/packs`: a signed manifest whose chunks the server already holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PackUpload {
     /// The canonical manifest, byte for byte (its blake3 is the pack digest).
@@ -38,8 +67,10 @@ pub struct PackUpload {
 
 /// The answer to `POST /v1/packs`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PushReport {
     pub id: String,
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::schema::DIGEST_PATTERN)))]
     pub digest: String,
     /// False when the same pack (same digest) was already there.
     pub created: bool,
@@ -49,10 +80,12 @@ pub struct PushReport {
 
 /// One pack as `GET /v1/packs/{name}:{tag}` and `GET /v1/packs/{digest}` return it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PackInfo {
     pub id: String,
     pub name: String,
     pub version: String,
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::schema::DIGEST_PATTERN)))]
     pub digest: String,
     pub size: u64,
     pub tags: Vec<String>,
@@ -66,10 +99,12 @@ pub struct PackInfo {
 
 /// One line of `GET /v1/packs` and `GET /v1/packs/{name}/versions`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PackSummary {
     pub id: String,
     pub name: String,
     pub version: String,
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::schema::DIGEST_PATTERN)))]
     pub digest: String,
     pub size: u64,
     pub tags: Vec<String>,
@@ -78,18 +113,21 @@ pub struct PackSummary {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PackList {
     pub packs: Vec<PackSummary>,
 }
 
 /// `POST /v1/packs/{name}:{tag}/promote`: point `tag` at the version the path names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
     pub tag: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PromoteReport {
     pub id: String,
     pub tag: String,
@@ -97,19 +135,24 @@ pub struct PromoteReport {
 
 /// `POST /v1/chunks/missing` and `POST /v1/chunks/fetch`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DigestList {
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<crate::schema::DigestText>"))]
     pub digests: Vec<Digest>,
 }
 
 /// The answer to `POST /v1/chunks/missing`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MissingChunks {
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<crate::schema::DigestText>"))]
     pub missing: Vec<Digest>,
 }
 
 /// The answer to `POST /v1/chunks` (a frame of chunks).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UploadReport {
     pub chunks_new: usize,
     pub chunks_present: usize,
@@ -118,6 +161,7 @@ pub struct UploadReport {
 
 /// `POST /v1/tokens`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     /// A label for people (`ci`, `alice`, a device id).
@@ -127,6 +171,7 @@ pub struct TokenRequest {
 
 /// A token as listed: never the secret itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TokenInfo {
     pub id: String,
     pub name: String,
@@ -136,6 +181,7 @@ pub struct TokenInfo {
 
 /// The answer to `POST /v1/tokens`: the only time the secret is shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TokenCreated {
     #[serde(flatten)]
     pub info: TokenInfo,
@@ -143,6 +189,7 @@ pub struct TokenCreated {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TokenList {
     pub tokens: Vec<TokenInfo>,
 }

@@ -102,14 +102,17 @@ pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
 
 /// A pack as a device runs it: its id and digest (the digest decides; the id is for people).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PackTarget {
     pub id: String,
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::schema::DIGEST_PATTERN)))]
     pub digest: String,
 }
 
 /// What the server wants a device to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DesiredState {
     pub format_version: u32,
@@ -126,6 +129,7 @@ pub struct DesiredState {
 
 /// Where a device stands with its desired state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Running what the desired state asks for.
@@ -138,6 +142,7 @@ pub enum Phase {
 
 /// Serving health since the agent started.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Health {
     pub uptime_s: u64,
@@ -155,6 +160,7 @@ pub struct Health {
 /// each device (the variant the device would pick, on the engines it has) before a rollout
 /// reaches it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Capabilities {
     /// The aq version the device runs (its engines' operator coverage is that version's).
@@ -174,6 +180,7 @@ pub struct Capabilities {
 
 /// What a device says about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReportedState {
     pub format_version: u32,
@@ -200,6 +207,7 @@ pub struct ReportedState {
 
 /// The wire envelope of a fleet message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Signed {
     pub format_version: u32,
@@ -337,9 +345,11 @@ pub fn open_desired(
 /// `POST /v1/devices/enroll/challenge`: a one-time nonce the device signs to prove it holds
 /// its key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrollChallenge {
     /// 64 hex digits; valid once, until `expires_at`.
+    #[cfg_attr(feature = "schema", schemars(pattern("^[0-9a-f]{64}$")))]
     pub nonce: String,
     pub expires_at: String,
 }
@@ -348,8 +358,10 @@ pub struct EnrollChallenge {
 /// server's nonce ([`EnrollRequest::sign`]), so only the key's holder can enroll it or
 /// change its labels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::PublicKeyText"))]
     pub public_key: PublicKey,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -423,6 +435,7 @@ impl EnrollRequest {
 
 /// The answer to an enrollment: everything the agent needs to run on its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EnrollResponse {
     pub device: String,
     /// The device's own token (role device); replaces the enrollment token.
@@ -431,6 +444,7 @@ pub struct EnrollResponse {
     pub mqtt_url: String,
     pub topic_prefix: String,
     /// The key desired states are signed with.
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::PublicKeyText"))]
     pub server_key: PublicKey,
     /// The server's trust policy (TOML): the publisher keys packs must be signed by.
     pub trust_policy: String,
@@ -438,6 +452,7 @@ pub struct EnrollResponse {
 
 /// A device as the server sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeviceInfo {
     pub device: String,
     pub name: String,
@@ -450,12 +465,14 @@ pub struct DeviceInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeviceList {
     pub devices: Vec<DeviceInfo>,
 }
 
 /// `POST /v1/rollouts`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RolloutRequest {
     /// `NAME:VERSION` (or `NAME:TAG`, resolved at creation).
@@ -488,6 +505,7 @@ fn default_max_failure() -> f64 {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutPhase {
     Running,
@@ -501,6 +519,7 @@ pub enum RolloutPhase {
 
 /// Where one device of a rollout stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceOutcome {
     /// Not in a step yet.
@@ -515,6 +534,7 @@ pub enum DeviceOutcome {
 
 /// A rollout as `GET /v1/rollouts/{id}` returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RolloutStatus {
     pub id: String,
     pub pack: PackTarget,
@@ -533,6 +553,7 @@ pub struct RolloutStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RolloutList {
     pub rollouts: Vec<RolloutStatus>,
 }

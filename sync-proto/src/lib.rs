@@ -8,6 +8,8 @@ pub mod api;
 pub mod fleet;
 pub mod frame;
 pub mod role;
+#[cfg(feature = "schema")]
+pub mod schema;
 
 pub use frame::{ChunkEntry, FrameError};
 pub use role::Role;

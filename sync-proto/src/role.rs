@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 /// holds its key) and can do nothing else, not even read packs, so the token baked into a
 /// factory image is worth little to whoever extracts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,

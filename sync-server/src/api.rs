@@ -11,9 +11,9 @@ use aq_pack::trust::Verdict;
 use aq_pack::{Digest, PackRef, TrustPolicy};
 use aq_store::{LooseChunk, Registry, StoredPack};
 use aq_sync_proto::api::{
-    DigestList, MAX_DIGESTS_PER_REQUEST, MissingChunks, PackInfo, PackList, PackSummary,
-    PackUpload, PromoteReport, PromoteRequest, PushReport, TokenCreated, TokenList, TokenRequest,
-    UploadReport,
+    DigestList, ErrorBody, ErrorDetail, HealthStatus, MAX_DIGESTS_PER_REQUEST, MissingChunks,
+    PackInfo, PackList, PackSummary, PackUpload, PromoteReport, PromoteRequest, PushReport,
+    ServerKey, TokenCreated, TokenList, TokenRequest, UploadReport, WhoAmI,
 };
 use aq_sync_proto::fleet::{
     DeviceList, EnrollRequest, EnrollResponse, PackTarget, RolloutList, RolloutRequest,
@@ -92,8 +92,15 @@ where
 }
 
 pub fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({ "error": { "code": e.code, "message": e.message } });
-    let mut r = bytes_response(e.status, "application/json", Bytes::from(body.to_string()));
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: e.code.to_owned(),
+            message: e.message.clone(),
+        },
+    };
+    // Two strings cannot fail to encode; the fallback keeps this function total.
+    let body = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = bytes_response(e.status, "application/json", Bytes::from(body));
     if e.status == StatusCode::UNAUTHORIZED {
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -150,14 +157,23 @@ where
     let caller = authenticate(state, route, &request).await?;
     let body = read_body(request, state.max_body).await?;
     match route.op {
-        Op::Health => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        Op::Health => json(
+            StatusCode::OK,
+            &HealthStatus {
+                status: "ok".into(),
+            },
+        ),
         Op::OpenApi => json(StatusCode::OK, &routes::openapi()),
         Op::WhoAmI => {
             let c =
                 caller.ok_or_else(|| ApiError::internal("no caller on an authenticated route"))?;
             json(
                 StatusCode::OK,
-                &serde_json::json!({ "name": c.name, "role": c.role, "token_id": c.token_id }),
+                &WhoAmI {
+                    name: c.name,
+                    role: c.role,
+                    token_id: c.token_id,
+                },
             )
         }
         Op::ListPacks => list_packs(state, None).await,
@@ -189,7 +205,10 @@ where
             let key = state.fleet_key.public_key();
             json(
                 StatusCode::OK,
-                &serde_json::json!({ "public_key": key.to_string(), "key_id": key.key_id() }),
+                &ServerKey {
+                    key_id: key.key_id(),
+                    public_key: key,
+                },
             )
         }
         Op::EnrollChallenge => enroll_challenge(state).await,

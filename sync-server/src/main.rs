@@ -61,6 +61,10 @@ struct ServeArgs {
     /// HTTPS connections served at once; one more gets 503 with Retry-After
     #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// Requests handled at once; one more is answered 503 with Retry-After at once
+    /// [default: 8 per core]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_requests: Option<u32>,
     /// A client slower than this to send a request's headers is disconnected
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     header_read_timeout: Duration,
@@ -194,6 +198,14 @@ fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         },
     };
     let (max_connections, header_read_timeout) = (args.max_connections, args.header_read_timeout);
+    let max_requests = match args.max_requests {
+        Some(n) => n as usize,
+        None => {
+            8 * std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    };
     let options = ServerOptions {
         data_dir,
         addr: args.addr,
@@ -246,6 +258,7 @@ fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
                 max_connections: max_connections as usize,
                 header_read_timeout,
                 max_buf_size: None,
+                max_in_flight: Some(max_requests),
             },
             server::shutdown_signal(),
             options.drain,

@@ -2,7 +2,10 @@
 //! the router and the OpenAPI document are made from, so the two cannot disagree.
 
 use aq_sync_proto::role::Access;
+use aq_sync_proto::{api, fleet};
 use hyper::Method;
+use schemars::generate::SchemaSettings;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Value, json};
 
 /// What a route does; `api` has one handler per variant.
@@ -38,19 +41,19 @@ pub enum Op {
     RollbackRollout,
 }
 
-/// A body: its content type and the name of its schema under `components/schemas` (`None` for
-/// binary bodies).
+/// A body: its content type and how to make its schema (`None` for binary bodies).
 #[derive(Debug, Clone, Copy)]
 pub struct Body {
     pub content_type: &'static str,
-    pub schema: Option<&'static str>,
+    /// The body type's schema, derived from the Rust type the handler reads or writes.
+    pub schema: Option<fn(&mut SchemaGenerator) -> Schema>,
 }
 
 const JSON: &str = "application/json";
-const fn json_body(schema: &'static str) -> Option<Body> {
+const fn json_body<T: JsonSchema>() -> Option<Body> {
     Some(Body {
         content_type: JSON,
-        schema: Some(schema),
+        schema: Some(SchemaGenerator::subschema_for::<T>),
     })
 }
 const fn binary(content_type: &'static str) -> Option<Body> {
@@ -85,7 +88,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Liveness: 200 while the server runs",
         request: None,
         status: 200,
-        response: json_body("Health"),
+        response: json_body::<api::HealthStatus>(),
     },
     Route {
         op: Op::OpenApi,
@@ -95,7 +98,7 @@ pub const ROUTES: &[Route] = &[
         summary: "This document",
         request: None,
         status: 200,
-        response: json_body("Any"),
+        response: json_body::<serde_json::Value>(),
     },
     Route {
         op: Op::WhoAmI,
@@ -105,7 +108,7 @@ pub const ROUTES: &[Route] = &[
         summary: "The caller's token name and role",
         request: None,
         status: 200,
-        response: json_body("Caller"),
+        response: json_body::<api::WhoAmI>(),
     },
     Route {
         op: Op::ListPacks,
@@ -115,7 +118,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Every pack, by name then version",
         request: None,
         status: 200,
-        response: json_body("PackList"),
+        response: json_body::<api::PackList>(),
     },
     Route {
         op: Op::PushPack,
@@ -123,9 +126,9 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/packs",
         access: Access::Publish,
         summary: "Add a signed pack whose chunks were uploaded (checked against the server's trust policy)",
-        request: json_body("PackUpload"),
+        request: json_body::<api::PackUpload>(),
         status: 201,
-        response: json_body("PushReport"),
+        response: json_body::<api::PushReport>(),
     },
     Route {
         op: Op::GetPack,
@@ -135,7 +138,7 @@ pub const ROUTES: &[Route] = &[
         summary: "One pack by NAME:TAG, NAME:VERSION or pack digest: manifest and signature",
         request: None,
         status: 200,
-        response: json_body("PackInfo"),
+        response: json_body::<api::PackInfo>(),
     },
     Route {
         op: Op::DeletePack,
@@ -145,7 +148,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Remove a pack version and its tags (chunks go at the next gc)",
         request: None,
         status: 200,
-        response: json_body("PackSummary"),
+        response: json_body::<api::PackSummary>(),
     },
     Route {
         op: Op::PackVersions,
@@ -155,7 +158,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Every version of one pack name",
         request: None,
         status: 200,
-        response: json_body("PackList"),
+        response: json_body::<api::PackList>(),
     },
     Route {
         op: Op::PromotePack,
@@ -163,9 +166,9 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/packs/{ref}/promote",
         access: Access::Publish,
         summary: "Point a tag at the version the reference names",
-        request: json_body("PromoteRequest"),
+        request: json_body::<api::PromoteRequest>(),
         status: 200,
-        response: json_body("PromoteReport"),
+        response: json_body::<api::PromoteReport>(),
     },
     Route {
         op: Op::MissingChunks,
@@ -173,9 +176,9 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/chunks/missing",
         access: Access::Publish,
         summary: "Which of these chunk digests the server lacks",
-        request: json_body("DigestList"),
+        request: json_body::<api::DigestList>(),
         status: 200,
-        response: json_body("MissingChunks"),
+        response: json_body::<api::MissingChunks>(),
     },
     Route {
         op: Op::UploadChunks,
@@ -185,7 +188,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Upload a frame of stored chunks; each is verified against its digest and kept even before a manifest names it",
         request: binary(FRAME),
         status: 200,
-        response: json_body("UploadReport"),
+        response: json_body::<api::UploadReport>(),
     },
     Route {
         op: Op::FetchChunks,
@@ -193,7 +196,7 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/chunks/fetch",
         access: Access::Read,
         summary: "Download these chunks as one frame",
-        request: json_body("DigestList"),
+        request: json_body::<api::DigestList>(),
         status: 200,
         response: binary(FRAME),
     },
@@ -215,7 +218,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Every API token (never the secrets)",
         request: None,
         status: 200,
-        response: json_body("TokenList"),
+        response: json_body::<api::TokenList>(),
     },
     Route {
         op: Op::CreateToken,
@@ -223,9 +226,9 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/tokens",
         access: Access::Admin,
         summary: "Make a token; the secret is in this answer only",
-        request: json_body("TokenRequest"),
+        request: json_body::<api::TokenRequest>(),
         status: 201,
-        response: json_body("TokenCreated"),
+        response: json_body::<api::TokenCreated>(),
     },
     Route {
         op: Op::RevokeToken,
@@ -235,7 +238,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Revoke a token",
         request: None,
         status: 200,
-        response: json_body("TokenInfo"),
+        response: json_body::<api::TokenInfo>(),
     },
     Route {
         op: Op::ServerKey,
@@ -245,7 +248,7 @@ pub const ROUTES: &[Route] = &[
         summary: "The public key desired states are signed with",
         request: None,
         status: 200,
-        response: json_body("ServerKey"),
+        response: json_body::<api::ServerKey>(),
     },
     Route {
         op: Op::EnrollChallenge,
@@ -255,7 +258,7 @@ pub const ROUTES: &[Route] = &[
         summary: "A one-time nonce (valid 5 minutes) for the device to sign in its enrollment request",
         request: None,
         status: 200,
-        response: json_body("EnrollChallenge"),
+        response: json_body::<fleet::EnrollChallenge>(),
     },
     Route {
         op: Op::Enroll,
@@ -263,9 +266,9 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/devices/enroll",
         access: Access::Enroll,
         summary: "Register a device key with labels (or change a known device's), proven by the key's signature over a challenge nonce; answers the device's own token, the MQTT endpoint, the server key and the trust policy",
-        request: json_body("EnrollRequest"),
+        request: json_body::<fleet::EnrollRequest>(),
         status: 200,
-        response: json_body("EnrollResponse"),
+        response: json_body::<fleet::EnrollResponse>(),
     },
     Route {
         op: Op::ListDevices,
@@ -275,7 +278,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Every enrolled device with its desired and reported state",
         request: None,
         status: 200,
-        response: json_body("DeviceList"),
+        response: json_body::<fleet::DeviceList>(),
     },
     Route {
         op: Op::GetDevice,
@@ -285,7 +288,7 @@ pub const ROUTES: &[Route] = &[
         summary: "One device",
         request: None,
         status: 200,
-        response: json_body("DeviceInfo"),
+        response: json_body::<fleet::DeviceInfo>(),
     },
     Route {
         op: Op::CreateRollout,
@@ -293,9 +296,9 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/rollouts",
         access: Access::Publish,
         summary: "Start a staged rollout of a pack to the devices a label selector picks",
-        request: json_body("RolloutRequest"),
+        request: json_body::<fleet::RolloutRequest>(),
         status: 201,
-        response: json_body("RolloutStatus"),
+        response: json_body::<fleet::RolloutStatus>(),
     },
     Route {
         op: Op::ListRollouts,
@@ -305,7 +308,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Every rollout",
         request: None,
         status: 200,
-        response: json_body("RolloutList"),
+        response: json_body::<fleet::RolloutList>(),
     },
     Route {
         op: Op::GetRollout,
@@ -315,7 +318,7 @@ pub const ROUTES: &[Route] = &[
         summary: "One rollout: phase, step, and each device's outcome",
         request: None,
         status: 200,
-        response: json_body("RolloutStatus"),
+        response: json_body::<fleet::RolloutStatus>(),
     },
     Route {
         op: Op::AdvanceRollout,
@@ -325,7 +328,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Go to the next step now",
         request: None,
         status: 200,
-        response: json_body("RolloutStatus"),
+        response: json_body::<fleet::RolloutStatus>(),
     },
     Route {
         op: Op::PauseRollout,
@@ -335,7 +338,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Stop automatic advancing",
         request: None,
         status: 200,
-        response: json_body("RolloutStatus"),
+        response: json_body::<fleet::RolloutStatus>(),
     },
     Route {
         op: Op::ResumeRollout,
@@ -345,7 +348,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Resume a paused rollout",
         request: None,
         status: 200,
-        response: json_body("RolloutStatus"),
+        response: json_body::<fleet::RolloutStatus>(),
     },
     Route {
         op: Op::RollbackRollout,
@@ -355,7 +358,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Send every device of the rollout back to what it ran before",
         request: None,
         status: 200,
-        response: json_body("RolloutStatus"),
+        response: json_body::<fleet::RolloutStatus>(),
     },
 ];
 
@@ -368,24 +371,34 @@ pub enum Matched {
     NotFound,
 }
 
-/// Finds the route for a method and path; path parameters are percent-decoded.
+/// Finds the route for a method and path; path parameters are percent-decoded. A template
+/// with more literal segments wins over one with parameters in their place
+/// (`/v1/chunks/fetch` is never `/v1/chunks/{digest}`), both for the route and for the
+/// methods a 405 names.
 pub fn route(method: &Method, path: &str) -> Matched {
     let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let matching: Vec<(&'static Route, Vec<String>)> = ROUTES
+        .iter()
+        .filter_map(|r| match_template(r.path, &segments).map(|p| (r, p)))
+        .collect();
+    let Some(best) = matching.iter().map(|(r, _)| literals(r.path)).max() else {
+        return Matched::NotFound;
+    };
     let mut allowed = Vec::new();
-    for r in ROUTES {
-        let Some(params) = match_template(r.path, &segments) else {
+    for (r, params) in matching {
+        if literals(r.path) != best {
             continue;
-        };
+        }
         if r.method == method.as_str() {
             return Matched::Route(r, params);
         }
         allowed.push(r.method);
     }
-    if allowed.is_empty() {
-        Matched::NotFound
-    } else {
-        Matched::MethodNotAllowed(allowed)
-    }
+    Matched::MethodNotAllowed(allowed)
+}
+
+fn literals(template: &str) -> usize {
+    template.split('/').filter(|s| !s.starts_with('{')).count()
 }
 
 fn match_template(template: &str, segments: &[&str]) -> Option<Vec<String>> {
@@ -428,16 +441,43 @@ fn params_of(path: &str) -> Vec<&str> {
         .collect()
 }
 
-fn content(body: &Body) -> Value {
+fn content(body: &Body, generator: &mut SchemaGenerator) -> Value {
     let schema = match body.schema {
-        Some(name) => json!({ "$ref": format!("#/components/schemas/{name}") }),
+        Some(schema_of) => schema_of(generator).to_value(),
         None => json!({ "type": "string", "format": "binary" }),
     };
     json!({ body.content_type: { "schema": schema } })
 }
 
+/// A pack name as `aq-pack` accepts it (`manifest::validate_name`).
+const NAME: &str = "[a-z0-9][a-z0-9._-]{0,127}";
+
+/// The schema of a path parameter, by its name in the templates.
+fn param_schema(name: &str) -> Value {
+    match name {
+        "name" => json!({ "type": "string", "pattern": format!("^{NAME}$") }),
+        "ref" => json!({
+            "type": "string",
+            "description": "NAME, NAME:VERSION, NAME:TAG or a pack digest",
+            "pattern": format!(
+                "^({NAME}(:([0-9]+\\.[0-9]+\\.[0-9]+(-[0-9A-Za-z.-]+)?(\\+[0-9A-Za-z.-]+)?|{NAME}))?|(blake3:)?[0-9a-f]{{64}})$"
+            ),
+        }),
+        "digest" => json!({ "type": "string", "pattern": "^(blake3:)?[0-9a-f]{64}$" }),
+        _ => json!({ "type": "string" }),
+    }
+}
+
 /// The OpenAPI 3.1 document of [`ROUTES`].
 pub fn openapi() -> Value {
+    // JSON Schema 2020-12 is OpenAPI 3.1's schema dialect; named schemas go to components.
+    let mut generator = SchemaSettings::draft2020_12()
+        .with(|s| {
+            s.definitions_path = "/components/schemas".into();
+            s.meta_schema = None;
+        })
+        .into_generator();
+    let error = generator.subschema_for::<api::ErrorBody>().to_value();
     let mut paths = serde_json::Map::new();
     for r in ROUTES {
         let mut op = json!({
@@ -447,17 +487,20 @@ pub fn openapi() -> Value {
         });
         let params: Vec<Value> = params_of(r.path)
             .into_iter()
-            .map(|p| json!({ "name": p, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .map(
+                |p| json!({ "name": p, "in": "path", "required": true, "schema": param_schema(p) }),
+            )
             .collect();
         if !params.is_empty() {
             op["parameters"] = Value::Array(params);
         }
         if let Some(body) = &r.request {
-            op["requestBody"] = json!({ "required": true, "content": content(body) });
+            op["requestBody"] =
+                json!({ "required": true, "content": content(body, &mut generator) });
         }
         let mut ok = json!({ "description": "success" });
         if let Some(body) = &r.response {
-            ok["content"] = content(body);
+            ok["content"] = content(body, &mut generator);
         }
         let mut responses = serde_json::Map::new();
         responses.insert(r.status.to_string(), ok);
@@ -465,7 +508,7 @@ pub fn openapi() -> Value {
             "default".into(),
             json!({
                 "description": "refused: a JSON error body",
-                "content": { JSON: { "schema": { "$ref": "#/components/schemas/Error" } } }
+                "content": { JSON: { "schema": error } }
             }),
         );
         op["responses"] = Value::Object(responses);
@@ -487,58 +530,8 @@ pub fn openapi() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
-            "schemas": schemas(),
+            "schemas": generator.take_definitions(true),
         }
-    })
-}
-
-fn schemas() -> Value {
-    let digest = json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" });
-    let summary_props = json!({
-        "id": { "type": "string" }, "name": { "type": "string" }, "version": { "type": "string" },
-        "digest": digest, "size": { "type": "integer" },
-        "tags": { "type": "array", "items": { "type": "string" } },
-        "saved_at": { "type": "string" }, "signed_by": { "type": ["string", "null"] }
-    });
-    let mut info_props = summary_props.clone();
-    info_props["manifest"] = json!({ "type": "string", "description": "canonical manifest JSON" });
-    info_props["signature"] = json!({ "type": ["string", "null"] });
-    let role =
-        json!({ "type": "string", "enum": ["admin", "publisher", "viewer", "device", "enroller"] });
-    let token_props = json!({
-        "id": { "type": "string" }, "name": { "type": "string" }, "role": role, "created_at": { "type": "string" }
-    });
-    let mut created_props = token_props.clone();
-    created_props["token"] = json!({ "type": "string" });
-    let object = |props: &Value, required: &[&str]| json!({ "type": "object", "properties": props, "required": required });
-    json!({
-        "Any": {},
-        "Error": object(&json!({ "error": object(&json!({ "code": { "type": "string" }, "message": { "type": "string" } }), &["code", "message"]) }), &["error"]),
-        "Health": object(&json!({ "status": { "type": "string" } }), &["status"]),
-        "Caller": object(&json!({ "name": { "type": "string" }, "role": role, "token_id": { "type": "string" } }), &["name", "role"]),
-        "PackSummary": object(&summary_props, &["id", "name", "version", "digest", "size", "tags"]),
-        "PackInfo": object(&info_props, &["id", "name", "version", "digest", "manifest"]),
-        "PackList": object(&json!({ "packs": { "type": "array", "items": { "$ref": "#/components/schemas/PackSummary" } } }), &["packs"]),
-        "PackUpload": object(&json!({ "manifest": { "type": "string" }, "signature": { "type": ["string", "null"] }, "tags": { "type": "array", "items": { "type": "string" } } }), &["manifest"]),
-        "PushReport": object(&json!({ "id": { "type": "string" }, "digest": digest, "created": { "type": "boolean" }, "signed_by": { "type": ["string", "null"] }, "tags": { "type": "array", "items": { "type": "string" } } }), &["id", "digest", "created"]),
-        "PromoteRequest": object(&json!({ "tag": { "type": "string" } }), &["tag"]),
-        "PromoteReport": object(&json!({ "id": { "type": "string" }, "tag": { "type": "string" } }), &["id", "tag"]),
-        "DigestList": object(&json!({ "digests": { "type": "array", "items": digest } }), &["digests"]),
-        "MissingChunks": object(&json!({ "missing": { "type": "array", "items": digest } }), &["missing"]),
-        "UploadReport": object(&json!({ "chunks_new": { "type": "integer" }, "chunks_present": { "type": "integer" }, "bytes_new": { "type": "integer" } }), &["chunks_new", "chunks_present", "bytes_new"]),
-        "TokenRequest": object(&json!({ "name": { "type": "string" }, "role": role }), &["name", "role"]),
-        "TokenInfo": object(&token_props, &["id", "name", "role", "created_at"]),
-        "TokenCreated": object(&created_props, &["id", "name", "role", "created_at", "token"]),
-        "ServerKey": object(&json!({ "public_key": { "type": "string" }, "key_id": { "type": "string" } }), &["public_key", "key_id"]),
-        "EnrollChallenge": object(&json!({ "nonce": { "type": "string", "pattern": "^[0-9a-f]{64}$" }, "expires_at": { "type": "string" } }), &["nonce", "expires_at"]),
-        "EnrollRequest": object(&json!({ "public_key": { "type": "string" }, "labels": { "type": "object", "additionalProperties": { "type": "string" } }, "name": { "type": ["string", "null"] }, "nonce": { "type": "string" }, "proof": { "type": "string" } }), &["public_key", "nonce", "proof"]),
-        "EnrollResponse": object(&json!({ "device": { "type": "string" }, "token": { "type": "string" }, "mqtt_url": { "type": "string" }, "topic_prefix": { "type": "string" }, "server_key": { "type": "string" }, "trust_policy": { "type": "string" } }), &["device", "token", "mqtt_url", "topic_prefix", "server_key", "trust_policy"]),
-        "DeviceInfo": object(&json!({ "device": { "type": "string" }, "name": { "type": "string" }, "labels": { "type": "object" }, "enrolled_at": { "type": "string" }, "desired": {}, "reported": {}, "last_seen": { "type": ["string", "null"] } }), &["device", "name", "labels"]),
-        "DeviceList": object(&json!({ "devices": { "type": "array", "items": { "$ref": "#/components/schemas/DeviceInfo" } } }), &["devices"]),
-        "RolloutRequest": object(&json!({ "pack": { "type": "string" }, "selector": { "type": "object", "additionalProperties": { "type": "string" } }, "steps": { "type": "array", "items": { "type": "integer" } }, "max_failure": { "type": "number" }, "soak_s": { "type": ["integer", "null"] } }), &["pack"]),
-        "RolloutStatus": object(&json!({ "id": { "type": "string" }, "pack": { "type": "object" }, "phase": { "type": "string", "enum": ["running", "paused", "completed", "aborted", "rolled_back"] }, "step": { "type": "integer" }, "steps": { "type": "array", "items": { "type": "integer" } }, "devices": { "type": "object" }, "counts": { "type": "object" }, "reason": { "type": ["string", "null"] } }), &["id", "pack", "phase", "step", "devices"]),
-        "RolloutList": object(&json!({ "rollouts": { "type": "array", "items": { "$ref": "#/components/schemas/RolloutStatus" } } }), &["rollouts"]),
-        "TokenList": object(&json!({ "tokens": { "type": "array", "items": { "$ref": "#/components/schemas/TokenInfo" } } }), &["tokens"]),
     })
 }
 
@@ -559,6 +552,19 @@ mod tests {
         assert!(matches!(
             route(&Method::PUT, "/v1/packs"),
             Matched::MethodNotAllowed(m) if m == ["GET", "POST"]
+        ));
+        // A literal segment wins over a parameter, for the route and for the 405's list.
+        assert!(matches!(
+            route(&Method::GET, "/v1/chunks/fetch"),
+            Matched::MethodNotAllowed(m) if m == ["POST"]
+        ));
+        assert!(matches!(
+            route(&Method::POST, "/v1/chunks/fetch"),
+            Matched::Route(r, _) if r.op == Op::FetchChunks
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/v1/chunks/abc"),
+            Matched::Route(r, p) if r.op == Op::GetChunk && p == ["abc"]
         ));
         assert!(matches!(
             route(&Method::GET, "/v1/nothing"),
@@ -587,12 +593,41 @@ mod tests {
                 r.method,
                 r.path
             );
-            for body in [r.request, r.response].into_iter().flatten() {
-                if let Some(name) = body.schema {
-                    assert!(schemas.get(name).is_some(), "schema {name} is not defined");
+        }
+        // Every reference resolves, and the wire forms are the ones the codecs write.
+        fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        out.push(r);
+                    }
+                    m.values().for_each(|v| refs(v, out));
                 }
+                Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+                _ => {}
             }
         }
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.len() > ROUTES.len(), "{found:?}");
+        for r in found {
+            let name = r.strip_prefix("#/components/schemas/").unwrap();
+            assert!(schemas.get(name).is_some(), "schema {name} is not defined");
+        }
+        assert_eq!(
+            schemas["Digest"]["pattern"],
+            aq_sync_proto::schema::DIGEST_PATTERN
+        );
+        assert_eq!(
+            schemas["PushReport"]["properties"]["digest"]["pattern"],
+            "^blake3:[0-9a-f]{64}$"
+        );
+        assert_eq!(
+            schemas["DigestList"]["properties"]["digests"]["items"]["$ref"],
+            "#/components/schemas/Digest"
+        );
+        // Request bodies that refuse unknown fields say so.
+        assert_eq!(schemas["PackUpload"]["additionalProperties"], false);
         let documented: usize = doc["paths"]
             .as_object()
             .unwrap()

@@ -99,6 +99,10 @@ fn apply_flags(mut s: ModelSettings, args: &ServingArgs) -> anyhow::Result<Model
     if let Some(v) = &args.max_delay {
         s.max_delay = parse_duration("--max-delay", v)?;
     }
+    if let Some(v) = &args.max_queue_delay {
+        s.max_queue_delay = aq_serve::QueueDelay::parse(v)
+            .map_err(|e| user_error(ExitCode::InvalidInput, format!("--max-queue-delay: {e}")))?;
+    }
     if let Some(v) = &args.timeout {
         s.timeout = parse_duration("--timeout", v)?;
     }

@@ -199,3 +199,32 @@ fn shutdown_stops_accepting_and_lets_the_request_in_flight_finish() {
         "still accepting after shutdown"
     );
 }
+
+#[test]
+fn over_the_request_limit_a_request_gets_503_without_reaching_the_handler() {
+    let limits = Limits {
+        max_in_flight: Some(1),
+        ..Limits::default()
+    };
+    let server = start(limits, Duration::from_millis(500));
+    let addr = server.addr;
+    let first = std::thread::spawn(move || get(&mut connect(addr)));
+    wait_until("the first request to be handled", || {
+        server.begun.load(Ordering::SeqCst) == 1
+    });
+    let answer = get(&mut connect(server.addr));
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert!(answer.contains("\"code\":\"overloaded\""), "{answer}");
+    // Refused before the handler: it has still begun only the first request.
+    assert_eq!(server.begun.load(Ordering::SeqCst), 1);
+    assert_eq!(server.connections.shed(), 1);
+    assert!(first.join().unwrap().starts_with("HTTP/1.1 200"));
+    // The slot is free again once the first request was answered.
+    let answer = get(&mut connect(server.addr));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(server.begun.load(Ordering::SeqCst), 2);
+}

@@ -9,5 +9,6 @@
 )]
 
 mod fleet;
+mod openapi;
 mod registry;
 mod support;
