@@ -58,6 +58,18 @@ impl RemoteError {
         }
     }
 
+    /// Whether trying again later may succeed: the server unreachable, overloaded (429) or
+    /// failing (5xx).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RemoteError::Unreachable { .. } => true,
+            RemoteError::Refused { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            _ => false,
+        }
+    }
+
     /// The server's error code (`unauthorized`, `untrusted`, `missing_chunks`, ...).
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -368,7 +380,35 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_url;
+    use super::{Method, RemoteError, StatusCode, parse_url};
+
+    #[test]
+    fn unreachable_overloaded_and_failing_servers_are_transient_refusals_are_not() {
+        let refused = |status: u16| RemoteError::Refused {
+            method: Method::GET,
+            path: "/v1/packs/x".into(),
+            status: StatusCode::from_u16(status).unwrap(),
+            code: "c".into(),
+            message: "m".into(),
+        };
+        let unreachable = RemoteError::Unreachable {
+            url: "https://127.0.0.1:1".into(),
+            message: "refused".into(),
+        };
+        assert!(unreachable.is_transient());
+        for status in [500, 502, 503, 429] {
+            assert!(refused(status).is_transient(), "{status}");
+        }
+        for status in [400, 401, 403, 404, 409, 422] {
+            assert!(!refused(status).is_transient(), "{status}");
+        }
+        let bad = RemoteError::BadAnswer {
+            method: Method::GET,
+            path: "/".into(),
+            message: "m".into(),
+        };
+        assert!(!bad.is_transient());
+    }
 
     #[test]
     fn urls() {

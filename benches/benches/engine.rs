@@ -158,13 +158,8 @@ fn load(c: &Case, threads: usize) -> Model {
 /// Seeded inputs of the model's shapes (free axes 1): floats in [-1, 1], integers in a small
 /// range (byte values for 32-bit integer inputs).
 fn inputs(model: &Model) -> Vec<Tensor> {
-    let mut x = 0x9E37_79B9u32;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        x
-    };
+    let mut rng = aq_test_support::XorShift::new(0x9E37_79B9);
+    let mut next = move || rng.next_u64() as u32;
     model
         .inputs()
         .iter()

@@ -17,7 +17,6 @@
     clippy::expect_used
 )]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -43,13 +42,7 @@ fn build_binaries() -> (PathBuf, PathBuf) {
     aq_benches::release_binaries()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use aq_test_support::free_port;
 
 struct SyncServer {
     child: Child,
@@ -79,20 +72,8 @@ impl SyncServer {
                 .arg("--mqtt-listen")
                 .arg(format!("127.0.0.1:{mqtt_port}")),
         };
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .strip_prefix("listening on ")
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap()
-            .to_owned();
+        let started = aq_test_support::spawn_listening(&mut command);
+        let (child, url) = (started.child, started.url);
         let admin = std::fs::read_to_string(data.join("admin.token"))
             .unwrap()
             .trim()

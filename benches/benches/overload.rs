@@ -16,10 +16,9 @@
     clippy::expect_used
 )]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use aq_benches::load::{self, Outcome, Request};
@@ -41,22 +40,12 @@ impl Drop for Process {
 
 /// Starts `command`, whose first stdout line is `listening on http://ADDR ...`.
 fn spawn(mut command: Command) -> Process {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .strip_prefix("listening on http://")
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected start-up line {line:?}"))
-        .parse()
-        .unwrap();
-    Process { child, addr }
+    let started = aq_test_support::spawn_listening(&mut command);
+    let addr = started.addr().parse().unwrap();
+    Process {
+        child: started.child,
+        addr,
+    }
 }
 
 fn seconds() -> u64 {
@@ -66,13 +55,7 @@ fn seconds() -> u64 {
         .unwrap_or(10)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use aq_test_support::free_port;
 
 /// One phase's line of the table.
 fn row(label: &str, clients: usize, o: &Outcome, rss: f64) {

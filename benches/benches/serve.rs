@@ -30,30 +30,11 @@ fn model_path() -> PathBuf {
         .join(MODEL)
 }
 
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("AQ_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/setup.sh");
-    let out = Command::new("bash").arg(script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
+use aq_test_support::python;
 
 fn input_values() -> Vec<f32> {
-    let mut x = 0x9E3779B9u32;
-    (0..3 * 224 * 224)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect()
+    let mut rng = aq_test_support::XorShift::new(0x9E37_79B9);
+    (0..3 * 224 * 224).map(|_| rng.signed_unit()).collect()
 }
 
 struct Stats {

@@ -43,15 +43,12 @@ pub fn median(mut d: Vec<Duration>) -> Duration {
 /// Weights that look like trained float32 weights: small normal-ish values, so they compress as
 /// real weights do (sign and exponent bits repeat, mantissas do not).
 pub fn weights(count: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
+    let mut rng = aq_test_support::XorShift::new(seed);
     let mut out = Vec::with_capacity(count * 4);
     for _ in 0..count {
         let mut sum = 0.0f32;
         for _ in 0..4 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            sum += (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            sum += rng.unit() - 0.5;
         }
         out.extend_from_slice(&(sum * 0.05).to_le_bytes());
     }

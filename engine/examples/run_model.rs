@@ -107,13 +107,8 @@ fn main() {
             let Some(file) = files.get(k) else {
                 // No input file: seeded noise (for timing).
                 let n: usize = shape.iter().product();
-                let mut x = 0x9E37_79B9u32.wrapping_add(k as u32);
-                let mut next = move || {
-                    x ^= x << 13;
-                    x ^= x >> 17;
-                    x ^= x << 5;
-                    x
-                };
+                let mut rng = aq_test_support::XorShift::new(0x9E37_79B9 + k as u64);
+                let mut next = move || rng.next_u64() as u32;
                 let data = match info.dtype {
                     aq_engine::DType::F32 => Data::F32(
                         (0..n)

@@ -122,6 +122,20 @@ impl Model {
         self.graph.outputs.iter().map(|&v| self.io(v)).collect()
     }
 
+    /// Zero tensors of the declared input shapes (free axes 1), for a first run that checks a
+    /// model runs at all (warm-up, hostile-input tests); `None` when an input would hold more
+    /// than `max_elements` elements.
+    pub fn zero_inputs(&self, max_elements: usize) -> Option<Vec<Tensor>> {
+        self.inputs()
+            .iter()
+            .map(|io| {
+                let shape: Vec<usize> = io.shape.iter().map(|d| d.unwrap_or(1)).collect();
+                let n = crate::tensor::element_count(&shape).filter(|n| *n <= max_elements)?;
+                Tensor::new(shape, crate::tensor::Data::zeros(io.dtype, n))
+            })
+            .collect()
+    }
+
     fn io(&self, v: usize) -> IoInfo {
         let value = &self.graph.values[v];
         IoInfo {

@@ -3,7 +3,7 @@
 //! if it plans, runs on zeros without panicking.
 #![no_main]
 
-use aq_engine::{Data, Model, Options, Tensor, element_count};
+use aq_engine::{Model, Options};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -11,15 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(model) = Model::from_tflite(data, &Options::default()) else {
         return;
     };
-    let inputs: Option<Vec<Tensor>> = model
-        .inputs()
-        .iter()
-        .map(|io| {
-            let shape: Vec<usize> = io.shape.iter().map(|d| d.unwrap_or(1)).collect();
-            let n = element_count(&shape).filter(|n| *n <= 1 << 20)?;
-            Tensor::new(shape, Data::zeros(io.dtype, n))
-        })
-        .collect();
+    let inputs = model.zero_inputs(1 << 20);
     if let Some(inputs) = inputs {
         let _ = model.run(&inputs);
     }

@@ -128,15 +128,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
+        aq_test_support::XorShift::new(seed).bytes(len)
     }
 
     #[test]

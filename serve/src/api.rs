@@ -469,6 +469,32 @@ where
     let signature = loaded.engine.signature();
     let content_type = header(&parts, "content-type").unwrap_or("application/json");
     let binary_in = content_type.starts_with(binary::CONTENT_TYPE);
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    // v1 takes JSON or binary tensors; OIP clients send JSON, or octet-stream with the
+    // binary-data extension (tritonclient), or nothing at all.
+    let accepted = match protocol {
+        Protocol::V1 => media == "application/json" || binary_in,
+        Protocol::V2 => media == "application/json" || media == "application/octet-stream",
+    };
+    if !accepted {
+        return Err(ApiError::new(
+            415,
+            "unsupported_media_type",
+            format!(
+                "content type {content_type:?} is not accepted here: send application/json{}",
+                match protocol {
+                    Protocol::V1 => format!(" or {}", binary::CONTENT_TYPE),
+                    Protocol::V2 =>
+                        " (or application/octet-stream with the binary-data extension)".to_owned(),
+                }
+            ),
+        ));
+    }
     enum Decoded {
         V1 {
             outputs: Option<Vec<String>>,
@@ -569,3 +595,6 @@ where
     };
     Ok(answer)
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use aq_sync_proto::backoff::Backoff;
 use aq_sync_proto::fleet;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
@@ -204,12 +205,16 @@ enum Incoming {
 
 /// Polls the connection; a failed poll is followed by a reconnect on the next one.
 async fn drive(mut eventloop: EventLoop, inbox: mpsc::Sender<Incoming>) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_secs(5),
+        u64::from(std::process::id()),
+    );
     let mut dropped: u64 = 0;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 // Queued from a task of its own, so a full inbox never stalls this loop.
                 let tx = inbox.clone();
                 tokio::spawn(async move {
@@ -240,9 +245,9 @@ async fn drive(mut eventloop: EventLoop, inbox: mpsc::Sender<Incoming>) {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "MQTT connection lost");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                let wait = backoff.next_wait();
+                tracing::warn!(error = %e, retry_in = ?wait, "MQTT connection lost");
+                tokio::time::sleep(wait).await;
             }
         }
     }

@@ -10,6 +10,7 @@ use aq_pack::TrustPolicy;
 use aq_pack::keys::SecretKey;
 use aq_serve::{ModelSettings, ModelSource, ServerHandle};
 use aq_store::Registry;
+use aq_sync_proto::backoff::Backoff;
 use aq_sync_proto::fleet::{
     self, Decision, DesiredState, Health, Kind, PackTarget, Phase, ReportedState,
 };
@@ -19,6 +20,30 @@ use tokio::sync::{Mutex, watch};
 use super::config::AgentConfig;
 use super::state::AgentState;
 use crate::remote::Remote;
+
+/// The first wait before a desired state is tried again after a passing failure; it doubles
+/// up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// A device's own spread of its waits, so that a fleet cut off together comes back spread.
+fn spread_seed(device: &str) -> u64 {
+    let hash = blake3::hash(device.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    u64::from_le_bytes(first)
+}
+
+/// Whether an error of applying a desired state will likely pass by itself: the server
+/// unreachable, overloaded (429) or failing (5xx). A pack that does not verify or load, or a
+/// refusal (4xx), is a failure the server must hear about.
+fn transient(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<crate::remote::RemoteError>()
+            .is_some_and(crate::remote::RemoteError::is_transient)
+    })
+}
 
 /// Everything the loop needs.
 pub struct Agent {
@@ -78,22 +103,60 @@ impl Agent {
             fleet::parse_mqtt_url(&self.config.mqtt_url).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut options = MqttOptions::new(self.config.device.clone(), host, port);
         options.set_keep_alive(Duration::from_secs(15));
-        options.set_clean_session(false);
+        // A clean session on every connection, so each subscription is new and the broker
+        // sends the retained desired state at once. With a kept session, a broker may skip
+        // retained messages for a subscription it already holds (rumqttd does): an agent
+        // killed after receiving a desired state, before applying it, then waited for the
+        // server's resend scan (15 to 30 s) after its restart. Desired states are retained,
+        // so nothing queued in a kept session is needed.
+        options.set_clean_session(true);
         // Oversized messages are read and refused one by one; a smaller limit would drop the
         // connection, and the broker would send the same message again on reconnect.
         options.set_max_packet_size(fleet::MAX_INCOMING_PACKET, fleet::MAX_MESSAGE_BYTES * 2);
         Ok(options)
     }
 
-    /// Puts the active pack (from the state file) back in service after a restart.
+    /// Puts the active pack (from the state file) back in service after a restart; when it
+    /// cannot be served, the previous one, so that a device never comes back serving nothing
+    /// while it has a pack that works.
     pub async fn restore(&self) -> anyhow::Result<Option<String>> {
         let state = AgentState::load(&self.data_dir)?;
         let Some(active) = state.active else {
             return Ok(None);
         };
+        let active_error = match self.serve_from_registry(&active).await {
+            Ok(()) => return Ok(Some(active.id)),
+            Err(e) => e,
+        };
+        let Some(previous) = state.previous else {
+            return Err(active_error);
+        };
+        tracing::warn!(active = %active.id, error = %format!("{active_error:#}"), previous = %previous.id, "the active pack cannot be served; serving the previous one");
+        self.serve_from_registry(&previous)
+            .await
+            .with_context(|| format!("{active_error:#}; and the previous pack"))?;
+        // The state says what runs now, and why: reports stay true and the server sees a
+        // failed device.
+        let fallen_back = AgentState {
+            desired_seq: state.desired_seq,
+            active: Some(previous.clone()),
+            previous: None,
+            last_error: Some(format!(
+                "{} could not be served after a restart ({}); {} serves instead",
+                active.id,
+                crate::exit::error_text(&active_error),
+                previous.id
+            )),
+        };
+        fallen_back.save(&self.data_dir)?;
+        Ok(Some(previous.id))
+    }
+
+    /// Loads `target` from the local registry into the model server.
+    async fn serve_from_registry(&self, target: &PackTarget) -> anyhow::Result<()> {
         let data_dir = self.data_dir.clone();
         let settings = self.model_settings.clone();
-        let target = active.clone();
+        let target = target.clone();
         let preferred = self.preferred_variants.clone();
         let source = tokio::task::spawn_blocking(move || {
             let registry = Registry::open(&data_dir)?;
@@ -101,7 +164,7 @@ impl Agent {
         })
         .await??;
         self.server.put(&source).await?;
-        Ok(Some(active.id))
+        Ok(())
     }
 
     /// Runs until the process ends.
@@ -129,7 +192,12 @@ impl Agent {
 
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // A desired state whose pack could not be fetched for a passing reason (the server
+        // down or overloaded): tried again after a back-off, unless a newer one arrives.
+        let mut retry: Option<(DesiredState, tokio::time::Instant)> = None;
+        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX, spread_seed(&self.config.device));
         loop {
+            let retry_at = retry.as_ref().map(|(_, at)| *at);
             tokio::select! {
                 changed = desired_rx.changed() => {
                     if changed.is_err() {
@@ -137,7 +205,17 @@ impl Agent {
                     }
                     let desired = desired_rx.borrow_and_update().clone();
                     if let Some(desired) = desired {
-                        self.apply(&client, &status, desired).await;
+                        backoff.reset();
+                        retry = self.apply(&client, &status, desired).await.map(|d| {
+                            (d, tokio::time::Instant::now() + backoff.next_wait())
+                        });
+                    }
+                }
+                _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => {
+                    if let Some((desired, _)) = retry.take() {
+                        retry = self.apply(&client, &status, desired).await.map(|d| {
+                            (d, tokio::time::Instant::now() + backoff.next_wait())
+                        });
                     }
                 }
                 _ = connected_rx.changed() => self.report(&client, &status).await,
@@ -146,8 +224,15 @@ impl Agent {
         }
     }
 
-    /// Acts on a verified desired state if it is newer than what was applied.
-    async fn apply(&self, client: &AsyncClient, status: &Mutex<Status>, desired: DesiredState) {
+    /// Acts on a verified desired state if it is newer than what was applied. Returns it when
+    /// it could not be applied for a passing reason ([`transient`]): the phase stays
+    /// `applying`, nothing is recorded, and the caller tries again later.
+    async fn apply(
+        &self,
+        client: &AsyncClient,
+        status: &Mutex<Status>,
+        desired: DesiredState,
+    ) -> Option<DesiredState> {
         let current = status.lock().await.state.clone();
         if fleet::accept(current.desired_seq, &desired) == Decision::Stale {
             tracing::debug!(
@@ -155,12 +240,18 @@ impl Agent {
                 applied = current.desired_seq,
                 "stale desired state ignored"
             );
-            return;
+            return None;
         }
         tracing::info!(seq = desired.seq, pack = ?desired.pack.as_ref().map(|p| &p.id), "desired state");
         status.lock().await.phase = Phase::Applying;
         self.report(client, status).await;
         let result = self.activate(&current, desired.pack.clone()).await;
+        if let Err(e) = &result
+            && transient(e)
+        {
+            tracing::warn!(seq = desired.seq, error = %crate::exit::error_text(e), "cannot reach the server; trying again later, the previous pack keeps serving");
+            return Some(desired);
+        }
         let mut next = current.clone();
         next.desired_seq = desired.seq;
         let phase = match result {
@@ -188,6 +279,7 @@ impl Agent {
             s.phase = phase;
         }
         self.report(client, status).await;
+        None
     }
 
     /// Makes `target` the served pack: from the registry when it is there (a rollback), else
@@ -324,15 +416,26 @@ async fn drive(
     connected: watch::Sender<u64>,
 ) {
     let topic = fleet::desired_topic(&agent.config.topic_prefix, &agent.config.device);
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(
+        Duration::from_millis(200),
+        Duration::from_secs(10),
+        spread_seed(&agent.config.device),
+    );
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = Duration::from_millis(200);
+                backoff.reset();
                 tracing::info!(broker = %agent.config.mqtt_url, "connected");
-                if let Err(e) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
-                    tracing::warn!(error = %e, "subscribe failed");
-                }
+                // Sent from a task of its own: reports queued while the link was down can
+                // fill the request queue, and this loop must keep polling to drain it. (A
+                // `try_subscribe` here once failed on a full queue after a partition, and
+                // with a clean session the device then never heard its desired state.)
+                let (client, topic) = (client.clone(), topic.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = client.subscribe(topic, QoS::AtLeastOnce).await {
+                        tracing::warn!(error = %e, "subscribe failed");
+                    }
+                });
                 connected.send_modify(|n| *n += 1);
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == topic => {
@@ -357,10 +460,29 @@ async fn drive(
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "MQTT connection lost");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                let wait = backoff.next_wait();
+                tracing::warn!(error = %e, retry_in = ?wait, "MQTT connection lost");
+                tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transient;
+    use crate::remote::RemoteError;
+
+    #[test]
+    fn an_unreachable_server_under_context_is_transient_a_bad_pack_is_not() {
+        let down = anyhow::Error::new(RemoteError::Unreachable {
+            url: "https://127.0.0.1:1".into(),
+            message: "connection refused".into(),
+        })
+        .context("failed to fetch sig:2.0.0");
+        assert!(transient(&down));
+        let bad = anyhow::anyhow!("chunk blake3:00 does not match its digest")
+            .context("failed to fetch sig:2.0.0");
+        assert!(!transient(&bad));
     }
 }

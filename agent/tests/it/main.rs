@@ -13,6 +13,5 @@ mod check;
 #[cfg(feature = "export")]
 mod export;
 mod flow;
-mod kill;
 mod serving;
 mod support;

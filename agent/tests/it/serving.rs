@@ -2,9 +2,9 @@
 //! LiteRT, the tritonclient package, every bad request, metrics through promtool, hot reload
 //! under load, graceful shutdown, and models that cannot be served.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -31,23 +31,14 @@ pub(crate) fn start(data: Option<&Path>, args: &[&str]) -> Served {
     if let Some(d) = data {
         command.arg("--data-dir").arg(d);
     }
-    let mut child = command
-        .args(args)
-        .args(["--addr", "127.0.0.1:0", "--log-level", "warn"])
-        .env_remove("AQ_DATA_DIR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .strip_prefix("listening on http://")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("aq {args:?} did not start: {line:?}"))
-        .parse()
-        .unwrap();
+    let started = aq_test_support::spawn_listening(
+        command
+            .args(args)
+            .args(["--addr", "127.0.0.1:0", "--log-level", "warn"])
+            .env_remove("AQ_DATA_DIR"),
+    );
+    let addr = started.addr().parse().unwrap();
+    let child = started.child;
     Served { child, addr }
 }
 
@@ -87,45 +78,18 @@ fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Answer {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
+    let r = aq_test_support::http(&addr.to_string(), method, path, headers, body);
+    assert_ne!(
+        r.status, 0,
+        "no HTTP response from {addr} to {method} {path}"
     );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    // The server may answer (413) before reading a large body; a reset on write is fine.
-    let _ = stream.write_all(body);
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP response: {:?}", String::from_utf8_lossy(&raw)));
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
     Answer {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
+        status: r.status,
+        headers: r
+            .headers()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        body: r.body,
     }
 }
 
@@ -143,27 +107,7 @@ pub(crate) fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) 
     )
 }
 
-/// The Python with the reference runtimes (tests/python/setup.sh makes it; the test command
-/// runs that first and exports AQ_PYTHON).
-pub(crate) fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("AQ_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/setup.sh");
-    let out = Command::new("bash").arg(&script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "tests/python/setup.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-pub(crate) fn python_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/python")
-        .join(name)
-}
+pub(crate) use aq_test_support::{python, python_script};
 
 fn fixture_str(name: &str) -> String {
     fixture(name).display().to_string()

@@ -6,17 +6,7 @@ use std::process::{Command, Output};
 
 pub const AQ: &str = env!("CARGO_BIN_EXE_aq");
 
-pub fn fixture(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/models")
-        .join(name);
-    assert!(
-        p.exists(),
-        "missing fixture {}: run fixtures/fetch.sh",
-        p.display()
-    );
-    p
-}
+pub use aq_test_support::fixture;
 
 /// Every committed fixture model (fixtures/models.tsv, committed = yes) plus the fetched ones.
 pub fn fixture_models() -> Vec<(String, String)> {

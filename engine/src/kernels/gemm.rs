@@ -38,6 +38,15 @@ pub fn int8_may_saturate() -> bool {
     I8.with(|e| e.may_saturate())
 }
 
+/// rten-gemm divides by a packed panel's size, which an empty matrix makes zero (a corrupt
+/// model can declare a convolution with no input or output channels): refused before packing.
+fn refuse_empty(k: usize, n: usize) -> Result<(), String> {
+    if k == 0 || n == 0 {
+        return Err(format!("weights of shape [{k}, {n}] are empty"));
+    }
+    Ok(())
+}
+
 /// A `[k, n]` f32 matrix packed for repeated products.
 pub struct PackedF32 {
     pub k: usize,
@@ -54,6 +63,7 @@ impl PackedF32 {
         row_stride: usize,
         col_stride: usize,
     ) -> Result<PackedF32, String> {
+        refuse_empty(k, n)?;
         let view = NdTensorView::from_slice_with_strides([k, n], data, [row_stride, col_stride])
             .map_err(|e| format!("weights do not fit their shape: {e:?}"))?;
         let packed = F32.with(|e| e.prepack_b(view));
@@ -104,6 +114,7 @@ impl PackedI8 {
         row_stride: usize,
         col_stride: usize,
     ) -> Result<PackedI8, String> {
+        refuse_empty(k, n)?;
         let view = NdTensorView::from_slice_with_strides([k, n], data, [row_stride, col_stride])
             .map_err(|e| format!("weights do not fit their shape: {e:?}"))?;
         let packed = I8.with(|e| e.prepack_b(view));
@@ -297,20 +308,24 @@ fn build_matmul_f32(ctx: &BuildCtx<'_>) -> Result<Box<dyn Kernel>, String> {
 mod tests {
     use super::*;
 
-    fn lcg(seed: &mut u64) -> u64 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        *seed >> 33
+    #[test]
+    fn empty_weights_are_refused_not_packed() {
+        // A fuzzed squeezenet with a zero-channel convolution once divided by zero in rten-gemm.
+        for (k, n) in [(0, 4), (4, 0), (0, 0)] {
+            let err = PackedF32::pack(&[], k, n, n.max(1), 1).err().unwrap();
+            assert!(err.contains("empty"), "{err}");
+            let err = PackedI8::pack(&[], k, n, n.max(1), 1).err().unwrap();
+            assert!(err.contains("empty"), "{err}");
+        }
     }
 
     #[test]
     fn int8_products_with_a_zero_point_per_row_match_a_reference() {
-        let mut seed = 1;
+        let mut rng = aq_test_support::XorShift::new(1);
         for &(m, k, n) in &[(1, 16, 8), (7, 64, 48), (64, 64, 48), (33, 300, 17)] {
-            let a: Vec<u8> = (0..m * k).map(|_| lcg(&mut seed) as u8).collect();
-            let b: Vec<i8> = (0..k * n).map(|_| lcg(&mut seed) as i8).collect();
-            let zeros: Vec<u8> = (0..m).map(|_| lcg(&mut seed) as u8).collect();
+            let a: Vec<u8> = (0..m * k).map(|_| rng.next_u64() as u8).collect();
+            let b: Vec<i8> = (0..k * n).map(|_| rng.next_u64() as i8).collect();
+            let zeros: Vec<u8> = (0..m).map(|_| rng.next_u64() as u8).collect();
             // b is stored [n, k] (a dense layer's weights) and packed transposed.
             let packed = PackedI8::pack(&b, k, n, 1, k).unwrap();
             let mut out = vec![0i32; m * n];

@@ -360,13 +360,8 @@ mod tests {
         if !QPacked::available() {
             return;
         }
-        let mut seed = 7u32;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed
-        };
+        let mut rng = aq_test_support::XorShift::new(7);
+        let mut next = move || rng.next_u64() as u32;
         for &(m, k, n) in &[
             (1, 1, 1),
             (5, 3, 17),

@@ -6,7 +6,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-use aq_engine::{Data, Model, Options, Tensor, element_count};
+use aq_engine::{Model, Options};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -31,16 +31,7 @@ fn exercise(bytes: &[u8], onnx: bool) -> Result<(), String> {
         let Ok(model) = loaded else {
             return;
         };
-        let inputs: Option<Vec<Tensor>> = model
-            .inputs()
-            .iter()
-            .map(|io| {
-                let shape: Vec<usize> = io.shape.iter().map(|d| d.unwrap_or(1)).collect();
-                let n = element_count(&shape).filter(|n| *n <= 1 << 20)?;
-                Tensor::new(shape, Data::zeros(io.dtype, n))
-            })
-            .collect();
-        if let Some(inputs) = inputs {
+        if let Some(inputs) = model.zero_inputs(1 << 20) {
             let _ = model.run(&inputs);
         }
     }))
@@ -51,18 +42,6 @@ fn exercise(bytes: &[u8], onnx: bool) -> Result<(), String> {
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_default()
     })
-}
-
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
 }
 
 const MODELS: [&str; 6] = [
@@ -89,7 +68,7 @@ fn truncated_files_give_errors_not_panics() {
 
 #[test]
 fn corrupted_files_give_errors_not_panics() {
-    let mut rng = Lcg(0x5eed);
+    let mut rng = aq_test_support::XorShift::new(0x5eed);
     let hostile_words = [u32::MAX, 0x7fff_ffff, 0x8000_0000, 0x0100_0000, 0xffff, 0];
     for name in MODELS {
         let original = fixture(name);
@@ -97,16 +76,20 @@ fn corrupted_files_give_errors_not_panics() {
         let count = if original.len() > 100_000 { 300 } else { 1500 };
         for i in 0..count {
             let mut bytes = original.clone();
-            let at = rng.next() as usize % bytes.len().saturating_sub(4).max(1);
+            let at = rng.next_u64() as usize % bytes.len().saturating_sub(4).max(1);
             match i % 3 {
-                0 => bytes[at] ^= 1 << (rng.next() % 8),
+                0 => bytes[at] ^= 1 << (rng.next_u64() % 8),
                 1 => {
-                    let word = hostile_words[rng.next() as usize % hostile_words.len()];
+                    let word = hostile_words[rng.next_u64() as usize % hostile_words.len()];
                     bytes[at..at + 4].copy_from_slice(&word.to_le_bytes());
                 }
                 _ => {
-                    for b in bytes.iter_mut().skip(at).take(1 + rng.next() as usize % 16) {
-                        *b = rng.next() as u8;
+                    for b in bytes
+                        .iter_mut()
+                        .skip(at)
+                        .take(1 + rng.next_u64() as usize % 16)
+                    {
+                        *b = rng.next_u64() as u8;
                     }
                 }
             }

@@ -13,35 +13,13 @@ use std::process::Command;
 
 use aq_engine::{DType, Data, Model, Options, Tensor};
 
-pub(crate) fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-pub(crate) fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("AQ_PYTHON") {
-        return PathBuf::from(p);
-    }
-    setup("tests/python/setup.sh")
-}
-
-fn setup(script: &str) -> PathBuf {
-    let out = Command::new("bash")
-        .arg(repo().join(script))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
+pub(crate) use aq_test_support::{python, repo};
 
 fn keras_models() -> PathBuf {
     if let Some(p) = std::env::var_os("AQ_KERAS_MODELS") {
         return PathBuf::from(p);
     }
-    setup("tests/python/keras-setup.sh")
+    aq_test_support::setup_script("keras-setup.sh")
 }
 
 #[derive(serde::Deserialize)]

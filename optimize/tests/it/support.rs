@@ -12,27 +12,7 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The Python with the reference runtimes (tests/python/setup.sh makes it; the test command
-/// runs that first and exports AQ_PYTHON).
-pub fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("AQ_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/setup.sh");
-    let out = Command::new("bash").arg(&script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "tests/python/setup.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-pub fn python_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/python")
-        .join(name)
-}
+pub use aq_test_support::{python, python_script};
 
 /// A one-input, one-output ONNX graph over f32 `x` of `shape`, made of the given nodes (the
 /// last node's output is `y`), with `initializers` as constants.

@@ -26,15 +26,8 @@ fn format_of(name: &str) -> ModelFormat {
 /// Deterministic pseudo-random f32 input in [-1, 1).
 fn input(shape: &[usize], seed: u32) -> Tensor {
     let n: usize = shape.iter().product();
-    let mut state = seed.wrapping_mul(2654435761).wrapping_add(1);
-    let values: Vec<f32> = (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            (state as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect();
+    let mut rng = aq_test_support::XorShift::new(u64::from(seed));
+    let values: Vec<f32> = (0..n).map(|_| rng.signed_unit()).collect();
     Tensor::from_f32(shape.to_vec(), &values).unwrap()
 }
 

@@ -30,15 +30,7 @@ pub fn policy() -> TrustPolicy {
 }
 
 pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
+    aq_test_support::XorShift::new(seed).bytes(len)
 }
 
 /// A signed pack of one file, with its chunks compressed.

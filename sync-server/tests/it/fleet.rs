@@ -5,11 +5,10 @@
 //! hostile MQTT messages.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::support::{Agent, Server, fixture, free_port, noise, save, shared_key, wait_for};
+use crate::support::{Agent, Mosquitto, Server, fixture, noise, save, shared_key, wait_for};
 
 /// A sigmoid input: [3, 4, 5] f32.
 fn sigmoid_input() -> Value {
@@ -40,39 +39,6 @@ fn wait_serving(agents: &[&Agent], version: &str) {
         wait_for(&format!("{} to serve sig {version}", a.device), 90, || {
             (a.serving("sig", &sigmoid_input()).as_deref() == Some(version)).then_some(())
         });
-    }
-}
-
-/// mosquitto on a free loopback port, with persistence off; killed on drop.
-struct Mosquitto(Child, u16);
-
-impl Mosquitto {
-    fn start(dir: &Path) -> Mosquitto {
-        let port = free_port();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-        )
-        .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto is not installed: tests/run-all.sh installs it (apt-get install mosquitto)");
-        wait_for("mosquitto to listen", 10, || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        Mosquitto(child, port)
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -256,7 +222,7 @@ fn fleet_rollout_with_the_built_in_broker() {
 fn fleet_rollout_with_mosquitto() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
-    let url = format!("mqtt://127.0.0.1:{}", broker.1);
+    let url = broker.url();
     let mut server = Server::start_on(
         &dir.path().join("srv"),
         "127.0.0.1:0",

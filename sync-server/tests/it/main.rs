@@ -9,6 +9,8 @@
 )]
 
 mod fleet;
+mod kill_loop;
+mod network;
 mod openapi;
 mod registry;
 mod support;

@@ -2,7 +2,6 @@
 //! and schemathesis (property-based requests made from `/openapi.json`) finds no response
 //! that breaks its schema and no request that makes a 500.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::json;
@@ -56,20 +55,7 @@ fn the_openapi_document_matches_the_routes() {
     assert_eq!(checked, aq_sync_server::routes::ROUTES.len());
 }
 
-/// The Python venv of tests/python/setup.sh (the test command exports AQ_PYTHON).
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("AQ_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/python/setup.sh");
-    let out = Command::new("bash").arg(&script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "tests/python/setup.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
+use aq_test_support::python;
 
 #[test]
 fn schemathesis_finds_no_server_error_and_no_response_off_its_schema() {

@@ -1,7 +1,6 @@
 //! Helpers: start `aq-sync`, run `aq` against it, and raw HTTPS calls for what the CLI never
 //! sends (hostile bodies, other roles).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -24,18 +23,6 @@ pub fn aq_bin() -> PathBuf {
     p
 }
 
-pub fn fixture(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/models")
-        .join(name);
-    assert!(
-        p.exists(),
-        "missing fixture {}: run fixtures/fetch.sh",
-        p.display()
-    );
-    p
-}
-
 pub struct Server {
     pub child: Child,
     pub url: String,
@@ -46,14 +33,7 @@ pub struct Server {
     pub args: Vec<String>,
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use aq_test_support::{fixture, free_port, http_post, wait_for};
 
 impl Server {
     /// Starts `aq-sync serve` on a free loopback port with a generated TLS identity.
@@ -77,23 +57,14 @@ impl Server {
     }
 
     fn spawn(data: &Path, args: Vec<String>) -> Server {
-        let mut child = Command::new(AQ_SYNC)
-            .arg("--data-dir")
-            .arg(data)
-            .arg("serve")
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let url = line
-            .strip_prefix("listening on ")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected start-up line {line:?}"))
-            .to_owned();
+        let started = aq_test_support::spawn_listening(
+            Command::new(AQ_SYNC)
+                .arg("--data-dir")
+                .arg(data)
+                .arg("serve")
+                .args(&args),
+        );
+        let (child, url) = (started.child, started.url);
         let admin = std::fs::read_to_string(data.join("admin.token"))
             .unwrap()
             .trim()
@@ -374,15 +345,7 @@ pub fn save(
 
 /// Bytes that zstd cannot shrink, deterministic from `seed`.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    aq_test_support::XorShift::new(seed).bytes(len)
 }
 
 /// An `aq agent run` process.
@@ -412,39 +375,32 @@ impl Agent {
     }
 
     pub fn start(data: &Path) -> Agent {
-        let mut child = Command::new(aq_bin())
-            .arg("--data-dir")
-            .arg(data)
-            .args([
-                "agent",
-                "run",
-                "--addr",
-                "127.0.0.1:0",
-                "--heartbeat",
-                "300ms",
-                "--log-level",
-                "warn",
-            ])
-            .env_remove("AQ_SERVER")
-            .env_remove("AQ_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let addr = line
-            .strip_prefix("listening on http://")
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected agent start-up line {line:?}"))
-            .to_owned();
-        let device = line
+        let started = aq_test_support::spawn_listening(
+            Command::new(aq_bin())
+                .arg("--data-dir")
+                .arg(data)
+                .args([
+                    "agent",
+                    "run",
+                    "--addr",
+                    "127.0.0.1:0",
+                    "--heartbeat",
+                    "300ms",
+                    "--log-level",
+                    "warn",
+                ])
+                .env_remove("AQ_SERVER")
+                .env_remove("AQ_TOKEN"),
+        );
+        let addr = started.addr().to_owned();
+        let device = started
+            .line
             .split("device ")
             .nth(1)
             .and_then(|r| r.split(',').next())
             .unwrap_or_default()
             .to_owned();
+        let child = started.child;
         Agent {
             child,
             addr,
@@ -478,45 +434,132 @@ impl Drop for Agent {
     }
 }
 
-/// A plain HTTP/1.1 POST over loopback; returns status and body ((0, "") when unreachable).
-pub fn http_post(addr: &str, path: &str, json: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
-        json.len()
-    );
-    if stream.write_all(request.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+/// mosquitto on a free loopback port, with persistence off (a restart loses every retained
+/// message); killed on drop.
+pub struct Mosquitto {
+    child: Child,
+    pub port: u16,
+    conf: PathBuf,
 }
 
-/// Polls `check` until it returns `Some`, or fails the test after `secs` seconds.
-pub fn wait_for<T>(what: &str, secs: u64, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
+impl Mosquitto {
+    pub fn start(dir: &Path) -> Mosquitto {
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let child = Self::spawn(&conf, port);
+        Mosquitto { child, port, conf }
     }
+
+    fn spawn(conf: &Path, port: u16) -> Child {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is not installed: tests/run-all.sh installs it (apt-get install mosquitto)");
+        wait_for("mosquitto to listen", 10, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        child
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, then a new broker on the same port: every session and retained message is
+    /// gone.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.conf, self.port);
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP relay on a loopback port to `upstream`, whose link can go down: while down, no byte
+/// crosses in either direction and new connections wait, as in a network partition (TCP
+/// holds what was sent; a peer that gives up closes its end).
+pub struct Proxy {
+    pub port: u16,
+    down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str) -> Proxy {
+        use std::sync::atomic::AtomicBool;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = Arc::new(AtomicBool::new(false));
+        let upstream = upstream.to_owned();
+        let flag = down.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let (flag, upstream) = (flag.clone(), upstream.clone());
+                std::thread::spawn(move || {
+                    wait_up(&flag);
+                    let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                    let f2 = flag.clone();
+                    std::thread::spawn(move || pump(c2, s2, &f2));
+                    pump(server, client, &flag);
+                });
+            }
+        });
+        Proxy { port, down }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Takes the link down (`true`) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn wait_up(down: &std::sync::atomic::AtomicBool) {
+    while down.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Copies `from` to `to` until either end closes; bytes read while the link is down wait
+/// until it is up again.
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    down: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        wait_up(down);
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        wait_up(down);
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
 }
