@@ -162,6 +162,19 @@ fn verify_every_pack(data: &Path, policy: &Path) -> BTreeSet<String> {
 /// the end); in between, the packs the round touched and one committed before it.
 const FULL_CHECK_EVERY: usize = 20;
 
+/// What holds after every kill of a command that adds `added`: the unrelated pack `keep:1.0.0`
+/// is still there, and a command that reported success left its pack.
+fn after_kill(ids: &BTreeSet<String>, succeeded: bool, added: &str, round: usize) {
+    assert!(
+        ids.contains("keep:1.0.0"),
+        "round {round}: lost a committed pack: {ids:?}"
+    );
+    assert!(
+        !succeeded || ids.contains(added),
+        "round {round}: the command succeeded, {added} absent: {ids:?}"
+    );
+}
+
 /// A pack of the sigmoid model and `mib` MiB of incompressible weights, so that storing or
 /// moving it spans many chunk writes.
 fn save_big(dir: &Path, data: &Path, key: &Path, name: &str, version: &str, mib: usize, seed: u64) {
@@ -222,16 +235,7 @@ fn kill_loop_import() {
         import(&mut cmd);
         let status = schedule.kill_during(&mut cmd, full);
         let ids = verify_every_pack(&dst, &policy);
-        assert!(
-            ids.contains("keep:1.0.0"),
-            "round {round}: lost a committed pack: {ids:?}"
-        );
-        if status.success() {
-            assert!(
-                ids.contains("big:1.0.0"),
-                "round {round}: import succeeded, pack absent"
-            );
-        }
+        after_kill(&ids, status.success(), "big:1.0.0", round);
         if !ids.contains("big:1.0.0") {
             // Run to the end, the import leaves the pack whole.
             let mut cmd = aq(&dst, &[]);
@@ -318,16 +322,8 @@ fn kill_loop_pull() {
     for p in ["big", "keep"] {
         server.aq_json(&publ, &publisher, &["pack", "push", p]);
     }
-    let pull = |reference: &str| {
-        let mut cmd = Command::new(aq_bin());
-        cmd.arg("--data-dir")
-            .arg(&device)
-            .args(["pack", "pull", reference])
-            .env("AQ_SERVER", &server.url)
-            .env("AQ_SERVER_CA", &server.ca)
-            .env("AQ_TOKEN", &publisher);
-        cmd
-    };
+    let pull =
+        |reference: &str| server.aq_command(&device, &publisher, &["pack", "pull", reference]);
     ok(&mut pull("keep:1.0.0"));
     let full = timed(&mut pull("big:1.0.0"));
     ok(aq(&device, &["pack", "rm", "big"]));
@@ -337,16 +333,7 @@ fn kill_loop_pull() {
     for round in 0..rounds() {
         let status = schedule.kill_during(&mut pull("big:1.0.0"), full);
         let ids = verify_every_pack(&device, &policy);
-        assert!(
-            ids.contains("keep:1.0.0"),
-            "round {round}: lost a committed pack: {ids:?}"
-        );
-        if status.success() {
-            assert!(
-                ids.contains("big:1.0.0"),
-                "round {round}: pull succeeded, pack absent"
-            );
-        }
+        after_kill(&ids, status.success(), "big:1.0.0", round);
         // Pulled again, it resumes and completes.
         ok(&mut pull("big:1.0.0"));
         assert!(verify_every_pack(&device, &policy).contains("big:1.0.0"));
@@ -369,15 +356,8 @@ fn kill_loop_server_during_push() {
     server.aq_json(&publ, &publisher, &["pack", "push", "keep"]);
     save_big(dir.path(), &publ, &key, "big", "0.0.0", 8, 5);
     let push = |server: &Server, reference: &str| {
-        let mut cmd = Command::new(aq_bin());
-        cmd.arg("--data-dir")
-            .arg(&publ)
-            .args(["pack", "push", reference])
-            .env("AQ_SERVER", &server.url)
-            .env("AQ_SERVER_CA", &server.ca)
-            .env("AQ_TOKEN", &publisher)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let mut cmd = server.aq_command(&publ, &publisher, &["pack", "push", reference]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
         cmd
     };
     let full = timed(&mut push(&server, "big:0.0.0"));

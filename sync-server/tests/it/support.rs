@@ -104,16 +104,20 @@ impl Server {
 
     /// Runs `aq --data-dir DATA ARGS` against this server with `token`.
     pub fn aq(&self, data: &Path, token: &str, args: &[&str]) -> Output {
-        Command::new(aq_bin())
-            .arg("--data-dir")
+        self.aq_command(data, token, args).output().unwrap()
+    }
+
+    /// The command `aq --data-dir DATA ARGS` against this server with `token`, not started.
+    pub fn aq_command(&self, data: &Path, token: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(aq_bin());
+        cmd.arg("--data-dir")
             .arg(data)
             .args(args)
             .env("AQ_SERVER", &self.url)
             .env("AQ_SERVER_CA", &self.ca)
             .env("AQ_TOKEN", token)
-            .env_remove("AQ_DATA_DIR")
-            .output()
-            .unwrap()
+            .env_remove("AQ_DATA_DIR");
+        cmd
     }
 
     /// Runs `aq` and expects success; returns stdout parsed as JSON (`--json` is added).
