@@ -22,6 +22,10 @@ use tokio_rustls::TlsConnector;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A request that makes no progress for this long is abandoned.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// How many times a request refused for load (503 or 429 with `Retry-After`) is sent again.
+const BUSY_RETRIES: u32 = 4;
+/// The longest wait for a `Retry-After`, whatever the server asks.
+const BUSY_WAIT_CAP: Duration = Duration::from_secs(5);
 
 /// Why a call to the server failed.
 #[derive(Debug, thiserror::Error)]
@@ -289,7 +293,10 @@ impl Client {
             .ok_or_else(|| self.remote.unreachable("no connection"))
     }
 
-    /// Sends one request; a non-2xx answer becomes [`RemoteError::Refused`].
+    /// Sends one request; a non-2xx answer becomes [`RemoteError::Refused`]. A server that
+    /// sheds load (503 or 429 with `Retry-After`: the request was not handled) is asked
+    /// again after the time it names (at most [`BUSY_WAIT_CAP`]), up to [`BUSY_RETRIES`]
+    /// times.
     pub async fn send(
         &mut self,
         method: Method,
@@ -297,6 +304,32 @@ impl Client {
         content_type: Option<&'static str>,
         body: Bytes,
     ) -> Result<Answer, RemoteError> {
+        let mut retries = 0;
+        loop {
+            match self
+                .send_once(method.clone(), path, content_type, body.clone())
+                .await
+            {
+                Ok(answer) => return Ok(answer),
+                Err((error, Some(wait))) if retries < BUSY_RETRIES => {
+                    retries += 1;
+                    tracing::debug!(%error, ?wait, retries, "server busy; asking again");
+                    tokio::time::sleep(wait.min(BUSY_WAIT_CAP)).await;
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+    }
+
+    /// One exchange; a refusal comes with the wait it asks for when it is a load-shedding one
+    /// (503 or 429 with `Retry-After` in seconds).
+    async fn send_once(
+        &mut self,
+        method: Method,
+        path: &str,
+        content_type: Option<&'static str>,
+        body: Bytes,
+    ) -> Result<Answer, (RemoteError, Option<Duration>)> {
         let mut builder = Request::builder()
             .method(method.clone())
             .uri(path)
@@ -309,15 +342,21 @@ impl Client {
         }
         let request = builder
             .body(Full::new(body))
-            .map_err(|e| self.remote.unreachable(e))?;
+            .map_err(|e| (self.remote.unreachable(e), None))?;
         let remote = self.remote.clone();
-        let sender = self.sender().await?;
+        let sender = self.sender().await.map_err(|e| (e, None))?;
         let exchange = async {
             let response = sender
                 .send_request(request)
                 .await
                 .map_err(|e| remote.unreachable(e))?;
             let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
             let content_type = response
                 .headers()
                 .get(header::CONTENT_TYPE)
@@ -329,12 +368,13 @@ impl Client {
                 .await
                 .map_err(|e| remote.unreachable(e))?
                 .to_bytes();
-            Ok::<_, RemoteError>((status, content_type, body))
+            Ok::<_, RemoteError>((status, retry_after, content_type, body))
         };
-        let (status, content_type, body) =
+        let (status, retry_after, content_type, body) =
             tokio::time::timeout(REQUEST_TIMEOUT, exchange)
                 .await
-                .map_err(|_| self.remote.unreachable("the request timed out"))??;
+                .map_err(|_| (self.remote.unreachable("the request timed out"), None))?
+                .map_err(|e| (e, None))?;
         if !status.is_success() {
             let (code, message) = match serde_json::from_slice::<ErrorBody>(&body) {
                 Ok(e) => (e.error.code, e.error.message),
@@ -343,13 +383,17 @@ impl Client {
                     String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
                 ),
             };
-            return Err(RemoteError::Refused {
-                method,
-                path: path.to_owned(),
-                status,
-                code,
-                message,
-            });
+            let shed = matches!(status.as_u16(), 429 | 503);
+            return Err((
+                RemoteError::Refused {
+                    method,
+                    path: path.to_owned(),
+                    status,
+                    code,
+                    message,
+                },
+                retry_after.filter(|_| shed),
+            ));
         }
         Ok(Answer { content_type, body })
     }

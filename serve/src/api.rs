@@ -464,6 +464,10 @@ where
 {
     let loaded = slot.current();
     check_version(&slot.name, &loaded, version)?;
+    // Refused under overload before the body is read: shedding must cost less than serving.
+    if let Some(error) = loaded.batcher.refuse_now() {
+        return Err(error);
+    }
     let arriving = loaded.batcher.arriving();
     let (parts, body) = read_body(request, state.settings.max_body_bytes).await?;
     let signature = loaded.engine.signature();

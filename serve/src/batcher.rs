@@ -9,13 +9,17 @@
 //! A full queue refuses at once, and so does a queue whose work ahead would make a new
 //! request wait longer than `max_queue_delay` (its expected wait: the rows queued times the
 //! measured cost of a row, shared among the workers), so under overload the requests let in
-//! keep their latency and the rest get a fast 503. A request past its deadline is dropped
+//! keep their latency and the rest get a fast 503. By default (`auto`) the bound is two
+//! batches per worker, which bursts fit in; when the queue stands (an interval in which even
+//! the request that waited least waited longer than a batch run), one row per worker until
+//! an interval passes without a refusal ([`aq_http_server::overload`]). A request past its deadline is dropped
 //! before it reaches the engine.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aq_http_server::overload::Detector;
 use aq_runtime::{Engine, Tensor};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
@@ -53,12 +57,28 @@ struct Batch {
 
 /// What admission needs to know: the rows waiting, and what a row and a batch cost (moving
 /// averages of the runs so far, in nanoseconds; 0 until the first run).
-#[derive(Default)]
 struct Load {
     queued_rows: AtomicUsize,
     row_ns: AtomicU64,
     batch_ns: AtomicU64,
+    /// Whether the queue is standing (even the request that waited least over an interval
+    /// waited longer than a batch takes): `auto` then lets in only what the next batches take.
+    standing: Detector,
 }
+
+impl Default for Load {
+    fn default() -> Load {
+        Load {
+            queued_rows: AtomicUsize::new(0),
+            row_ns: AtomicU64::new(0),
+            batch_ns: AtomicU64::new(0),
+            standing: Detector::new(STANDING_INTERVAL),
+        }
+    }
+}
+
+/// How often `auto` judges whether the queue is standing (see [`Detector`]).
+const STANDING_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Load {
     /// Folds one run into the averages (weight 1/8, the first run sets them).
@@ -88,6 +108,8 @@ impl Load {
 /// `max_queue_delay = "auto"` lets a request in while fewer than this many full batches per
 /// worker wait ahead of it: it then waits for at most that many batches (plus the one
 /// running) whatever the model costs, and bursts that batching absorbs are not refused.
+/// While the queue is standing (a sustained overload, not a burst), only one row per worker
+/// may wait: an admitted request then waits for at most the runs in progress.
 const AUTO_QUEUED_BATCHES: usize = 2;
 
 /// The queue in front of one loaded model. Dropping it lets queued work finish, then stops
@@ -168,14 +190,10 @@ impl Batcher {
         Arriving(self.arriving.clone())
     }
 
-    /// Queues a request (inputs already checked against the signature); the receiver gets the
-    /// answer. Refuses at once when the queue is full.
-    pub fn submit(
-        &self,
-        inputs: Vec<Tensor>,
-        rows: usize,
-        deadline: Instant,
-    ) -> Result<oneshot::Receiver<Reply>, ApiError> {
+    /// Why a request arriving now would be refused (counted as shed), or `None`. The HTTP
+    /// side asks before it reads a body, so a refusal under overload costs no body's worth of
+    /// reading and decoding; [`Batcher::submit`] asks again.
+    pub fn refuse_now(&self) -> Option<ApiError> {
         let queued = self.load.queued_rows.load(Ordering::Relaxed);
         let refusal = match self.max_queue_delay {
             QueueDelay::Off => None,
@@ -184,13 +202,31 @@ impl Batcher {
                 (wait > limit).then(|| ApiError::overloaded(&self.name, wait, limit))
             }
             QueueDelay::Auto => {
-                let batch = self.max_rows.min(self.engine.preferred_batch()).max(1);
-                let limit = AUTO_QUEUED_BATCHES * self.workers * batch;
+                let limit = if self.load.standing.overloaded() {
+                    self.workers
+                } else {
+                    let batch = self.max_rows.min(self.engine.preferred_batch()).max(1);
+                    AUTO_QUEUED_BATCHES * self.workers * batch
+                };
                 (queued >= limit).then(|| ApiError::overloaded_rows(&self.name, queued, limit))
             }
         };
-        if let Some(error) = refusal {
+        if refusal.is_some() {
             self.metrics.shed.fetch_add(1, Ordering::Relaxed);
+            self.load.standing.refused();
+        }
+        refusal
+    }
+
+    /// Queues a request (inputs already checked against the signature); the receiver gets the
+    /// answer. Refuses at once when the queue is full or the wait ahead too long.
+    pub fn submit(
+        &self,
+        inputs: Vec<Tensor>,
+        rows: usize,
+        deadline: Instant,
+    ) -> Result<oneshot::Receiver<Reply>, ApiError> {
+        if let Some(error) = self.refuse_now() {
             return Err(error);
         }
         let (reply, answer) = oneshot::channel();
@@ -209,6 +245,7 @@ impl Batcher {
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.metrics.shed.fetch_add(1, Ordering::Relaxed);
+                self.load.standing.refused();
                 Err(ApiError::queue_full(&self.name, self.capacity))
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(ApiError::unavailable(format!(
@@ -245,7 +282,15 @@ impl Dispatcher {
     fn accept(&self, job: Job) -> Option<Job> {
         self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
         self.load.queued_rows.fetch_sub(job.rows, Ordering::Relaxed);
-        if job.reply.is_closed() || Instant::now() >= job.deadline {
+        let now = Instant::now();
+        let batch_ns = self.load.batch_ns.load(Ordering::Relaxed);
+        if batch_ns > 0 {
+            let waited = now.saturating_duration_since(job.enqueued);
+            self.load
+                .standing
+                .record(waited, Duration::from_nanos(batch_ns), now);
+        }
+        if job.reply.is_closed() || now >= job.deadline {
             // The client gave up or timed out; its handler has answered already.
             return None;
         }
@@ -605,6 +650,82 @@ mod tests {
         assert_eq!(b.load.queued_rows.load(Ordering::Relaxed), 0);
         // Once the queue drained, new requests are let in again.
         b.submit(rows(1), 1, far()).unwrap().await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_standing_queue_tightens_auto_to_one_row_per_worker_until_the_load_falls() {
+        let settings = ModelSettings {
+            workers: 1,
+            max_batch: 4,
+            queue_capacity: 100_000,
+            max_queue_delay: QueueDelay::Auto,
+            ..ModelSettings::default()
+        };
+        let (b, metrics) = batcher(&settings);
+        let b = Arc::new(b);
+        // One run measures what a batch costs.
+        b.submit(rows(1), 1, far()).unwrap().await.unwrap().unwrap();
+        // Sixteen closed-loop clients, each sending again as soon as answered or refused:
+        // the queue never drains.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let one = rows(1);
+        let clients: Vec<_> = (0..16)
+            .map(|_| {
+                let (b, stop, one) = (b.clone(), stop.clone(), one.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        match b.submit(one.clone(), 1, far()) {
+                            Ok(answer) => {
+                                answer.await.unwrap().unwrap();
+                            }
+                            Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                        }
+                    }
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !b.load.standing.overloaded() {
+            assert!(Instant::now() < deadline, "a standing queue was never seen");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The rows let in before it was seen drain (no new ones join them)...
+        while b.load.queued_rows.load(Ordering::Relaxed) > 1 {
+            assert!(Instant::now() < deadline, "the queue never drained");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // ...and from then on, while it stands, at most one row (one per worker) waits, not
+        // two batches (8).
+        let mut most = 0;
+        for _ in 0..100 {
+            most = most.max(b.load.queued_rows.load(Ordering::Relaxed));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(
+            b.load.standing.overloaded(),
+            "the overload ended under full load"
+        );
+        assert_eq!(most, 1, "rows waiting while the queue stood");
+        assert!(metrics.shed.load(Ordering::Relaxed) > 0);
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.await.unwrap();
+        }
+        // The load fell: one request at a time, none refused, lifts the tighter bound.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while b.load.standing.overloaded() {
+            assert!(
+                Instant::now() < deadline,
+                "the tighter bound was never lifted"
+            );
+            b.submit(rows(1), 1, far()).unwrap().await.unwrap().unwrap();
+        }
+        // And a burst of two batches is let in whole again.
+        let (admitted, refused) = flood(&b, 8);
+        assert_eq!((admitted.len(), refused), (8, 0));
+        for answer in admitted {
+            answer.await.unwrap().unwrap();
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]

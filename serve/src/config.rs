@@ -97,7 +97,9 @@ impl Default for ModelSettings {
 pub enum QueueDelay {
     /// Two full batches per worker: a request waits for at most two batches ahead of it
     /// (plus the one running), whatever the model costs, and bursts that batching absorbs
-    /// are let in.
+    /// are let in. While the queue stands (a sustained overload: over an interval even the
+    /// request that waited least waited longer than a batch run), one row per worker, so an
+    /// admitted request waits for little more than the runs in progress.
     Auto,
     /// A fixed limit.
     At(Duration),

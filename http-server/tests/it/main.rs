@@ -28,10 +28,25 @@ struct Running {
     drained: Arc<AtomicBool>,
     /// Requests the handler has begun answering.
     begun: Arc<AtomicUsize>,
+    /// When each request entered the handler, and how many were in it then.
+    entered: Arc<std::sync::Mutex<Vec<(Instant, usize)>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 fn start(limits: Limits, delay: Duration) -> Running {
+    start_with(limits, move |_| delay)
+}
+
+/// A server whose handler takes `delay(n)` with `n` requests in the handler (itself
+/// included), as CPU-bound requests slow down with how many share the cores.
+fn start_with(
+    limits: Limits,
+    delay: impl Fn(usize) -> Duration + Send + Sync + 'static,
+) -> Running {
+    let delay = Arc::new(delay);
+    let inside = Arc::new(AtomicUsize::new(0));
+    let peaks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let peaks_seen = peaks.clone();
     let connections = Arc::new(Connections::default());
     let drained = Arc::new(AtomicBool::new(false));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -54,8 +69,12 @@ fn start(limits: Limits, delay: Duration) -> Running {
                 plain,
                 move |_request| {
                     b.fetch_add(1, Ordering::SeqCst);
+                    let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                    peaks.lock().unwrap().push((Instant::now(), n));
+                    let (delay, inside) = (delay(n), inside.clone());
                     async move {
                         tokio::time::sleep(delay).await;
+                        inside.fetch_sub(1, Ordering::SeqCst);
                         Response::new(Full::new(Bytes::from_static(b"ok")))
                     }
                 },
@@ -74,6 +93,7 @@ fn start(limits: Limits, delay: Duration) -> Running {
         stop: Some(stop),
         drained,
         begun,
+        entered: peaks_seen,
         thread: Some(thread),
     }
 }
@@ -227,4 +247,80 @@ fn over_the_request_limit_a_request_gets_503_without_reaching_the_handler() {
     let answer = get(&mut connect(server.addr));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(server.begun.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_standing_overload_tightens_the_request_limit_until_the_load_falls() {
+    let limits = Limits {
+        max_in_flight: Some(16),
+        max_in_flight_overloaded: Some(2),
+        ..Limits::default()
+    };
+    // Requests that slow down with how many run at once: 5 ms alone, 60 ms with twelve.
+    let server = start_with(limits, |n| Duration::from_millis(5) * n as u32);
+    let addr = server.addr;
+    // Unloaded, one at a time, for a few intervals: the floor is 5 ms.
+    for _ in 0..60 {
+        let answer = get(&mut connect(addr));
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    // Twelve clients at once (under max_in_flight), each asking again at once, for 1.5 s.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..12)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut refusals = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let answer = get(&mut connect(addr));
+                    if answer.starts_with("HTTP/1.1 503") {
+                        assert!(answer.contains("\"code\":\"overloaded\""), "{answer}");
+                        assert!(answer.to_ascii_lowercase().contains("retry-after: 1"));
+                        refusals.push(Instant::now());
+                    } else {
+                        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+                    }
+                }
+                refusals
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::SeqCst);
+    let refusals: Vec<Instant> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let first = *refusals
+        .iter()
+        .min()
+        .expect("twelve clients under a limit of 16 were never refused: no standing overload seen");
+    assert!(server.connections.shed() > 0);
+    // From shortly after the first refusal until the load stopped, never more than two
+    // requests were in the handler at once.
+    let entered = server.entered.lock().unwrap().clone();
+    let last = *refusals.iter().max().unwrap();
+    let crowd: Vec<usize> = entered
+        .iter()
+        .filter(|(t, _)| *t > first + Duration::from_millis(100) && *t < last)
+        .map(|(_, n)| *n)
+        .collect();
+    assert!(!crowd.is_empty(), "nothing handled during the overload");
+    assert!(
+        crowd.iter().all(|&n| n <= 2),
+        "up to {} in the handler at once during the overload",
+        crowd.iter().max().unwrap()
+    );
+    // The load fell: an interval of lone requests without refusals lifts the tighter limit,
+    // and three at once are all let in again.
+    for _ in 0..40 {
+        assert!(get(&mut connect(addr)).starts_with("HTTP/1.1 200"));
+    }
+    let three: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || get(&mut connect(addr))))
+        .collect();
+    for t in three {
+        let answer = t.join().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
 }
