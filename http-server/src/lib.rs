@@ -5,8 +5,10 @@
 //! for ever), and on shutdown stop accepting and let in-flight requests finish, up to a
 //! drain timeout.
 //!
-//! Requests in flight can be capped, with a tighter cap during a standing overload
-//! ([`overload`]).
+//! Requests in flight can be capped; a refused request's body is read and dropped (up to a
+//! bound, [`discard`]) before its 503 goes out, so the client reads the 503 instead of a reset
+//! in the middle of its upload. [`overload`] tells a standing overload from a burst, for
+//! servers with a queue of their own (`aq serve`).
 //!
 //! No routes and no TLS of its own: the caller passes the request handler and the handshake.
 
@@ -44,11 +46,6 @@ pub struct Limits {
     /// Requests handled at once over all connections; one more is answered 503 with
     /// `Retry-After` at once, without reaching the handler (`None`: no limit here).
     pub max_in_flight: Option<usize>,
-    /// The cap on requests in flight during a standing overload: an interval of 100 ms in
-    /// which even the fastest request took over twice the server's floor (the fastest of the
-    /// last intervals). Lifted after an interval without refusals. `None`: `max_in_flight`
-    /// alone; only applies with `max_in_flight`.
-    pub max_in_flight_overloaded: Option<usize>,
 }
 
 impl Default for Limits {
@@ -58,7 +55,6 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(30),
             max_buf_size: None,
             max_in_flight: None,
-            max_in_flight_overloaded: None,
         }
     }
 }
@@ -95,20 +91,10 @@ impl Drop for Open {
     }
 }
 
-/// How often a standing overload is judged (see [`overload`]).
-const OVERLOAD_INTERVAL: Duration = Duration::from_millis(100);
-
-/// The cap on requests in flight, and the tighter one of a standing overload.
+/// The cap on requests in flight.
 struct InFlight {
     limit: usize,
     count: AtomicUsize,
-    overloaded: Option<Adaptive>,
-}
-
-struct Adaptive {
-    limit: usize,
-    detector: overload::Detector,
-    floor: overload::Floor,
 }
 
 /// One admitted request; gives its place back when dropped.
@@ -123,35 +109,63 @@ impl Drop for Slot {
 impl InFlight {
     /// A place for one more request, or the limit that refuses it.
     fn admit(self: &Arc<Self>) -> Result<Slot, usize> {
-        let cap = match &self.overloaded {
-            Some(a) if a.detector.overloaded() => a.limit,
-            _ => self.limit,
-        };
-        let taken = self
-            .count
+        let cap = self.limit;
+        self.count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < cap).then_some(n + 1)
-            });
-        match taken {
-            Ok(_) => Ok(Slot(self.clone())),
-            Err(_) => {
-                if let Some(a) = &self.overloaded {
-                    a.detector.refused();
-                }
-                Err(cap)
-            }
-        }
+            })
+            .map(|_| Slot(self.clone()))
+            .map_err(|_| cap)
     }
+}
 
-    /// Records an admitted request's latency.
-    fn done(&self, latency: Duration) {
-        if let Some(a) = &self.overloaded {
-            let now = std::time::Instant::now();
-            if let Some(floor) = a.floor.record(latency, now) {
-                a.detector.record(latency, floor * 2, now);
+/// The most of a refused request's body [`discard`] reads before giving up on it.
+pub const DISCARD_BYTES: u64 = 8 << 20;
+
+/// How long [`discard`] reads a refused request's body at most.
+pub const DISCARD_TIME: Duration = Duration::from_secs(2);
+
+/// Reads and drops a refused request's body (at most [`DISCARD_BYTES`], for at most
+/// [`DISCARD_TIME`]) before the refusal is sent; true when it was read to its end.
+///
+/// An answer sent while the request's body is still arriving makes hyper close the
+/// connection with the rest unread; the kernel then resets it, and a client still writing
+/// sees the reset, not the answer. Reading the body first (nginx's lingering close does the
+/// same after the answer) lets the client read a refusal and act on its `Retry-After`. Costs a
+/// copy of the bytes, not their parsing or the work they ask for. A client that sent
+/// `Expect: 100-continue` has not sent its body and never will once refused: nothing is
+/// read, so the refusal costs it and the server no upload at all.
+pub async fn discard<B>(request: Request<B>) -> bool
+where
+    B: hyper::body::Body,
+{
+    use http_body_util::BodyExt;
+    let expects_continue = request
+        .headers()
+        .get(hyper::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        return true;
+    }
+    let read = async move {
+        let mut body = std::pin::pin!(request.into_body());
+        let mut seen = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return false;
+            };
+            if let Some(data) = frame.data_ref() {
+                seen += bytes::Buf::remaining(data) as u64;
+                if seen > DISCARD_BYTES {
+                    return false;
+                }
             }
         }
-    }
+        true
+    };
+    tokio::time::timeout(DISCARD_TIME, read)
+        .await
+        .unwrap_or(false)
 }
 
 /// The answer to a connection over the cap.
@@ -221,11 +235,6 @@ pub async fn serve<H, HF, Io, F, FF>(
         Arc::new(InFlight {
             limit: n.max(1),
             count: AtomicUsize::new(0),
-            overloaded: limits.max_in_flight_overloaded.map(|tight| Adaptive {
-                limit: tight.clamp(1, n.max(1)),
-                detector: overload::Detector::new(OVERLOAD_INTERVAL),
-                floor: overload::Floor::new(OVERLOAD_INTERVAL),
-            }),
         })
     });
     let graceful = GracefulShutdown::new();
@@ -270,22 +279,21 @@ pub async fn serve<H, HF, Io, F, FF>(
                                     None => Ok(None),
                                     Some(limits) => limits.admit().map(Some),
                                 };
-                                let answer = slot.map(|slot| (slot, handle(request)));
+                                let answer = match slot {
+                                    Ok(slot) => Ok((slot, handle(request))),
+                                    Err(limit) => Err((limit, request)),
+                                };
                                 let counters = counters.clone();
-                                let in_flight = in_flight.clone();
                                 async move {
                                     match answer {
                                         Ok((slot, answer)) => {
-                                            let started = std::time::Instant::now();
                                             let response = answer.await;
                                             drop(slot);
-                                            if let Some(limits) = &in_flight {
-                                                limits.done(started.elapsed());
-                                            }
                                             Ok::<_, Infallible>(response)
                                         }
-                                        Err(limit) => {
+                                        Err((limit, request)) => {
                                             counters.shed.fetch_add(1, Ordering::Relaxed);
+                                            discard(request).await;
                                             Ok(busy(limit))
                                         }
                                     }

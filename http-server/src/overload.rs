@@ -3,8 +3,9 @@
 //! a queue that drains, so within an interval some request goes through fast; under a
 //! standing overload even the fastest request of a whole interval is slow.
 //!
-//! A [`Detector`] is fed every admitted request's delay (its wait in a queue, or its
-//! latency) with the delay that counts as slow, and every refusal. It enters the overloaded
+//! A [`Detector`] is fed every admitted request's wait in a queue (not its latency: where
+//! requests differ in cost, a big upload is slow without any overload) with the wait that
+//! counts as slow, and every refusal. It enters the overloaded
 //! state after an interval in which even the smallest delay was over the target, and leaves
 //! it after an interval without refusals (the load fell to what the tighter limit serves).
 //! Callers apply a tighter admission limit while [`Detector::overloaded`] holds, so admitted
@@ -95,51 +96,6 @@ impl Detector {
     }
 }
 
-/// The lowest of the recent intervals' smallest latencies: what a request costs when nothing
-/// waits, for a target relative to it. Keeps the last 64 intervals' smallest values, so it
-/// follows a server whose work grows dearer, and it is not raised by one slow interval.
-#[derive(Debug)]
-pub struct Floor {
-    interval: Duration,
-    state: Mutex<FloorState>,
-}
-
-#[derive(Debug, Default)]
-struct FloorState {
-    started: Option<Instant>,
-    smallest: Option<Duration>,
-    recent: std::collections::VecDeque<Duration>,
-}
-
-/// How many intervals' smallest latencies a [`Floor`] keeps.
-const FLOOR_INTERVALS: usize = 64;
-
-impl Floor {
-    pub fn new(interval: Duration) -> Floor {
-        Floor {
-            interval,
-            state: Mutex::new(FloorState::default()),
-        }
-    }
-
-    /// Records one latency at `now` and returns the floor (`None` until an interval is over).
-    pub fn record(&self, latency: Duration, now: Instant) -> Option<Duration> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let started = *s.started.get_or_insert(now);
-        s.smallest = Some(s.smallest.map_or(latency, |m| m.min(latency)));
-        if now.saturating_duration_since(started) >= self.interval {
-            if let Some(smallest) = s.smallest.take() {
-                if s.recent.len() == FLOOR_INTERVALS {
-                    s.recent.pop_front();
-                }
-                s.recent.push_back(smallest);
-            }
-            s.started = Some(now);
-        }
-        s.recent.iter().min().copied()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,23 +162,5 @@ mod tests {
         d.record(50 * MS, 10 * MS, t + 600 * MS);
         d.record(50 * MS, 10 * MS, t + 700 * MS);
         assert!(d.overloaded(), "four slow samples over the interval do");
-    }
-
-    #[test]
-    fn the_floor_is_the_lowest_recent_interval_minimum() {
-        let f = Floor::new(100 * MS);
-        let t = Instant::now();
-        assert_eq!(f.record(5 * MS, t), None);
-        assert_eq!(f.record(3 * MS, t + 50 * MS), None);
-        assert_eq!(f.record(9 * MS, t + 100 * MS), Some(3 * MS));
-        // Later intervals that are slower do not raise it while it is remembered...
-        let mut now = t + 100 * MS;
-        for _ in 0..FLOOR_INTERVALS - 1 {
-            now += 100 * MS;
-            assert_eq!(f.record(20 * MS, now), Some(3 * MS));
-        }
-        // ...and once 64 newer intervals are kept, it follows them.
-        now += 100 * MS;
-        assert_eq!(f.record(20 * MS, now), Some(20 * MS));
     }
 }

@@ -464,8 +464,11 @@ where
 {
     let loaded = slot.current();
     check_version(&slot.name, &loaded, version)?;
-    // Refused under overload before the body is read: shedding must cost less than serving.
+    // Refused under overload without decoding the body or queueing it: shedding must cost
+    // less than serving. The body is still read (and dropped), so the client gets the 503
+    // rather than a reset in the middle of its upload.
     if let Some(error) = loaded.batcher.refuse_now() {
+        aq_http_server::discard(request).await;
         return Err(error);
     }
     let arriving = loaded.batcher.arriving();

@@ -142,7 +142,6 @@ impl Server {
             // Each model's queue sheds by expected wait (`max_queue_delay`); the connection
             // cap bounds the rest.
             max_in_flight: None,
-            max_in_flight_overloaded: None,
         };
         let drain = state.settings.drain_timeout;
         let handler_state = state.clone();

@@ -65,11 +65,6 @@ struct ServeArgs {
     /// [default: 8 per core]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_requests: Option<u32>,
-    /// Requests handled at once during a standing overload (over 100 ms, even the fastest
-    /// request took over twice the usual); lifted after 100 ms without a refusal; 0: off
-    /// [default: 1 per core]
-    #[arg(long, value_name = "N")]
-    max_requests_overloaded: Option<u32>,
     /// A client slower than this to send a request's headers is disconnected
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     header_read_timeout: Duration,
@@ -205,11 +200,6 @@ fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     let (max_connections, header_read_timeout) = (args.max_connections, args.header_read_timeout);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let max_requests = args.max_requests.map_or(8 * cores, |n| n as usize);
-    let max_requests_overloaded = match args.max_requests_overloaded {
-        Some(0) => None,
-        Some(n) => Some(n as usize),
-        None => Some(cores),
-    };
     let options = ServerOptions {
         data_dir,
         addr: args.addr,
@@ -263,7 +253,6 @@ fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
                 header_read_timeout,
                 max_buf_size: None,
                 max_in_flight: Some(max_requests),
-                max_in_flight_overloaded: max_requests_overloaded,
             },
             server::shutdown_signal(),
             options.drain,

@@ -279,9 +279,30 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let server = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
+            // The client may write the head and the body separately: read up to the end
+            // of the head, then as many bytes as its Content-Length says.
+            let mut got = Vec::new();
             let mut buf = [0u8; 1024];
-            let n = s.read(&mut buf).unwrap();
-            let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let complete = |got: &[u8]| {
+                let text = String::from_utf8_lossy(got);
+                let Some(end) = text.find("\r\n\r\n") else {
+                    return false;
+                };
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                got.len() >= end + 4 + length
+            };
+            while !complete(&got) {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            let request = String::from_utf8_lossy(&got).into_owned();
             s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\r\n{\"x\":1}")
                 .unwrap();
             request

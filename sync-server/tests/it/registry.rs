@@ -721,3 +721,46 @@ fn hostile_requests_get_clear_errors_and_change_nothing() {
     );
     server.aq_json(&a, &publisher, &["pack", "push", "sig:2.0.0"]);
 }
+
+#[test]
+fn aq_asks_again_when_the_server_sheds_load_and_gives_up_when_it_keeps_refusing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_on(
+        &dir.path().join("srv"),
+        "127.0.0.1:0",
+        &["--max-requests", "1"],
+    );
+    let a = dir.path().join("a");
+    let key = shared_key(dir.path(), &server, &[]);
+    let publisher = server.token("ci", "publisher");
+    save(&a, &fixture("ppocr_cls.onnx"), "ppocr", "1.0.0", &key, &[]);
+    let refused_now = || {
+        let r = server.call("GET", "/v1/packs", Some(&publisher), None, Vec::new());
+        r.status == 503
+    };
+
+    // The one request slot is taken for 2.5 s: the push is refused (503, Retry-After: 1),
+    // waits as asked, and gets through once the slot is free.
+    let started = std::time::Instant::now();
+    let holder = server.hold_a_request(&publisher, std::time::Duration::from_millis(2500));
+    assert!(refused_now(), "the held request does not take the slot");
+    let pushed = server.aq_json(&a, &publisher, &["pack", "push", "ppocr:1.0.0"]);
+    assert_eq!(pushed["created"], true, "{pushed}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "the push went through while the slot was held"
+    );
+    holder.join().unwrap();
+
+    // Held for longer than four waits: aq gives up with the server's refusal.
+    let holder = server.hold_a_request(&publisher, std::time::Duration::from_secs(7));
+    assert!(refused_now(), "the held request does not take the slot");
+    let started = std::time::Instant::now();
+    let err = server.aq_fails(&a, &publisher, &["rollout", "status"], 7);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(4),
+        "gave up before asking four more times"
+    );
+    holder.join().unwrap();
+    assert!(err.contains("limit of 1 requests"), "{err}");
+}

@@ -150,6 +150,63 @@ impl Server {
         stderr
     }
 
+    /// A TLS client configuration that trusts this server's CA.
+    fn tls_config(&self) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&self.ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+    }
+
+    /// Keeps one request in the server's handler for `hold`: an upload that sends its body
+    /// a byte at a time, then gives up. Returns once the request is under way.
+    pub fn hold_a_request(
+        &self,
+        token: &str,
+        hold: std::time::Duration,
+    ) -> std::thread::JoinHandle<()> {
+        use tokio::io::AsyncWriteExt;
+        let (config, addr, token) = (self.tls_config(), self.addr(), token.to_owned());
+        let (started, begun) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                    .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+                    .await
+                    .unwrap();
+                let head = format!(
+                    "POST /v1/chunks HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+                     Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+                );
+                tls.write_all(head.as_bytes()).await.unwrap();
+                tls.write_all(b"{").await.unwrap();
+                tls.flush().await.unwrap();
+                started.send(()).unwrap();
+                let until = std::time::Instant::now() + hold;
+                while std::time::Instant::now() < until {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    if tls.write_all(b" ").await.is_err() || tls.flush().await.is_err() {
+                        break;
+                    }
+                }
+            });
+        });
+        begun.recv().unwrap();
+        thread
+    }
+
     /// One raw HTTPS request; returns status, content type and body.
     pub fn call(
         &self,
@@ -159,20 +216,7 @@ impl Server {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Response {
-        let roots = {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(&self.ca).unwrap() {
-                roots.add(c.unwrap()).unwrap();
-            }
-            roots
-        };
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let config = self.tls_config();
         let addr = self.addr();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
