@@ -255,7 +255,7 @@ fn sync_case(aq_sync: &Path, data: &Path) {
         body: Bytes::from(serde_json::json!({ "digests": digests }).to_string()),
     };
     phases(
-        "aq-sync, POST /v1/chunks/missing with 1,000 digests (plain HTTP; defaults: max-requests 8 per core, 1 per core in a standing overload)",
+        "aq-sync, POST /v1/chunks/missing with 1,000 digests (plain HTTP; defaults: max-requests 8 per core)",
         &server,
         &request,
         &[1, 2, 4, 8, 16, 32],
