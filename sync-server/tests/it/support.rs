@@ -181,11 +181,7 @@ impl Server {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-                let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-                    .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-                    .await
-                    .unwrap();
+                let mut tls = connect_tls(config, &addr).await;
                 let head = format!(
                     "POST /v1/chunks HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
                      Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
@@ -223,11 +219,7 @@ impl Server {
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-                .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-                .await
-                .unwrap();
+            let tls = connect_tls(config, &addr).await;
             let (mut sender, conn) =
                 hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                     .await
@@ -293,6 +285,18 @@ impl Server {
         );
         v["token"].as_str().unwrap().to_owned()
     }
+}
+
+/// A TLS connection to `addr` as 127.0.0.1.
+async fn connect_tls(
+    config: rustls::ClientConfig,
+    addr: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap()
 }
 
 impl Drop for Server {
