@@ -8,11 +8,13 @@
 //! Requests in flight can be capped; a refused request's body is read and dropped (up to a
 //! bound, [`discard`]) before its 503 goes out, so the client reads the 503 instead of a reset
 //! in the middle of its upload. [`overload`] tells a standing overload from a burst, for
-//! servers with a queue of their own (`aq serve`).
+//! servers with a queue of their own; [`priority`] runs the HTTP threads below the threads that
+//! do the work.
 //!
 //! No routes and no TLS of its own: the caller passes the request handler and the handshake.
 
 pub mod overload;
+pub mod priority;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -42,13 +42,15 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(settings: ServerSettings) -> State {
-        State {
-            models: ModelSet::default(),
+    /// Fails only when the worker spawner thread cannot start. Model workers run at the
+    /// calling thread's priority ([`crate::spawner`]).
+    pub fn new(settings: ServerSettings) -> std::io::Result<State> {
+        Ok(State {
+            models: ModelSet::new()?,
             metrics: ServerMetrics::default(),
             settings,
             draining: AtomicBool::new(false),
-        }
+        })
     }
 }
 

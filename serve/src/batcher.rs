@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use crate::config::{ModelSettings, QueueDelay};
 use crate::error::ApiError;
 use crate::metrics::ModelMetrics;
+use crate::spawner::Spawner;
 
 /// The answer to one request: its outputs, or why there are none.
 pub type Reply = Result<Vec<Tensor>, ApiError>;
@@ -135,6 +136,7 @@ impl Batcher {
         engine: Arc<dyn Engine>,
         settings: &ModelSettings,
         metrics: Arc<ModelMetrics>,
+        spawner: &Spawner,
     ) -> std::io::Result<Batcher> {
         let capacity = settings.queue_capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
@@ -147,9 +149,9 @@ impl Batcher {
             let metrics = metrics.clone();
             let work_rx = work_rx.clone();
             let load = load.clone();
-            std::thread::Builder::new()
-                .name(format!("aq-infer-{name}-{i}"))
-                .spawn(move || worker(&*engine, &metrics, &load, &work_rx))?;
+            spawner.spawn(format!("aq-infer-{name}-{i}"), move || {
+                worker(&*engine, &metrics, &load, &work_rx);
+            })?;
         }
         let max_rows = if engine.signature().batchable() {
             settings.max_batch.max(1)
@@ -518,7 +520,14 @@ mod tests {
 
     fn batcher(settings: &ModelSettings) -> (Batcher, Arc<ModelMetrics>) {
         let metrics = Arc::new(ModelMetrics::default());
-        let b = Batcher::start("rapid", model(), settings, metrics.clone()).unwrap();
+        let b = Batcher::start(
+            "rapid",
+            model(),
+            settings,
+            metrics.clone(),
+            &crate::spawner::Spawner::new().unwrap(),
+        )
+        .unwrap();
         (b, metrics)
     }
 

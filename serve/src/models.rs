@@ -12,6 +12,7 @@ use aq_runtime::{Engine, LoadError, LoadOptions};
 use crate::batcher::Batcher;
 use crate::config::ModelSettings;
 use crate::metrics::ModelMetrics;
+use crate::spawner::Spawner;
 
 /// A model to serve: its bytes and where they came from.
 #[derive(Clone)]
@@ -92,7 +93,11 @@ pub enum ServeModelError {
 }
 
 /// Loads a model (on a blocking thread) and starts its batcher.
-async fn load(source: &ModelSource, metrics: Arc<ModelMetrics>) -> Result<Loaded, ServeModelError> {
+async fn load(
+    source: &ModelSource,
+    metrics: Arc<ModelMetrics>,
+    spawner: &Spawner,
+) -> Result<Loaded, ServeModelError> {
     let options = LoadOptions {
         max_batch: source.settings.max_batch,
         input_shapes: source.settings.input_shapes.clone(),
@@ -103,7 +108,18 @@ async fn load(source: &ModelSource, metrics: Arc<ModelMetrics>) -> Result<Loaded
     let bytes = source.bytes.clone();
     let format = source.format;
     let started = std::time::Instant::now();
-    let engine = tokio::task::spawn_blocking(move || aq_runtime::load(&bytes, format, &options))
+    // On a thread from the spawner: the engine's own threads, started by the load, then get
+    // the workers' priority.
+    let (loaded, engine) = tokio::sync::oneshot::channel();
+    spawner
+        .spawn(format!("aq-load-{}", source.name), move || {
+            let _ = loaded.send(aq_runtime::load(&bytes, format, &options));
+        })
+        .map_err(|e| ServeModelError::Workers {
+            name: source.name.clone(),
+            source: e,
+        })?;
+    let engine = engine
         .await
         .map_err(|_| ServeModelError::Join(source.name.clone()))?
         .map_err(|e| ServeModelError::Load {
@@ -130,7 +146,7 @@ async fn load(source: &ModelSource, metrics: Arc<ModelMetrics>) -> Result<Loaded
     let name = source.name.clone();
     let warm = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let warm_flag = warm.clone();
-    tokio::task::spawn_blocking(move || {
+    let warm_up = move || {
         let timed = warming.warm_up();
         if let Some(trim) = crate::batcher::IDLE_HOOK.get() {
             trim();
@@ -159,14 +175,25 @@ async fn load(source: &ModelSource, metrics: Arc<ModelMetrics>) -> Result<Loaded
             ),
         }
         warm_flag.store(true, std::sync::atomic::Ordering::Release);
-    });
-    let batcher =
-        Batcher::start(&source.name, engine.clone(), &source.settings, metrics).map_err(|e| {
-            ServeModelError::Workers {
-                name: source.name.clone(),
-                source: e,
-            }
+    };
+    // Timed at the workers' priority, as they will run.
+    spawner
+        .spawn(format!("aq-warm-{}", source.name), warm_up)
+        .map_err(|e| ServeModelError::Workers {
+            name: source.name.clone(),
+            source: e,
         })?;
+    let batcher = Batcher::start(
+        &source.name,
+        engine.clone(),
+        &source.settings,
+        metrics,
+        spawner,
+    )
+    .map_err(|e| ServeModelError::Workers {
+        name: source.name.clone(),
+        source: e,
+    })?;
     Ok(Loaded {
         warm,
         version: source.version.clone(),
@@ -180,18 +207,27 @@ async fn load(source: &ModelSource, metrics: Arc<ModelMetrics>) -> Result<Loaded
 }
 
 /// Every served model, by name.
-#[derive(Default)]
 pub struct ModelSet {
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
+    /// Starts every model's workers, at the priority of the thread that made the set.
+    spawner: Spawner,
 }
 
 impl ModelSet {
+    /// An empty set; its workers will run at the calling thread's priority.
+    pub fn new() -> std::io::Result<ModelSet> {
+        Ok(ModelSet {
+            slots: RwLock::default(),
+            spawner: Spawner::new()?,
+        })
+    }
+
     pub async fn add(&self, source: &ModelSource) -> Result<(), ServeModelError> {
         if self.get(&source.name).is_some() {
             return Err(ServeModelError::Duplicate(source.name.clone()));
         }
         let metrics = Arc::new(ModelMetrics::default());
-        let loaded = load(source, metrics.clone()).await?;
+        let loaded = load(source, metrics.clone(), &self.spawner).await?;
         let slot = Arc::new(Slot {
             name: source.name.clone(),
             current: RwLock::new(Arc::new(loaded)),
@@ -211,7 +247,7 @@ impl ModelSet {
         let slot = self
             .get(&source.name)
             .ok_or_else(|| ServeModelError::Unknown(source.name.clone()))?;
-        match load(source, slot.metrics.clone()).await {
+        match load(source, slot.metrics.clone(), &self.spawner).await {
             Ok(loaded) => {
                 let old = {
                     let mut current = slot.current.write().unwrap_or_else(|e| e.into_inner());

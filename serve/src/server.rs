@@ -30,6 +30,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to start the thread that starts model workers: {0}")]
+    Spawner(#[source] std::io::Error),
 }
 
 /// A server with its models loaded and its socket bound, not yet accepting.
@@ -107,7 +109,7 @@ impl Server {
         settings: ServerSettings,
         sources: &[ModelSource],
     ) -> Result<Server, ServerError> {
-        let state = Arc::new(State::new(settings.clone()));
+        let state = Arc::new(State::new(settings.clone()).map_err(ServerError::Spawner)?);
         for source in sources {
             state.models.add(source).await?;
         }

@@ -51,20 +51,31 @@ pub struct State {
     pub mqtt_url: String,
     /// Desired-state messages to publish (retained) once their change is committed.
     pub publish: crate::outbox::Outbox,
+    /// Where handlers do their store and fleet work.
+    pub work: crate::work::WorkPool,
 }
 
 impl State {
-    /// Runs a fleet change on the blocking pool and queues the messages it produced.
+    /// Runs `f` on the work pool, unless the pool is overloaded (then a 503).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.work.admit(f).await?
+    }
+
+    /// Runs a fleet change on the work pool and queues the messages it produced.
     async fn fleet<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Fleet<'_>) -> Result<(T, Vec<Publish>), FleetError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let state = self.clone();
-        let (value, publish) = blocking(move || {
-            let fleet = Fleet::new(&state.fleet, &state.fleet_key, &state.topic_prefix)?;
-            Ok(f(&fleet)?)
-        })
-        .await?;
+        let (value, publish) = self
+            .blocking(move || {
+                let fleet = Fleet::new(&state.fleet, &state.fleet_key, &state.topic_prefix)?;
+                Ok(f(&fleet)?)
+            })
+            .await?;
         for p in publish {
             self.publish.push(p);
         }
@@ -104,6 +115,10 @@ pub fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
     if e.status == StatusCode::UNAUTHORIZED {
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if e.status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     r
 }
@@ -188,16 +203,19 @@ where
         Op::GetChunk => get_chunk(state, param(&params, 0)?).await,
         Op::ListTokens => {
             let fleet = state.fleet.clone();
-            let tokens = blocking(move || Ok(Tokens::new(&fleet)?.list()?)).await?;
+            let tokens = state
+                .blocking(move || Ok(Tokens::new(&fleet)?.list()?))
+                .await?;
             json(StatusCode::OK, &TokenList { tokens })
         }
         Op::CreateToken => {
             let req: TokenRequest = parse_json(&body)?;
             let fleet = state.fleet.clone();
-            let (info, token) = blocking(move || {
-                Ok(Tokens::new(&fleet)?.create(&req.name, req.role, SystemTime::now())?)
-            })
-            .await?;
+            let (info, token) = state
+                .blocking(move || {
+                    Ok(Tokens::new(&fleet)?.create(&req.name, req.role, SystemTime::now())?)
+                })
+                .await?;
             tracing::info!(id = %info.id, name = %info.name, role = %info.role, "token created");
             json(StatusCode::CREATED, &TokenCreated { info, token })
         }
@@ -253,7 +271,9 @@ where
         Op::RevokeToken => {
             let id = param(&params, 0)?.to_owned();
             let fleet = state.fleet.clone();
-            let info = blocking(move || Ok(Tokens::new(&fleet)?.revoke(&id)?)).await?;
+            let info = state
+                .blocking(move || Ok(Tokens::new(&fleet)?.revoke(&id)?))
+                .await?;
             tracing::info!(id = %info.id, name = %info.name, "token revoked");
             json(StatusCode::OK, &info)
         }
@@ -288,8 +308,11 @@ async fn authenticate<B>(
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?
         .to_owned();
     let fleet = state.fleet.clone();
-    let caller = blocking(move || Ok(Tokens::new(&fleet)?.authenticate(&secret)?))
-        .await?
+    // Never refused for load: it is small, and a request refused later has its body read.
+    let caller = state
+        .work
+        .run(move || -> Result<_, ApiError> { Ok(Tokens::new(&fleet)?.authenticate(&secret)?) })
+        .await??
         .ok_or_else(|| unauthorized("unknown or revoked token"))?;
     if !caller.role.allows(route.access) {
         return Err(ApiError::new(
@@ -369,14 +392,6 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("handler failed: {e}")))?
-}
-
 fn parse_ref(text: &str) -> Result<PackRef, ApiError> {
     text.parse::<PackRef>()
         .map_err(|e| ApiError::bad_request(e.to_string()))
@@ -440,55 +455,59 @@ fn lookup(registry: &Registry, text: &str) -> Result<StoredPack, ApiError> {
 async fn list_packs(state: &Arc<State>, name: Option<&str>) -> Answer {
     let registry = state.registry.clone();
     let name = name.map(str::to_owned);
-    let packs = blocking(move || {
-        if let Some(n) = &name {
-            aq_pack::manifest::validate_name(n).map_err(ApiError::bad_request)?;
-        }
-        let all = registry.list()?;
-        let mut out = Vec::new();
-        for s in all {
-            if name.as_ref().is_some_and(|n| *n != s.name) {
-                continue;
+    let packs = state
+        .blocking(move || {
+            if let Some(n) = &name {
+                aq_pack::manifest::validate_name(n).map_err(ApiError::bad_request)?;
             }
-            out.push(PackSummary {
-                id: format!("{}:{}", s.name, s.version),
-                name: s.name,
-                version: s.version,
-                digest: s.digest,
-                size: s.size,
-                tags: s.tags,
-                saved_at: s.saved_at,
-                signed_by: s.signed_by,
-            });
-        }
-        if let Some(n) = &name
-            && out.is_empty()
-        {
-            return Err(ApiError::not_found(format!("no pack is named {n}")));
-        }
-        Ok(out)
-    })
-    .await?;
+            let all = registry.list()?;
+            let mut out = Vec::new();
+            for s in all {
+                if name.as_ref().is_some_and(|n| *n != s.name) {
+                    continue;
+                }
+                out.push(PackSummary {
+                    id: format!("{}:{}", s.name, s.version),
+                    name: s.name,
+                    version: s.version,
+                    digest: s.digest,
+                    size: s.size,
+                    tags: s.tags,
+                    saved_at: s.saved_at,
+                    signed_by: s.signed_by,
+                });
+            }
+            if let Some(n) = &name
+                && out.is_empty()
+            {
+                return Err(ApiError::not_found(format!("no pack is named {n}")));
+            }
+            Ok(out)
+        })
+        .await?;
     json(StatusCode::OK, &PackList { packs })
 }
 
 async fn get_pack(state: &Arc<State>, reference: &str) -> Answer {
     let registry = state.registry.clone();
     let reference = reference.to_owned();
-    let pack = blocking(move || lookup(&registry, &reference)).await?;
+    let pack = state
+        .blocking(move || lookup(&registry, &reference))
+        .await?;
     json(StatusCode::OK, &info(&pack))
 }
 
 async fn delete_pack(state: &Arc<State>, reference: &str) -> Answer {
     let registry = state.registry.clone();
     let reference = reference.to_owned();
-    let removed = blocking(move || {
-        let pack = lookup(&registry, &reference)?;
-        let exact = parse_ref(&pack.manifest().id())?;
-        registry.remove(&exact)?;
-        Ok(summary(&pack))
-    })
-    .await?;
+    let removed = state
+        .blocking(move || {
+            let pack = lookup(&registry, &reference)?;
+            let exact = parse_ref(&pack.manifest().id())?;
+            registry.remove(&exact)?;
+            Ok(summary(&pack))
+        })
+        .await?;
     tracing::info!(id = %removed.id, "pack deleted");
     json(StatusCode::OK, &removed)
 }
@@ -499,7 +518,9 @@ async fn promote(state: &Arc<State>, reference: &str, body: Bytes) -> Answer {
     let reference = parse_ref(reference)?;
     let registry = state.registry.clone();
     let tag = req.tag.clone();
-    let id = blocking(move || Ok(registry.tag(&reference, &tag)?)).await?;
+    let id = state
+        .blocking(move || Ok(registry.tag(&reference, &tag)?))
+        .await?;
     tracing::info!(%id, tag = %req.tag, "tag moved");
     json(StatusCode::OK, &PromoteReport { id, tag: req.tag })
 }
@@ -544,7 +565,7 @@ async fn push_pack(state: &Arc<State>, body: Bytes) -> Answer {
     let registry = state.registry.clone();
     let tags = upload.tags.clone();
     let fleet_state = state.clone();
-    let report = blocking(move || {
+    let report = state.blocking(move || {
         let id = signed.manifest.id();
         let digest = signed.digest().to_string();
         let created = match registry.get(&parse_ref(&id)?) {
@@ -648,28 +669,34 @@ fn digest_list(body: &[u8]) -> Result<Vec<Digest>, ApiError> {
 }
 
 async fn missing_chunks(state: &Arc<State>, body: Bytes) -> Answer {
-    let wanted = digest_list(&body)?;
     let registry = state.registry.clone();
-    let missing = blocking(move || Ok(registry.missing_chunks(&wanted)?)).await?;
-    json(StatusCode::OK, &MissingChunks { missing })
+    // Parsing and answering included: the work pool is where CPU work waits its turn.
+    state
+        .blocking(move || {
+            let wanted = digest_list(&body)?;
+            let missing = registry.missing_chunks(&wanted)?;
+            json(StatusCode::OK, &MissingChunks { missing })
+        })
+        .await
 }
 
 async fn upload_chunks(state: &Arc<State>, body: Bytes) -> Answer {
     let registry = state.registry.clone();
-    let report = blocking(move || {
-        let entries = frame::decode(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid chunk frame: {e}")))?;
-        let chunks: Vec<LooseChunk<'_>> = entries
-            .iter()
-            .map(|e| LooseChunk {
-                digest: e.digest,
-                size: e.size,
-                compressed: e.stored,
-            })
-            .collect();
-        Ok(registry.put_chunks(&chunks, SystemTime::now())?)
-    })
-    .await?;
+    let report = state
+        .blocking(move || {
+            let entries = frame::decode(&body)
+                .map_err(|e| ApiError::bad_request(format!("invalid chunk frame: {e}")))?;
+            let chunks: Vec<LooseChunk<'_>> = entries
+                .iter()
+                .map(|e| LooseChunk {
+                    digest: e.digest,
+                    size: e.size,
+                    compressed: e.stored,
+                })
+                .collect();
+            Ok(registry.put_chunks(&chunks, SystemTime::now())?)
+        })
+        .await?;
     json(
         StatusCode::OK,
         &UploadReport {
@@ -689,7 +716,7 @@ async fn fetch_chunks(state: &Arc<State>, body: Bytes) -> Answer {
         )));
     }
     let registry = state.registry.clone();
-    let body = blocking(move || {
+    let body = state.blocking(move || {
         let mut stored = Vec::with_capacity(wanted.len());
         let mut seen = std::collections::HashSet::new();
         let mut total = 0u64;
@@ -734,7 +761,9 @@ async fn get_chunk(state: &Arc<State>, digest: &str) -> Answer {
         ))
     })?;
     let registry = state.registry.clone();
-    let bytes = blocking(move || Ok(registry.stored_chunk(&digest)?)).await?;
+    let bytes = state
+        .blocking(move || Ok(registry.stored_chunk(&digest)?))
+        .await?;
     Ok(bytes_response(
         StatusCode::OK,
         "application/zstd",
@@ -791,21 +820,22 @@ async fn create_rollout(state: &Arc<State>, body: Bytes) -> Answer {
         .filter(|d| selector.iter().all(|(k, v)| d.labels.get(k) == Some(v)))
         .collect();
     let force = req.force;
-    let pack = blocking(move || {
-        let pack = lookup(&registry, &reference)?;
-        let incapable = crate::capability::incapable(&registry, &pack, &devices)?;
-        if !incapable.is_empty() && !force {
-            return Err(crate::capability::refusal(
-                &pack.manifest().id(),
-                &incapable,
-            ));
-        }
-        Ok(PackTarget {
-            id: pack.manifest().id(),
-            digest: pack.signed.digest().to_string(),
+    let pack = state
+        .blocking(move || {
+            let pack = lookup(&registry, &reference)?;
+            let incapable = crate::capability::incapable(&registry, &pack, &devices)?;
+            if !incapable.is_empty() && !force {
+                return Err(crate::capability::refusal(
+                    &pack.manifest().id(),
+                    &incapable,
+                ));
+            }
+            Ok(PackTarget {
+                id: pack.manifest().id(),
+                digest: pack.signed.digest().to_string(),
+            })
         })
-    })
-    .await?;
+        .await?;
     let status = state
         .fleet(move |f| f.create_rollout(&req, pack, SystemTime::now()))
         .await?;
@@ -821,6 +851,16 @@ mod tests {
     use hyper::body::Frame;
 
     use super::*;
+
+    #[test]
+    fn work_refused_for_load_is_a_503_with_retry_after() {
+        let r = error_response(&crate::work::WorkError::Busy.into());
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let lost = error_response(&crate::work::WorkError::Lost.into());
+        assert_eq!(lost.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(lost.headers().get(header::RETRY_AFTER).is_none());
+    }
 
     /// A body of `frames` chunks of `size` bytes with no declared length (as chunked transfer
     /// encoding arrives).

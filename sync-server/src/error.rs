@@ -35,6 +35,19 @@ impl ApiError {
     }
 }
 
+impl From<crate::work::WorkError> for ApiError {
+    fn from(e: crate::work::WorkError) -> Self {
+        match e {
+            crate::work::WorkError::Busy => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                format!("{e}; retry later"),
+            ),
+            crate::work::WorkError::Lost => ApiError::internal(format!("handler failed: {e}")),
+        }
+    }
+}
+
 /// Renders an error with its causes, as the message of an answer.
 fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();

@@ -44,6 +44,7 @@ pub mod routes;
 pub mod server;
 pub mod tls;
 pub mod tokens;
+pub mod work;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -89,6 +90,8 @@ pub struct ServerOptions {
     /// The MQTT URL devices are told to use [default: the broker's own address].
     pub mqtt_advertise: Option<String>,
     pub topic_prefix: String,
+    /// Threads of the work pool (`work`): store and fleet work, one per core by default.
+    pub work_threads: usize,
 }
 
 /// Why the server could not start.
@@ -101,6 +104,8 @@ pub enum StartError {
         #[source]
         source: aq_store::StoreError,
     },
+    #[error("failed to start the work pool's threads")]
+    Work(#[source] std::io::Error),
     #[error("failed to open the fleet database {path}")]
     Fleet {
         path: PathBuf,
@@ -269,6 +274,7 @@ pub async fn start(options: &ServerOptions) -> Result<Started, StartError> {
             .clone()
             .unwrap_or_else(|| mqtt_url.clone()),
         publish,
+        work: work::WorkPool::new(options.work_threads).map_err(StartError::Work)?,
     });
     Ok(Started {
         state,

@@ -65,6 +65,11 @@ struct ServeArgs {
     /// [default: 8 per core]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_requests: Option<u32>,
+    /// Threads that do store and fleet work; while their queue stands (even the shortest
+    /// wait over 5 ms for 100 ms), requests past one waiting per thread get 503 with
+    /// Retry-After [default: one per core]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    work_threads: Option<u32>,
     /// A client slower than this to send a request's headers is disconnected
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     header_read_timeout: Duration,
@@ -216,8 +221,16 @@ fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         },
         mqtt_advertise: args.mqtt_advertise,
         topic_prefix: args.topic_prefix,
+        work_threads: args.work_threads.map_or(cores, |n| n as usize),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("aq-http")
+        // Below the work pool, which `start` makes from this thread.
+        .on_thread_start(|| {
+            aq_http_server::priority::lower_this_thread(
+                aq_http_server::priority::HTTP_BELOW_WORKERS,
+            );
+        })
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;

@@ -30,12 +30,15 @@ async fn fleet_call<T: Send + 'static>(
     f: impl FnOnce(&Fleet<'_>) -> Result<T, FleetError> + Send + 'static,
 ) -> Result<T, FleetError> {
     let state = state.clone();
-    tokio::task::spawn_blocking(move || {
-        let fleet = Fleet::new(&state.fleet, &state.fleet_key, &state.topic_prefix)?;
-        f(&fleet)
-    })
-    .await
-    .map_err(|e| FleetError::Invalid(format!("fleet task failed: {e}")))?
+    // Device reports are never refused for load.
+    let pool = state.clone();
+    pool.work
+        .run(move || {
+            let fleet = Fleet::new(&state.fleet, &state.fleet_key, &state.topic_prefix)?;
+            f(&fleet)
+        })
+        .await
+        .map_err(|e| FleetError::Invalid(format!("fleet task failed: {e}")))?
 }
 
 /// Runs until the process ends: the broker connection (reconnecting with back-off), the

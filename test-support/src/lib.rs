@@ -250,6 +250,31 @@ pub fn http_post(addr: &str, path: &str, json: &str) -> (u16, String) {
     (r.status, r.text())
 }
 
+/// The name and nice value of every thread of process `pid` (Linux: `/proc/PID/task`), the
+/// main thread first. Names are the kernel's, cut at 15 bytes.
+#[cfg(target_os = "linux")]
+pub fn thread_priorities(pid: u32) -> Vec<(String, i32)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap();
+        let main = task.file_name() == *pid.to_string();
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue; // the thread ended
+        };
+        // PID (COMM) STATE ... : the name may hold spaces and parentheses, so split at the
+        // last ')'. Nice is field 19, the 17th after the name.
+        let (head, rest) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_owned();
+        let nice = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
+        if main {
+            threads.insert(0, (name, nice));
+        } else {
+            threads.push((name, nice));
+        }
+    }
+    threads
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

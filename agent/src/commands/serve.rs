@@ -316,6 +316,10 @@ pub fn serve(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("aq-http")
+        .on_thread_start(|| {
+            // Below the model workers, which the set starts at this thread's priority.
+            aq_serve::priority::lower_this_thread(aq_serve::priority::HTTP_BELOW_WORKERS);
+        })
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;

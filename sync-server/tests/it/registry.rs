@@ -722,6 +722,43 @@ fn hostile_requests_get_clear_errors_and_change_nothing() {
     server.aq_json(&a, &publisher, &["pack", "push", "sig:2.0.0"]);
 }
 
+/// Under overload the CPU goes to admitted work first: the HTTP threads run ten nice steps
+/// below the work pool, whose threads every handler's store and fleet work runs on.
+#[cfg(target_os = "linux")]
+#[test]
+fn http_threads_run_below_the_work_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_on(
+        &dir.path().join("srv"),
+        "127.0.0.1:0",
+        &["--work-threads", "2"],
+    );
+    // A request, so that work has run on the pool.
+    let admin = server.admin.clone();
+    assert_eq!(
+        server
+            .call("GET", "/v1/packs", Some(&admin), None, Vec::new())
+            .status,
+        200
+    );
+    let threads = aq_test_support::thread_priorities(server.child.id());
+    let base = threads[0].1; // the main thread
+    let nice_of = |prefix: &str| -> Vec<i32> {
+        threads
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, nice)| *nice)
+            .collect()
+    };
+    let (work, http) = (nice_of("aq-work"), nice_of("aq-http"));
+    assert_eq!(work, vec![base, base], "{threads:?}");
+    assert!(!http.is_empty(), "{threads:?}");
+    assert!(
+        http.iter().all(|&n| n == (base + 10).min(19)),
+        "{threads:?}"
+    );
+}
+
 #[test]
 fn aq_asks_again_when_the_server_sheds_load_and_gives_up_when_it_keeps_refusing() {
     let dir = tempfile::tempdir().unwrap();
