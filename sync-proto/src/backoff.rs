@@ -10,8 +10,8 @@ pub struct Backoff {
     first: Duration,
     max: Duration,
     current: Duration,
-    /// xorshift64 state for the spread, from the caller's seed.
-    spread: u64,
+    /// The spread's generator, from the caller's seed.
+    spread: fastrand::Rng,
 }
 
 impl Backoff {
@@ -22,7 +22,7 @@ impl Backoff {
             first,
             max: max.max(first),
             current: first,
-            spread: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            spread: fastrand::Rng::with_seed(seed),
         }
     }
 
@@ -30,14 +30,8 @@ impl Backoff {
     pub fn next_wait(&mut self) -> Duration {
         let step = self.current;
         self.current = (self.current * 2).min(self.max);
-        let mut x = self.spread;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.spread = x;
         let half = step / 2;
-        // (x >> 11) / 2^53 is uniform in [0, 1).
-        half + half.mul_f64((x >> 11) as f64 / (1u64 << 53) as f64)
+        half + half.mul_f64(self.spread.f64())
     }
 
     /// Back to the first delay (after a success).

@@ -396,14 +396,7 @@ fn self_check(source: &TypedModel, written: &[u8]) -> Result<f32, ExportError> {
 /// A deterministic input in [-1, 1): the same for every run, so exports are reproducible.
 fn seeded_input(shape: &[usize], seed: u64) -> TractResult<Tensor> {
     let len: usize = shape.iter().product();
-    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ seed;
-    let data: Vec<f32> = (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let data: Vec<f32> = (0..len).map(|_| rng.f32() * 2.0 - 1.0).collect();
     Tensor::from_shape(shape, &data)
 }

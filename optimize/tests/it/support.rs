@@ -179,15 +179,8 @@ pub fn with_random_weights(onnx: &[u8], seed: u64) -> Vec<u8> {
             roles.entry(source.clone()).or_insert(role);
         }
     }
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut uniform = move |lo: f32, hi: f32| {
-        // xorshift64*: plenty for test weights.
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        let bits = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
-        lo + (hi - lo) * (bits as f32 / (1u64 << 24) as f32)
-    };
+    let mut rng = aq_test_support::XorShift::new(seed);
+    let mut uniform = move |lo: f32, hi: f32| lo + (hi - lo) * rng.unit();
     let mut randomize = |t: &mut pb::TensorProto| {
         let count: i64 = t.dims.iter().product();
         if t.data_type != pb::tensor_proto::DataType::Float as i32 || count < 2 {
