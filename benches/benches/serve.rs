@@ -245,17 +245,9 @@ fn wrk(url: &str, body: &Path, content_type: &str, connections: usize, seconds: 
 
 /// GET over a fresh connection; the body parsed as JSON.
 fn get_json(addr: std::net::SocketAddr, path: &str) -> Option<serde_json::Value> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    serde_json::from_slice(&raw[split + 4..]).ok()
+    let r = aq_test_support::http(&addr.to_string(), "GET", path, &[], &[]);
+    (r.status != 0).then_some(())?;
+    serde_json::from_slice(&r.body).ok()
 }
 
 /// A model the HTTP benchmark serves.
