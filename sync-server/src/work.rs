@@ -74,10 +74,11 @@ impl WorkPool {
                         let Ok((queued, job)) = next else { return };
                         let now = Instant::now();
                         shared.standing.record(now - queued, TARGET, now);
-                        // The job sends its own result; a panic drops the sender, which the
-                        // caller reads as `Lost`.
-                        let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
-                        shared.pending.fetch_sub(1, Ordering::Relaxed);
+                        // The job counts itself out and sends its result; a panic drops the
+                        // sender, which the caller reads as `Lost`, and is counted out here.
+                        if std::panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
+                            shared.pending.fetch_sub(1, Ordering::Relaxed);
+                        }
                     }
                 })?;
         }
@@ -123,8 +124,12 @@ impl WorkPool {
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, WorkError> {
         let (done, result) = tokio::sync::oneshot::channel();
+        let shared = self.shared.clone();
         let job: Job = Box::new(move || {
-            let _ = done.send(f());
+            let value = f();
+            // Out of the count before the caller can see the result.
+            shared.pending.fetch_sub(1, Ordering::Relaxed);
+            let _ = done.send(value);
         });
         let sent = self
             .jobs
