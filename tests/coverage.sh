@@ -42,13 +42,14 @@ CARGO_TARGET_DIR="${AQ_COVERAGE_TARGET_DIR:-/var/tmp/aquilia-edge-coverage-targe
   }
 echo "coverage: measured in $(( $(date +%s) - start )) s"
 python3 - "$out/tarpaulin-report.json" "$PWD" <<'EOF'
-import json, sys, collections
+import json, os, sys, collections
 report = json.load(open(sys.argv[1]))
 root = sys.argv[2].rstrip("/") + "/"
 crates = collections.defaultdict(lambda: [0, 0])
 modules = []
 for f in report["files"]:
-    path = "/".join(f["path"])
+    # tarpaulin splits the absolute path into parts, the first being "/".
+    path = os.path.normpath("/" + "/".join(f["path"]))
     path = path[len(root):] if path.startswith(root) else path.lstrip("/")
     covered, coverable = f["covered"], f["coverable"]
     if coverable == 0:

