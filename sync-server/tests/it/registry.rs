@@ -744,7 +744,10 @@ fn http_threads_run_below_the_work_pool() {
     // A new thread names itself once it runs; until then it has its creator's name.
     let threads = aq_test_support::wait_for("both work threads to run", 30, || {
         let threads = aq_test_support::thread_priorities(server.child.id());
-        let work = threads.iter().filter(|(n, _)| n.starts_with("aq-work")).count();
+        let work = threads
+            .iter()
+            .filter(|(n, _)| n.starts_with("aq-work"))
+            .count();
         (work == 2).then_some(threads)
     });
     let base = threads[0].1; // the main thread
