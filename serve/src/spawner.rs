@@ -44,7 +44,8 @@ impl Spawner {
     pub fn spawn(&self, name: String, body: impl FnOnce() + Send + 'static) -> io::Result<()> {
         let (started, answer) = mpsc::channel();
         let job = Job {
-            name,
+            // Model names come from config files too; std refuses (panics on) a NUL in one.
+            name: name.replace('\0', "?"),
             body: Box::new(body),
             started,
         };
@@ -58,8 +59,25 @@ impl Spawner {
     }
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_with_a_nul_starts_a_thread_rather_than_panicking() {
+        let (tx, rx) = mpsc::channel();
+        Spawner::new()
+            .unwrap()
+            .spawn("aq-infer-a\0b".into(), move || {
+                let _ = tx.send(std::thread::current().name().map(str::to_owned));
+            })
+            .unwrap();
+        assert_eq!(rx.recv().unwrap().as_deref(), Some("aq-infer-a?b"));
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod priority_tests {
     use super::*;
     use aq_http_server::priority::{lower_this_thread, this_thread_nice};
 
