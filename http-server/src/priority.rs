@@ -35,6 +35,15 @@ pub fn lower_this_thread(steps: i32) {
     }
 }
 
+/// A runtime's `on_thread_start` hook: lowers each of its threads by `steps` (none at 0).
+pub fn lower_each_thread(steps: i32) -> impl Fn() + Send + Sync + 'static {
+    move || {
+        if steps > 0 {
+            lower_this_thread(steps);
+        }
+    }
+}
+
 /// Elsewhere threads keep their priority.
 #[cfg(not(target_os = "linux"))]
 pub fn lower_this_thread(_steps: i32) {}

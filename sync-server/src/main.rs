@@ -231,14 +231,7 @@ fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("aq-http")
         // Below the work pool, which `start` makes from this thread.
-        .on_thread_start({
-            let steps = args.http_nice;
-            move || {
-                if steps > 0 {
-                    aq_http_server::priority::lower_this_thread(steps);
-                }
-            }
-        })
+        .on_thread_start(aq_http_server::priority::lower_each_thread(args.http_nice))
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;

@@ -275,6 +275,15 @@ pub fn thread_priorities(pid: u32) -> Vec<(String, i32)> {
     threads
 }
 
+/// The nice values of the threads whose names start with `prefix`.
+pub fn nices_of(threads: &[(String, i32)], prefix: &str) -> Vec<i32> {
+    threads
+        .iter()
+        .filter(|(name, _)| name.starts_with(prefix))
+        .map(|(_, nice)| *nice)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

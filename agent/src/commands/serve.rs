@@ -316,15 +316,8 @@ pub fn serve(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("aq-http")
-        .on_thread_start({
-            let steps = args.http_nice;
-            // Below the model workers, which the set starts at this thread's priority.
-            move || {
-                if steps > 0 {
-                    aq_serve::priority::lower_this_thread(steps);
-                }
-            }
-        })
+        // Below the model workers, which the set starts at this thread's priority.
+        .on_thread_start(aq_serve::priority::lower_each_thread(args.http_nice))
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;

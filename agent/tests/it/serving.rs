@@ -619,13 +619,7 @@ fn http_threads_run_below_the_inference_and_engine_threads() {
             .any(|(name, _)| name.starts_with("aq-infer"))
             .then_some(threads)
     });
-    let nice_of = |prefix: &str| -> Vec<i32> {
-        threads
-            .iter()
-            .filter(|(name, _)| name.starts_with(prefix))
-            .map(|(_, nice)| *nice)
-            .collect()
-    };
+    let nice_of = |prefix: &str| aq_test_support::nices_of(&threads, prefix);
     let base = threads[0].1; // the main thread
     let (http, infer, engine) = (
         nice_of("aq-http"),

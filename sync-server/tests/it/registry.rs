@@ -752,13 +752,7 @@ fn http_threads_run_below_the_work_pool() {
         (work == 2).then_some(threads)
     });
     let base = threads[0].1; // the main thread
-    let nice_of = |prefix: &str| -> Vec<i32> {
-        threads
-            .iter()
-            .filter(|(name, _)| name.starts_with(prefix))
-            .map(|(_, nice)| *nice)
-            .collect()
-    };
+    let nice_of = |prefix: &str| aq_test_support::nices_of(&threads, prefix);
     let (work, http) = (nice_of("aq-work"), nice_of("aq-http"));
     assert_eq!(work, vec![base, base], "{threads:?}");
     assert!(!http.is_empty(), "{threads:?}");
