@@ -466,14 +466,16 @@ where
 {
     let loaded = slot.current();
     check_version(&slot.name, &loaded, version)?;
-    // Refused under overload without decoding the body or queueing it: shedding must cost
-    // less than serving. The body is still read (and dropped), so the client gets the 503
-    // rather than a reset in the middle of its upload.
-    if let Some(error) = loaded.batcher.refuse_now() {
-        aq_http_server::discard(request).await;
-        return Err(error);
-    }
-    let arriving = loaded.batcher.arriving();
+    // Refused under overload or with the queue full without decoding the body: shedding
+    // must cost less than serving. The body is still read (and dropped), so the client gets
+    // the 503 rather than a reset in the middle of its upload.
+    let admission = match loaded.batcher.admit() {
+        Ok(admission) => admission,
+        Err(error) => {
+            aq_http_server::discard(request).await;
+            return Err(error);
+        }
+    };
     let (parts, body) = read_body(request, state.settings.max_body_bytes).await?;
     let signature = loaded.engine.signature();
     let content_type = header(&parts, "content-type").unwrap_or("application/json");
@@ -556,8 +558,7 @@ where
     let rows = signature.check(&inputs)?;
     let timeout = loaded.settings.timeout;
     let deadline = Instant::now() + timeout;
-    let answer = loaded.batcher.submit(inputs, rows, deadline)?;
-    drop(arriving);
+    let answer = loaded.batcher.submit(admission, inputs, rows, deadline)?;
     let outputs = match tokio::time::timeout_at(deadline.into(), answer).await {
         Ok(Ok(reply)) => reply?,
         // The worker dropped the request (its deadline passed) or the wait itself timed out.

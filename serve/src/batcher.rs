@@ -185,11 +185,35 @@ impl Batcher {
         })
     }
 
-    /// Marks a request as on its way to [`Batcher::submit`] until the guard drops; the
-    /// dispatcher holds a batch open only while some are.
-    pub fn arriving(&self) -> Arriving {
+    /// Lets a request in, or refuses it at once, before its body is read: it must pass
+    /// [`Batcher::refuse_now`] and find a free place in the queue, which it then holds while
+    /// it is read and decoded. So `queue_capacity` counts the requests on their way as well
+    /// as those queued, and a burst larger than the queue gets its refusals without a body's
+    /// worth of reading and decoding each. Until the admission is submitted or dropped, the
+    /// request counts as arriving: the dispatcher holds a batch open only while some are.
+    pub fn admit(&self) -> Result<Admission, ApiError> {
+        if let Some(error) = self.refuse_now() {
+            return Err(error);
+        }
+        let place = match self.tx.clone().try_reserve_owned() {
+            Ok(place) => place,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.shed.fetch_add(1, Ordering::Relaxed);
+                self.load.standing.refused();
+                return Err(ApiError::queue_full(&self.name, self.capacity));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(ApiError::unavailable(format!(
+                    "model {:?} is shutting down",
+                    self.name
+                )));
+            }
+        };
         self.arriving.fetch_add(1, Ordering::Relaxed);
-        Arriving(self.arriving.clone())
+        Ok(Admission {
+            place,
+            _arriving: Arriving(self.arriving.clone()),
+        })
     }
 
     /// Why a request arriving now would be refused (counted as shed), or `None`. The HTTP
@@ -220,10 +244,24 @@ impl Batcher {
         refusal
     }
 
-    /// Queues a request (inputs already checked against the signature); the receiver gets the
-    /// answer. Refuses at once when the queue is full or the wait ahead too long.
+    /// Admits and queues a request at once (see [`Batcher::admit`] and [`Batcher::submit`]).
+    #[cfg(test)]
+    fn admit_and_submit(
+        &self,
+        inputs: Vec<Tensor>,
+        rows: usize,
+        deadline: Instant,
+    ) -> Result<oneshot::Receiver<Reply>, ApiError> {
+        let admission = self.admit()?;
+        self.submit(admission, inputs, rows, deadline)
+    }
+
+    /// Queues an admitted request (inputs already checked against the signature) in the
+    /// place its admission holds; the receiver gets the answer. Refuses at once when, now
+    /// that its rows are known, the wait ahead would be too long.
     pub fn submit(
         &self,
+        admission: Admission,
         inputs: Vec<Tensor>,
         rows: usize,
         deadline: Instant,
@@ -239,27 +277,23 @@ impl Batcher {
             deadline,
             reply,
         };
-        match self.tx.try_send(job) {
-            Ok(()) => {
-                self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
-                self.load.queued_rows.fetch_add(rows, Ordering::Relaxed);
-                Ok(answer)
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.metrics.shed.fetch_add(1, Ordering::Relaxed);
-                self.load.standing.refused();
-                Err(ApiError::queue_full(&self.name, self.capacity))
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(ApiError::unavailable(format!(
-                "model {:?} is shutting down",
-                self.name
-            ))),
-        }
+        // Counted before the job can reach the dispatcher, which takes them off again.
+        self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
+        self.load.queued_rows.fetch_add(rows, Ordering::Relaxed);
+        admission.place.send(job);
+        Ok(answer)
     }
 }
 
-/// A request between arrival and submission (see [`Batcher::arriving`]).
-pub struct Arriving(Arc<AtomicUsize>);
+/// A request let in by [`Batcher::admit`]: it holds a place in the queue and counts as
+/// arriving until it is submitted or dropped.
+pub struct Admission {
+    place: mpsc::OwnedPermit<Job>,
+    _arriving: Arriving,
+}
+
+/// A request between arrival and submission (see [`Batcher::admit`]).
+struct Arriving(Arc<AtomicUsize>);
 
 impl Drop for Arriving {
     fn drop(&mut self) {
@@ -589,7 +623,7 @@ mod tests {
         let mut alone = Vec::new();
         for (k, &n) in sizes.iter().enumerate() {
             let out = b
-                .submit(input(n, k), n, far())
+                .admit_and_submit(input(n, k), n, far())
                 .unwrap()
                 .await
                 .unwrap()
@@ -600,7 +634,7 @@ mod tests {
         let answers: Vec<_> = sizes
             .iter()
             .enumerate()
-            .map(|(k, &n)| b.submit(input(n, k), n, far()).unwrap())
+            .map(|(k, &n)| b.admit_and_submit(input(n, k), n, far()).unwrap())
             .collect();
         for ((k, &n), answer) in sizes.iter().enumerate().zip(answers) {
             let out = answer.await.unwrap().unwrap();
@@ -626,7 +660,7 @@ mod tests {
         let mut admitted = Vec::new();
         let mut refused = 0;
         for _ in 0..n {
-            match b.submit(one.clone(), 1, far()) {
+            match b.admit_and_submit(one.clone(), 1, far()) {
                 Ok(answer) => admitted.push(answer),
                 Err(e) => {
                     assert_eq!((e.status, e.code), (503, "overloaded"), "{}", e.message);
@@ -658,7 +692,11 @@ mod tests {
         }
         assert_eq!(b.load.queued_rows.load(Ordering::Relaxed), 0);
         // Once the queue drained, new requests are let in again.
-        b.submit(rows(1), 1, far()).unwrap().await.unwrap().unwrap();
+        b.admit_and_submit(rows(1), 1, far())
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -673,7 +711,11 @@ mod tests {
         let (b, metrics) = batcher(&settings);
         let b = Arc::new(b);
         // One run measures what a batch costs.
-        b.submit(rows(1), 1, far()).unwrap().await.unwrap().unwrap();
+        b.admit_and_submit(rows(1), 1, far())
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
         // Sixteen closed-loop clients, each sending again as soon as answered or refused:
         // the queue never drains.
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -683,7 +725,7 @@ mod tests {
                 let (b, stop, one) = (b.clone(), stop.clone(), one.clone());
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
-                        match b.submit(one.clone(), 1, far()) {
+                        match b.admit_and_submit(one.clone(), 1, far()) {
                             Ok(answer) => {
                                 answer.await.unwrap().unwrap();
                             }
@@ -727,7 +769,11 @@ mod tests {
                 Instant::now() < deadline,
                 "the tighter bound was never lifted"
             );
-            b.submit(rows(1), 1, far()).unwrap().await.unwrap().unwrap();
+            b.admit_and_submit(rows(1), 1, far())
+                .unwrap()
+                .await
+                .unwrap()
+                .unwrap();
         }
         // And a burst of two batches is let in whole again.
         let (admitted, refused) = flood(&b, 8);
@@ -749,7 +795,11 @@ mod tests {
         };
         let (b, metrics) = batcher(&settings);
         // One run measures what a row costs (recorded before the reply is sent).
-        b.submit(rows(1), 1, far()).unwrap().await.unwrap().unwrap();
+        b.admit_and_submit(rows(1), 1, far())
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
         let row = Duration::from_nanos(b.load.row_ns.load(Ordering::Relaxed));
         let (admitted, refused) = flood(&b, 2_000);
         // Admitted exactly while the expected wait (rows ahead x row cost) was within it.
@@ -772,16 +822,23 @@ mod tests {
             ..ModelSettings::default()
         };
         let (b, metrics) = batcher(&settings);
-        let first = b.submit(rows(1), 1, far()).unwrap();
-        let second = b.submit(rows(1), 1, far()).unwrap();
-        let e = b.submit(rows(1), 1, far()).err().unwrap();
+        // Requests still being read hold their places: a third is refused before it is read.
+        let (a1, a2) = (b.admit().ok().unwrap(), b.admit().ok().unwrap());
+        let e = b.admit().err().unwrap();
         assert_eq!((e.status, e.code), (503, "queue_full"));
         assert_eq!(metrics.shed.load(Ordering::Relaxed), 1);
+        // A request that goes away (a bad body, say) gives its place back.
+        drop(a2);
+        let first = b.submit(a1, rows(1), 1, far()).unwrap();
+        let second = b.admit_and_submit(rows(1), 1, far()).unwrap();
+        let e = b.admit_and_submit(rows(1), 1, far()).err().unwrap();
+        assert_eq!((e.status, e.code), (503, "queue_full"));
+        assert_eq!(metrics.shed.load(Ordering::Relaxed), 2);
         first.await.unwrap().unwrap();
         second.await.unwrap().unwrap();
         // A request whose deadline has passed is dropped before the engine: no answer comes.
         let before = metrics.batch_size.count();
-        let expired = b.submit(rows(1), 1, Instant::now()).unwrap();
+        let expired = b.admit_and_submit(rows(1), 1, Instant::now()).unwrap();
         assert!(expired.await.is_err(), "an expired request was answered");
         assert_eq!(metrics.batch_size.count(), before, "an expired request ran");
     }

@@ -36,7 +36,8 @@ pub struct ModelSettings {
     pub max_batch: usize,
     /// How long the first request of a batch may wait for others.
     pub max_delay: Duration,
-    /// Requests waiting beyond this many are refused at once with 503.
+    /// Requests queued or on their way to the queue (being read and decoded) beyond this
+    /// many are refused at once with 503, before their bodies are decoded.
     pub queue_capacity: usize,
     /// A request whose expected wait in the queue (the rows ahead of it times the measured
     /// cost of a row, shared among the workers) is longer than this is refused at once with
