@@ -46,6 +46,9 @@ pub mod tls;
 pub mod tokens;
 pub mod work;
 
+#[cfg(test)]
+mod testing;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

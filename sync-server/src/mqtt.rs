@@ -255,3 +255,6 @@ async fn drive(mut eventloop: EventLoop, inbox: mpsc::Sender<Incoming>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -804,6 +804,15 @@ pub(super) fn gemm(c: &mut Cx<'_>) -> Result<(), Block> {
                 b.iter_mut().for_each(|v| *v *= beta);
                 inputs.push(c.imp.constant(&c.temp("bias"), Data::F32(b), vec![n]).value);
             }
+            // A full-matrix constant bias is scaled here, once.
+            Some((b, bshape)) if beta != 1.0 => {
+                let mut b = b.to_f32();
+                b.iter_mut().for_each(|v| *v *= beta);
+                let bias = c
+                    .imp
+                    .constant(&c.temp("bias"), Data::F32(b), bshape.clone());
+                full_bias = Some(bias.value);
+            }
             _ => full_bias = Some(c.plain(2)?),
         }
     }
@@ -816,8 +825,8 @@ pub(super) fn gemm(c: &mut Cx<'_>) -> Result<(), Block> {
             c.emit(op, inputs, DType::F32, Layout::Plain)?;
         }
         Some(b) => {
-            if beta != 1.0 {
-                return block("a scaled full-matrix bias");
+            if beta != 1.0 && c.const_input(2).is_none() {
+                return block("a scaled full-matrix bias computed at run time");
             }
             let y = c.emit_named(
                 &c.temp("product"),

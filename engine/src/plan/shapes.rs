@@ -136,13 +136,32 @@ pub fn infer(
             if x[3] != w[3] {
                 return Err("transpose conv channels do not match the weights".into());
             }
+            // The full output of a transposed convolution, less `cut` padding.
+            let full = |input: usize, stride: usize, k: usize, cut: usize| {
+                input
+                    .saturating_sub(1)
+                    .checked_mul(stride)
+                    .and_then(|v| v.checked_add(k))
+                    .and_then(|v| v.checked_sub(cut))
+                    .filter(|v| *v > 0)
+                    .ok_or_else(|| format!("transpose conv of size {input}, stride {stride}, kernel {k} and padding {cut} has no output size"))
+            };
             let (oh, ow) = match (t.output_hw, t.padding) {
                 (Some(hw), _) => hw,
                 (None, Padding::Valid) => (
-                    (x[1] - 1) * t.stride.0 + w[1],
-                    (x[2] - 1) * t.stride.1 + w[2],
+                    full(x[1], t.stride.0, w[1], 0)?,
+                    full(x[2], t.stride.1, w[2], 0)?,
                 ),
-                (None, _) => (x[1] * t.stride.0, x[2] * t.stride.1),
+                // ONNX: the padding comes off the full output (output padding was already
+                // taken off the end padding).
+                (None, Padding::Explicit([top, bottom, left, right])) => (
+                    full(x[1], t.stride.0, w[1], top.saturating_add(bottom))?,
+                    full(x[2], t.stride.1, w[2], left.saturating_add(right))?,
+                ),
+                (None, Padding::Same) => (
+                    x[1].saturating_mul(t.stride.0),
+                    x[2].saturating_mul(t.stride.1),
+                ),
             };
             one(vec![x[0], oh, ow, w[0]])
         }

@@ -3,7 +3,9 @@
 //! Paddle2ONNX (PaddleOCR detection, recognition and direction classification, a PicoDet
 //! layout detector), tf2onnx (magika) and skl2onnx (scikit-learn pipelines, ZipMap served as its probability tensor). Outputs come
 //! from `tests/python/onnx_reference.py`; models with free axes are run at several sizes on
-//! one loaded model.
+//! one loaded model. Beside them, every operator the importer takes, one small graph per
+//! attribute form (`tests/python/make_onnx_ops.py`), so a kernel no exported model reaches is
+//! still checked.
 //!
 //! "Equal": float outputs within 1e-4 of the output's scale (its largest magnitude),
 //! integer outputs exactly. Every failure is collected.
@@ -107,8 +109,21 @@ fn compare(python: &Path, case: &Case) -> Result<String, String> {
         "{name}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    compare_with(case, dir.path())
+}
+
+/// Runs the case's model on the inputs in `dir` and compares with the outputs there (the
+/// layout `onnx_reference.py` writes).
+fn compare_with(case: &Case, dir: &Path) -> Result<String, String> {
+    // An operator case is a folder of its own holding `model.onnx`: name it by the folder.
+    let named = if case.file.ends_with("model.onnx") {
+        case.file.parent().unwrap_or(&case.file)
+    } else {
+        &case.file
+    };
+    let name = named.file_name().unwrap().to_string_lossy().into_owned();
     let meta: Meta =
-        serde_json::from_slice(&std::fs::read(dir.path().join("meta.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
     let model = load(case).map_err(|e| format!("{name}: {e}"))?;
     let input_names: Vec<String> = model.inputs().iter().map(|i| i.name.clone()).collect();
     let output_names: Vec<String> = model.outputs().iter().map(|o| o.name.clone()).collect();
@@ -123,7 +138,7 @@ fn compare(python: &Path, case: &Case) -> Result<String, String> {
             .enumerate()
             .map(|(k, io)| {
                 carried.remove(&input_names[k]).unwrap_or_else(|| {
-                    let file = dir.path().join(format!("in{k}.{step}.bin"));
+                    let file = dir.join(format!("in{k}.{step}.bin"));
                     read(&file, dtype(&io.dtype), &meta.input_shapes[step][k])
                 })
             })
@@ -140,7 +155,7 @@ fn compare(python: &Path, case: &Case) -> Result<String, String> {
         }
         for (j, io) in meta.outputs[step].iter().enumerate() {
             let reference = read(
-                &dir.path().join(format!("out{j}.{step}.bin")),
+                &dir.join(format!("out{j}.{step}.bin")),
                 dtype(&io.dtype),
                 &io.shape,
             );
@@ -473,4 +488,103 @@ fn released_arenas_are_rebuilt_and_answers_do_not_change() {
     let third = model.run(&[x]).unwrap();
     assert_eq!(first[0].data, second[0].data);
     assert_eq!(first[0].data, third[0].data);
+}
+
+/// The operators `translate` in engine/src/onnx/ops.rs dispatches on: the string literals
+/// of its match arms.
+fn dispatched_operators() -> Vec<String> {
+    let source = std::fs::read_to_string(repo().join("engine/src/onnx/ops.rs")).unwrap();
+    let start = source
+        .find("match node.op_type.as_str() {")
+        .expect("translate's match in ops.rs");
+    let body = &source[start..];
+    let end = body.find("_ => block(").expect("translate's fallback arm");
+    let mut ops = Vec::new();
+    for line in body[..end].lines() {
+        let arm = line.trim_start();
+        if !arm.starts_with('"') || !arm.contains("=>") {
+            continue;
+        }
+        let patterns = &arm[..arm.find("=>").unwrap()];
+        ops.extend(
+            patterns
+                .split('|')
+                .map(|p| p.trim().trim_matches('"').to_owned()),
+        );
+    }
+    ops
+}
+
+/// Every operator the importer takes, in each attribute form it handles, as a graph of its
+/// own against onnxruntime (`tests/python/make_onnx_ops.py` builds them and records
+/// onnxruntime's answers); the forms it refuses are refused by name. And no operator is left out: each one `translate` dispatches on
+/// appears in some case, but `If` (only a constant condition folds; silero VAD's test runs
+/// it).
+#[test]
+fn every_operator_alone_matches_onnxruntime() {
+    let python = python();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(&python)
+        .arg(repo().join("tests/python/make_onnx_ops.py"))
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make_onnx_ops.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("cases.json")).unwrap()).unwrap();
+    let listed = listed.as_object().unwrap();
+    let used: std::collections::BTreeSet<&str> = listed
+        .values()
+        .flat_map(|c| {
+            c["ops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o.as_str().unwrap())
+        })
+        .collect();
+    let dispatched = dispatched_operators();
+    assert!(dispatched.len() > 80, "read {dispatched:?} from ops.rs");
+    let untested: Vec<&String> = dispatched
+        .iter()
+        .filter(|op| op.as_str() != "If" && !used.contains(op.as_str()))
+        .collect();
+    assert!(untested.is_empty(), "operators no case runs: {untested:?}");
+
+    let mut failures = Vec::new();
+    for (name, listing) in listed {
+        let case_dir = dir.path().join(name);
+        let case = case(case_dir.join("model.onnx"), &[]);
+        // A form the engine refuses must be refused by name, not answered wrongly.
+        if let Some(expected) = listing["refused"].as_str() {
+            match load(&case) {
+                Err(e) if e.to_string().contains(expected) => {
+                    eprintln!("ok   {name:28} refused: {e}");
+                }
+                Err(e) => failures.push(format!("{name}: refused for another reason: {e}")),
+                Ok(_) => failures.push(format!(
+                    "{name}: now loads; make it an ordinary case (it was refused for {expected:?})"
+                )),
+            }
+            continue;
+        }
+        match compare_with(&case, &case_dir) {
+            Ok(line) => eprintln!("ok   {line}"),
+            Err(line) => {
+                eprintln!("FAIL {line}");
+                failures.push(line);
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} operator case(s) differ from onnxruntime:\n{}",
+        failures.len(),
+        listed.len(),
+        failures.join("\n")
+    );
 }
