@@ -228,13 +228,16 @@ case("gemm", node("Gemm", ["a", "b", "c"]), {"a": normal(3, 4)}, {"b": normal(4,
 case("gemm_transposed_scaled", node("Gemm", ["a", "b", "c"], transA=1, transB=1, alpha=0.5, beta=2.0),
      {"a": normal(4, 3)}, {"b": normal(5, 4), "c": normal(3, 5)})
 case("gemm_no_bias", node("Gemm", ["a", "b"], transB=1), {"a": normal(3, 4)}, {"b": normal(6, 4)})
-case("gemm_runtime_b", node("Gemm", ["a", "b"]), {"a": normal(3, 4), "b": normal(4, 2)},
-     refused="weights computed at run time")
+case("gemm_runtime_b", node("Gemm", ["a", "b"]), {"a": normal(3, 4), "b": normal(4, 2)})
+case("gemm_runtime_b_transposed_scaled_with_bias", node("Gemm", ["a", "b", "c"], transA=1, transB=1, alpha=0.5, beta=1.5),
+     {"a": normal(4, 3), "b": normal(2, 4)}, {"c": normal(2)})
+case("gemm_runtime_b_scaled", node("Gemm", ["a", "b"], alpha=2.0), {"a": normal(3, 4), "b": normal(4, 2)})
 case("matmul", node("MatMul", ["a", "b"]), {"a": normal(3, 4)}, {"b": normal(4, 5)})
 case("matmul_batched_weights", node("MatMul", ["a", "b"]), {"a": normal(2, 3, 4)}, {"b": normal(4, 5)})
 case("matmul_both_runtime_broadcast", node("MatMul", ["a", "b"]), {"a": normal(2, 1, 3, 4), "b": normal(3, 4, 2)})
-case("matmul_vector", node("MatMul", ["a", "b"]), {"a": normal(2, 3, 4)}, {"b": normal(4)},
-     refused="matrix products of vectors")
+case("matmul_vector", node("MatMul", ["a", "b"]), {"a": normal(2, 3, 4)}, {"b": normal(4)})
+case("matmul_row_vector", node("MatMul", ["a", "b"]), {"a": normal(4), "b": normal(2, 4, 3)})
+case("matmul_two_vectors", node("MatMul", ["a", "b"]), {"a": normal(4), "b": normal(4)})
 case("matmul_add", [node("MatMul", ["a", "b"], ["m"]), node("Add", ["m", "c"])], {"a": normal(2, 3, 4)},
      {"b": normal(4, 6), "c": normal(6)})
 
