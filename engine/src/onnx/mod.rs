@@ -10,10 +10,12 @@
 //! tensor it wraps. Whatever cannot be translated is collected, every operator at once.
 
 mod import;
+mod linear;
 mod ml;
 mod nn;
 mod ops;
 mod proto;
 mod recurrent;
+mod shaping;
 
 pub use import::{OnnxOptions, read};
