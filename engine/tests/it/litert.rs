@@ -1,6 +1,7 @@
 //! The engine against Google's LiteRT on real TFLite files: every model the mediapipe wheel
 //! ships, the micro-wakeword models (stateful: many steps on one state), and Keras
-//! applications in every flavour TensorFlow's converter writes. Inputs are seeded; LiteRT's
+//! applications in every flavour TensorFlow's converter writes, and every operator form alone
+//! (float and full-integer int8) as the converter writes it. Inputs are seeded; LiteRT's
 //! outputs come from `tests/python/litert_reference.py`.
 //!
 //! "Equal": float outputs within 1e-4 of the output's scale, or within what LiteRT gives
@@ -364,6 +365,35 @@ fn keras_applications_from_tensorflows_converter_match_litert() {
     let index: std::collections::BTreeMap<String, Entry> =
         serde_json::from_slice(&std::fs::read(dir.join("models.json")).unwrap()).unwrap();
     assert_eq!(index.len(), 25, "five applications, five flavours each");
+    check_all(
+        index
+            .into_values()
+            .map(|e| {
+                let feed = Feed {
+                    range: e.input_range,
+                    steps: 2,
+                    ..Feed::default()
+                };
+                (dir.join(e.file), feed)
+            })
+            .collect(),
+    );
+}
+
+/// Every operator form TensorFlow's converter writes that the engine takes, one small file
+/// each (`tests/python/make_tflite_ops.py`; full-integer int8 too for the operators int8
+/// models use), against LiteRT: a kernel no application reaches is still checked.
+#[test]
+fn every_operator_alone_matches_litert() {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        file: String,
+        input_range: (f32, f32),
+    }
+    let dir = keras_models().join("ops");
+    let index: std::collections::BTreeMap<String, Entry> =
+        serde_json::from_slice(&std::fs::read(dir.join("ops.json")).unwrap()).unwrap();
+    assert!(index.len() > 90, "{} operator files", index.len());
     check_all(
         index
             .into_values()
