@@ -26,6 +26,9 @@ use crate::remote::Remote;
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
+/// Loose chunks younger than this survive a prune: a pull or fetch under way keeps them.
+const PRUNE_GRACE: Duration = Duration::from_secs(3600);
+
 /// A device's own spread of its waits, so that a fleet cut off together comes back spread.
 fn spread_seed(device: &str) -> u64 {
     let hash = blake3::hash(device.as_bytes());
@@ -272,6 +275,8 @@ impl Agent {
         };
         if let Err(e) = next.save(&self.data_dir) {
             tracing::error!(error = %format!("{e:#}"), "cannot save the agent state");
+        } else if phase == Phase::Applied {
+            self.prune(&next).await;
         }
         {
             let mut s = status.lock().await;
@@ -351,6 +356,51 @@ impl Agent {
             self.server.remove(served_name(old));
         }
         Ok(())
+    }
+
+    /// Keeps the device's disk bounded: of the packs named like the active one, only the
+    /// active and the previous (the rollback target) stay; chunks no pack needs go. Packs of
+    /// other names (put there by hand) are left alone, and so are chunks of a fetch under way.
+    /// Runs after the new state is saved, so a crash here loses nothing the state names.
+    async fn prune(&self, state: &AgentState) {
+        let Some(active) = state.active.clone() else {
+            return;
+        };
+        let keep: Vec<String> = [Some(&active), state.previous.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|t| t.id.clone())
+            .collect();
+        let data_dir = self.data_dir.clone();
+        let pruned = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+            let registry = Registry::open(&data_dir)?;
+            let name = served_name(&active).to_owned();
+            let mut removed = Vec::new();
+            for pack in registry.list()? {
+                let id = format!("{}:{}", pack.name, pack.version);
+                if pack.name != name || keep.contains(&id) {
+                    continue;
+                }
+                registry.remove(&id.parse()?)?;
+                removed.push(id);
+            }
+            if !removed.is_empty() {
+                registry.gc_with_grace(PRUNE_GRACE, SystemTime::now())?;
+            }
+            Ok(removed)
+        })
+        .await;
+        match pruned {
+            Ok(Ok(removed)) if !removed.is_empty() => {
+                tracing::info!(
+                    ?removed,
+                    "older packs removed; the active and previous stay"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "cannot prune older packs"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune older packs"),
+        }
     }
 
     fn server_has(&self, name: &str) -> bool {

@@ -57,6 +57,7 @@ fn fleet_flow(server: &mut Server, dir: &Path) {
     let model = fixture("sigmoid.onnx");
     save(&publ, &model, "sig", "1.0.0", &key, &[]);
     save(&publ, &model, "sig", "2.0.0", &key, &[]);
+    save(&publ, &model, "sig", "4.0.0", &key, &[]);
     // A pack that verifies but that no engine of aq loads (logreg_iris is inconsistent: 2
     // features declared, 4 used): the server refuses its rollout, and every device that gets
     // it anyway fails.
@@ -209,6 +210,39 @@ fn fleet_flow(server: &mut Server, dir: &Path) {
         .map(|r| r["phase"].as_str().unwrap())
         .collect();
     assert_eq!(phases, ["completed", "rolled_back", "aborted"]);
+
+    // 4.0.0 everywhere: each device keeps its active pack and the previous one (1.0.0, the
+    // rollback target) and nothing older: 2.0.0 goes, and so does 3.0.0 where it was
+    // fetched and failed. What stays verifies.
+    let r4 = deploy(server, &publ, &publisher, "sig:4.0.0", &["--steps", "100"]);
+    wait_phase(server, &publisher, &r4, "completed");
+    wait_serving(&all, "4.0.0");
+    for i in 0..agents.len() {
+        let data = dir.join(format!("device{i}"));
+        // The agent holds its registry open only while it changes it: ask until it answers.
+        let held = wait_for(
+            "the device to keep only its active and previous packs",
+            60,
+            || {
+                let out = server.aq(&data, &publisher, &["--json", "pack", "list"]);
+                let packs: Value = serde_json::from_slice(&out.stdout).ok()?;
+                let held: Vec<String> = packs
+                    .as_array()?
+                    .iter()
+                    .map(|p| format!("{}:{}", p["name"], p["version"]).replace('"', ""))
+                    .collect();
+                (held == ["sig:1.0.0", "sig:4.0.0"]).then_some(held)
+            },
+        );
+        for id in held {
+            let verified = server.aq(&data, &publisher, &["pack", "verify", &id]);
+            assert!(
+                verified.status.success(),
+                "{id}: {}",
+                String::from_utf8_lossy(&verified.stderr)
+            );
+        }
+    }
 }
 
 #[test]
