@@ -354,30 +354,34 @@ fn wakeword_models_match_litert_step_by_step() {
     check_all(files.into_iter().map(|f| (f, feed.clone())).collect());
 }
 
-#[test]
-fn keras_applications_from_tensorflows_converter_match_litert() {
+/// The files an index of the converter's outputs names (`file` and `input_range` per
+/// entry), each fed two seeded inputs in its range.
+fn indexed(dir: &Path, index: &str) -> Vec<(PathBuf, Feed)> {
     #[derive(serde::Deserialize)]
     struct Entry {
         file: String,
         input_range: (f32, f32),
     }
-    let dir = keras_models();
     let index: std::collections::BTreeMap<String, Entry> =
-        serde_json::from_slice(&std::fs::read(dir.join("models.json")).unwrap()).unwrap();
-    assert_eq!(index.len(), 25, "five applications, five flavours each");
-    check_all(
-        index
-            .into_values()
-            .map(|e| {
-                let feed = Feed {
-                    range: e.input_range,
-                    steps: 2,
-                    ..Feed::default()
-                };
-                (dir.join(e.file), feed)
-            })
-            .collect(),
-    );
+        serde_json::from_slice(&std::fs::read(dir.join(index)).unwrap()).unwrap();
+    index
+        .into_values()
+        .map(|e| {
+            let feed = Feed {
+                range: e.input_range,
+                steps: 2,
+                ..Feed::default()
+            };
+            (dir.join(e.file), feed)
+        })
+        .collect()
+}
+
+#[test]
+fn keras_applications_from_tensorflows_converter_match_litert() {
+    let cases = indexed(&keras_models(), "models.json");
+    assert_eq!(cases.len(), 25, "five applications, five flavours each");
+    check_all(cases);
 }
 
 /// Every operator form TensorFlow's converter writes that the engine takes, one small file
@@ -385,26 +389,7 @@ fn keras_applications_from_tensorflows_converter_match_litert() {
 /// models use), against LiteRT: a kernel no application reaches is still checked.
 #[test]
 fn every_operator_alone_matches_litert() {
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        file: String,
-        input_range: (f32, f32),
-    }
-    let dir = keras_models().join("ops");
-    let index: std::collections::BTreeMap<String, Entry> =
-        serde_json::from_slice(&std::fs::read(dir.join("ops.json")).unwrap()).unwrap();
-    assert!(index.len() > 90, "{} operator files", index.len());
-    check_all(
-        index
-            .into_values()
-            .map(|e| {
-                let feed = Feed {
-                    range: e.input_range,
-                    steps: 2,
-                    ..Feed::default()
-                };
-                (dir.join(e.file), feed)
-            })
-            .collect(),
-    );
+    let cases = indexed(&keras_models().join("ops"), "ops.json");
+    assert!(cases.len() > 90, "{} operator files", cases.len());
+    check_all(cases);
 }

@@ -219,9 +219,18 @@ fn compare_with(case: &Case, dir: &Path) -> Result<String, String> {
 
 fn check_all(cases: &[Case]) {
     let python = python();
+    report(
+        cases.iter().map(|c| compare(&python, c)).collect(),
+        "model(s)",
+    );
+}
+
+/// Prints one line per comparison and fails with every failure at once.
+fn report(results: Vec<Result<String, String>>, what: &str) {
+    let total = results.len();
     let mut failures = Vec::new();
-    for case in cases {
-        match compare(&python, case) {
+    for result in results {
+        match result {
             Ok(line) => eprintln!("ok   {line}"),
             Err(line) => {
                 eprintln!("FAIL {line}");
@@ -231,7 +240,7 @@ fn check_all(cases: &[Case]) {
     }
     assert!(
         failures.is_empty(),
-        "{} model(s) differ from onnxruntime:\n{}",
+        "{} of {total} {what} differ from onnxruntime:\n{}",
         failures.len(),
         failures.join("\n")
     );
@@ -555,36 +564,23 @@ fn every_operator_alone_matches_onnxruntime() {
         .collect();
     assert!(untested.is_empty(), "operators no case runs: {untested:?}");
 
-    let mut failures = Vec::new();
-    for (name, listing) in listed {
-        let case_dir = dir.path().join(name);
-        let case = case(case_dir.join("model.onnx"), &[]);
-        // A form the engine refuses must be refused by name, not answered wrongly.
-        if let Some(expected) = listing["refused"].as_str() {
+    let results = listed
+        .iter()
+        .map(|(name, listing)| {
+            let case_dir = dir.path().join(name);
+            let case = case(case_dir.join("model.onnx"), &[]);
+            // A form the engine refuses must be refused by name, not answered wrongly.
+            let Some(expected) = listing["refused"].as_str() else {
+                return compare_with(&case, &case_dir);
+            };
             match load(&case) {
-                Err(e) if e.to_string().contains(expected) => {
-                    eprintln!("ok   {name:28} refused: {e}");
-                }
-                Err(e) => failures.push(format!("{name}: refused for another reason: {e}")),
-                Ok(_) => failures.push(format!(
+                Err(e) if e.to_string().contains(expected) => Ok(format!("{name:28} refused: {e}")),
+                Err(e) => Err(format!("{name}: refused for another reason: {e}")),
+                Ok(_) => Err(format!(
                     "{name}: now loads; make it an ordinary case (it was refused for {expected:?})"
                 )),
             }
-            continue;
-        }
-        match compare_with(&case, &case_dir) {
-            Ok(line) => eprintln!("ok   {line}"),
-            Err(line) => {
-                eprintln!("FAIL {line}");
-                failures.push(line);
-            }
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} operator case(s) differ from onnxruntime:\n{}",
-        failures.len(),
-        listed.len(),
-        failures.join("\n")
-    );
+        })
+        .collect();
+    report(results, "operator case(s)");
 }

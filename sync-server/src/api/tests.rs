@@ -1,4 +1,6 @@
-//! The API without sockets: body limits, chunked bodies, refusals as answers.
+//! The API without sockets: body limits, chunked bodies, refusals as answers, and whole
+//! flows through the real handlers on a server state of temporary files (packs and chunks,
+//! tokens and roles, enrollment with proof, rollouts).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -534,6 +536,12 @@ fn tokens_carry_roles_and_revoked_ones_stop_working() {
     });
 }
 
+/// `POST /v1/rollouts/ID/VERB` as `token`.
+async fn rollout_command(state: &Arc<State>, token: &str, id: &str, verb: &str) -> Reply {
+    let path = format!("/v1/rollouts/{id}/{verb}");
+    call(state, Some(token), "POST", &path, "").await
+}
+
 #[test]
 fn a_device_enrolls_with_proof_and_a_rollout_is_driven_through_the_api() {
     use aq_sync_proto::fleet::EnrollRequest;
@@ -684,35 +692,17 @@ fn a_device_enrolls_with_proof_and_a_rollout_is_driven_through_the_api() {
             .await
             .expect(200);
         assert_eq!(list["rollouts"][0]["id"], id.as_str(), "{list}");
-        let paused = call(
-            &state,
-            Some(&admin),
-            "POST",
-            &format!("/v1/rollouts/{id}/pause"),
-            "",
-        )
-        .await
-        .expect(200);
+        let paused = rollout_command(&state, &admin, &id, "pause")
+            .await
+            .expect(200);
         assert_eq!(paused["phase"], "paused", "{paused}");
-        let resumed = call(
-            &state,
-            Some(&admin),
-            "POST",
-            &format!("/v1/rollouts/{id}/resume"),
-            "",
-        )
-        .await
-        .expect(200);
+        let resumed = rollout_command(&state, &admin, &id, "resume")
+            .await
+            .expect(200);
         assert_ne!(resumed["phase"], "paused", "{resumed}");
-        let back = call(
-            &state,
-            Some(&admin),
-            "POST",
-            &format!("/v1/rollouts/{id}/rollback"),
-            "",
-        )
-        .await
-        .expect(200);
+        let back = rollout_command(&state, &admin, &id, "rollback")
+            .await
+            .expect(200);
         assert_eq!(back["phase"], "rolled_back", "{back}");
         let got = call(
             &state,
@@ -724,15 +714,9 @@ fn a_device_enrolls_with_proof_and_a_rollout_is_driven_through_the_api() {
         .await
         .expect(200);
         assert_eq!(got["phase"], "rolled_back", "{got}");
-        call(
-            &state,
-            Some(&admin),
-            "POST",
-            &format!("/v1/rollouts/{id}/advance"),
-            "",
-        )
-        .await
-        .refused(409, "conflict");
+        rollout_command(&state, &admin, &id, "advance")
+            .await
+            .refused(409, "conflict");
         call(&state, Some(&admin), "GET", "/v1/rollouts/nope", "")
             .await
             .refused(404, "not_found");
