@@ -255,16 +255,6 @@ impl Model {
         }
     }
 
-    /// Bytes of packed weights and constants the model holds.
-    pub fn weight_bytes(&self) -> usize {
-        self.graph
-            .values
-            .iter()
-            .filter_map(|v| v.constant.as_ref())
-            .map(|c| c.len() * c.dtype().size())
-            .sum()
-    }
-
     /// Names of the ops of the graph, with counts (for reports).
     pub fn op_counts(&self) -> Vec<(&'static str, usize)> {
         let mut counts: HashMap<&'static str, usize> = HashMap::new();

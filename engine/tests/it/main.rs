@@ -10,5 +10,6 @@
 mod fuzz_readme;
 mod hostile;
 mod litert;
+mod model_api;
 mod onnx;
 mod unsafe_scope;
