@@ -442,3 +442,124 @@ impl Data {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ALL: [DType; 7] = [
+        DType::F32,
+        DType::I8,
+        DType::U8,
+        DType::I16,
+        DType::I32,
+        DType::I64,
+        DType::Bool,
+    ];
+
+    proptest! {
+        /// Bytes to elements and back is the identity, for every type and any bytes of a
+        /// whole number of elements (bools read any non-zero byte as true, so they come
+        /// back as 0 or 1).
+        #[test]
+        fn le_bytes_round_trip(t in 0usize..7, bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let dtype = ALL[t];
+            let whole = bytes.len() / dtype.size() * dtype.size();
+            let data = Data::from_le_bytes(dtype, &bytes[..whole]).unwrap();
+            prop_assert_eq!(data.dtype(), dtype);
+            prop_assert_eq!(data.len(), whole / dtype.size());
+            let back = data.to_le_bytes();
+            if dtype == DType::Bool {
+                let expected: Vec<u8> = bytes[..whole].iter().map(|b| u8::from(*b != 0)).collect();
+                prop_assert_eq!(back, expected);
+            } else {
+                prop_assert_eq!(&back[..], &bytes[..whole]);
+            }
+            // One byte more than whole elements is refused.
+            if dtype.size() > 1 && whole < bytes.len() {
+                prop_assert!(Data::from_le_bytes(dtype, &bytes[..whole + 1]).is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn partial_elements_are_refused() {
+        for dtype in ALL.into_iter().filter(|d| d.size() > 1) {
+            assert!(Data::from_le_bytes(dtype, &[0; 3]).is_none(), "{dtype}");
+            assert!(Data::from_le_bytes(dtype, &[0; 9]).is_none(), "{dtype}");
+        }
+        assert_eq!(
+            Data::from_le_bytes(DType::I16, &[1, 0, 0xff, 0xff]),
+            Some(Data::I16(vec![1, -1]))
+        );
+    }
+
+    #[test]
+    fn a_tensor_holds_exactly_its_shape() {
+        assert!(Tensor::new(vec![2, 3], Data::zeros(DType::F32, 6)).is_some());
+        assert!(Tensor::new(vec![2, 3], Data::zeros(DType::F32, 5)).is_none());
+        assert!(
+            Tensor::new(vec![], Data::F32(vec![1.0])).is_some(),
+            "a scalar"
+        );
+        assert!(
+            Tensor::new(vec![0, 7], Data::F32(vec![])).is_some(),
+            "empty"
+        );
+        assert!(
+            Tensor::new(vec![usize::MAX, 2], Data::F32(vec![])).is_none(),
+            "an overflowing shape fits nothing"
+        );
+        assert_eq!(element_count(&[usize::MAX, 2]), None);
+        assert_eq!(element_count(&[2, 3, 4]), Some(24));
+        assert_eq!(strides(&[2, 3, 4]), [12, 4, 1]);
+        assert_eq!(strides(&[]), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn conversions_widen_exactly() {
+        let ints = Data::I8(vec![-128, 0, 127]);
+        assert_eq!(ints.to_i64(), Some(vec![-128, 0, 127]));
+        assert_eq!(ints.to_f32(), [-128.0, 0.0, 127.0]);
+        assert_eq!(Data::Bool(vec![true, false]).to_i64(), Some(vec![1, 0]));
+        assert_eq!(Data::Bool(vec![true, false]).to_f32(), [1.0, 0.0]);
+        assert_eq!(
+            Data::F32(vec![1.5]).to_i64(),
+            None,
+            "floats are not indices"
+        );
+        assert_eq!(Data::U8(vec![255]).to_f32(), [255.0]);
+        assert_eq!(Data::I64(vec![-3]).to_f32(), [-3.0]);
+        assert_eq!(Data::F32(vec![2.0]).as_f32(), Some(&[2.0][..]));
+        assert_eq!(Data::I32(vec![2]).as_f32(), None);
+    }
+
+    #[test]
+    fn buffers_resize_in_place_and_change_type_when_asked() {
+        let mut d = Data::F32(vec![1.0; 4]);
+        d.ensure(DType::F32, 2);
+        assert_eq!(d.len(), 4, "ensure never shrinks");
+        d.ensure(DType::F32, 9);
+        assert_eq!(d.len(), 9);
+        d.ensure(DType::I64, 3);
+        assert_eq!((d.dtype(), d.len()), (DType::I64, 3));
+        d.reshape_for(DType::I64, 1);
+        assert_eq!(d.len(), 1);
+        let v = Data::I16(vec![1, 2, 3]);
+        assert_eq!(v.prefix(2), Data::I16(vec![1, 2]));
+        assert_eq!(
+            v.prefix(10),
+            v,
+            "a prefix longer than the data is all of it"
+        );
+        assert_eq!(v.view(2).len(), 2);
+        assert_eq!(v.full_view().dtype(), DType::I16);
+        for dtype in ALL {
+            let z = Data::zeros(dtype, 3);
+            assert_eq!((z.dtype(), z.len()), (dtype, 3));
+            assert!(z.to_f32().iter().all(|x| *x == 0.0));
+            assert_eq!(dtype.to_string(), dtype.name());
+        }
+    }
+}
