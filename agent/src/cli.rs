@@ -307,7 +307,8 @@ pub struct ServingArgs {
     #[arg(long, value_name = "N")]
     pub queue: Option<usize>,
     /// Refuse (503, Retry-After) a request expected to wait longer than this in the queue:
-    /// auto (about one batch's time), off, or a duration such as 50ms [default: auto]
+    /// auto (two batches per worker; one row per worker while an overload stands), off, or a
+    /// duration such as 50ms [default: auto]
     #[arg(long, value_name = "DURATION")]
     pub max_queue_delay: Option<String>,
     /// Per-request timeout, e.g. 5s [default: 30s]
@@ -321,7 +322,7 @@ pub struct ServingArgs {
     pub no_calibrate: bool,
     /// Run the HTTP threads this many nice steps below the inference workers (10: under
     /// overload the CPU finishes admitted runs first; on a machine shared with other busy
-    /// processes they then starve the HTTP threads too) [default: 0]
+    /// processes they then starve the HTTP threads too)
     #[arg(long, value_name = "STEPS", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
     pub http_nice: i32,
     /// Largest request body in bytes [default: 64 MiB]

@@ -288,7 +288,9 @@ pub fn model_settings(
 }
 
 /// A model left to share the machine (`threads = 0`) shares the device profile's thread
-/// budget among its workers, when a profile is in use; otherwise the machine's cores.
+/// budget among its workers, when a profile is in use; otherwise the machine's cores. The
+/// budget never exceeds the cores this process may run on (a generic profile's 4 threads
+/// under a one-core `taskset` or cgroup would only contend).
 fn with_profile_threads(
     mut s: ModelSettings,
     settings: &Settings,
@@ -297,9 +299,15 @@ fn with_profile_threads(
         && let (Some((profile, _)), _) = settings.profile()?
         && profile.threads > 0
     {
-        s.threads = (profile.threads as usize / s.workers.max(1)).max(1);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        s.threads = profile_threads(profile.threads as usize, cores, s.workers);
     }
     Ok(s)
+}
+
+/// Threads per run: the profile's budget, capped by the usable cores, shared by the workers.
+fn profile_threads(budget: usize, cores: usize, workers: usize) -> usize {
+    (budget.min(cores) / workers.max(1)).max(1)
 }
 
 /// Starts the server on a tokio runtime, prints where it listens, runs `with_handle` (the
@@ -349,4 +357,16 @@ pub fn serve(
     // Workers finish their batches; nothing to wait for beyond the drain.
     runtime.shutdown_timeout(Duration::from_secs(5));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_profile_budget_is_capped_by_the_usable_cores() {
+        use super::profile_threads;
+        assert_eq!(profile_threads(4, 1, 1), 1, "one usable core");
+        assert_eq!(profile_threads(4, 16, 1), 4, "the profile's budget");
+        assert_eq!(profile_threads(4, 16, 2), 2, "shared by the workers");
+        assert_eq!(profile_threads(4, 2, 4), 1, "never none");
+    }
 }
