@@ -9,27 +9,22 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 python="$("$here/venv.sh" "$here/keras-requirements.txt" "${AQ_TF_VENV:-/var/tmp/aquilia-edge-tf-venv}")"
 out="${AQ_KERAS_MODELS:-/var/tmp/aquilia-edge-keras}"
-stamp="$out/.generator.sha256"
-want="$(cat "$here/make_keras_tflite.py" "$here/keras-requirements.txt" | sha256sum | cut -d' ' -f1)"
-if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
-    rm -rf "$out"
-    mkdir -p "$out"
-    # TensorFlow is loud on stderr; keep its log and show the end of it on failure.
-    if ! TF_CPP_MIN_LOG_LEVEL=3 "$python" "$here/make_keras_tflite.py" "$out" >"$out/.log" 2>&1; then
-        tail -n 40 "$out/.log" >&2
-        exit 1
+# Runs GENERATOR into DIR unless DIR holds what this very generator (and requirements) made.
+make_once() {
+    local generator="$1" dir="$2" want
+    want="$(cat "$here/$generator" "$here/keras-requirements.txt" | sha256sum | cut -d' ' -f1)"
+    if [[ "$(cat "$dir/.generator.sha256" 2>/dev/null)" != "$want" ]]; then
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        # TensorFlow is loud on stderr; keep its log and show the end of it on failure.
+        if ! TF_CPP_MIN_LOG_LEVEL=3 "$python" "$here/$generator" "$dir" >"$dir/.log" 2>&1; then
+            tail -n 40 "$dir/.log" >&2
+            exit 1
+        fi
+        echo "$want" > "$dir/.generator.sha256"
     fi
-    echo "$want" > "$stamp"
-fi
-ops="$out/ops"
-want_ops="$(cat "$here/make_tflite_ops.py" "$here/keras-requirements.txt" | sha256sum | cut -d' ' -f1)"
-if [[ "$(cat "$ops/.generator.sha256" 2>/dev/null)" != "$want_ops" ]]; then
-    rm -rf "$ops"
-    mkdir -p "$ops"
-    if ! TF_CPP_MIN_LOG_LEVEL=3 "$python" "$here/make_tflite_ops.py" "$ops" >"$ops/.log" 2>&1; then
-        tail -n 40 "$ops/.log" >&2
-        exit 1
-    fi
-    echo "$want_ops" > "$ops/.generator.sha256"
-fi
+}
+# The applications first: remaking them clears the folder, ops/ included.
+make_once make_keras_tflite.py "$out"
+make_once make_tflite_ops.py "$out/ops"
 echo "$out"
